@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine with Python >= 3.10:
+#   make demo   -> creates .venv, installs torch (CPU) and zerotir, runs the toy-world demo
+#   make test   -> same set-up, runs the test suite
+# GPU users: install the torch build for your CUDA first (TORCH=torch==2.13.0 TORCH_INDEX=<cuda index url>).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.zerotir-installed
+
+.PHONY: demo test setup lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zerotir demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --timeout=900 $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/rollout.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,198 @@
+"""The `zerotir` command line: demo | train | eval | sandbox serve | analyze | toy pretrain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+DESCRIPTION = """Agent RL with spontaneous code execution (ZeroTIR).
+
+  zerotir demo                                   toy world: code use emerges on a laptop CPU
+  zerotir train --preset toy-zerotir --run-dir runs/a [key.sub=value ...]
+  zerotir train --resume runs/a                  continue from the newest valid checkpoint
+  zerotir eval --model PATH --benchmarks math500,aime24
+  zerotir sandbox serve --port 8080              the sandboxed Python execution service
+  zerotir analyze runs/a runs/b --out report/    curves, scaling fits, report.html
+"""
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from zerotir.demo import run_demo
+
+    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides)
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from zerotir.config import RunConfig, build_config, config_to_yaml
+
+    if a.resume:
+        run_dir = Path(a.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise SystemExit(f"zerotir train --resume: {saved} not found; is {run_dir} a run directory?")
+        import yaml
+
+        cfg = build_config(base=yaml.safe_load(saved.read_text()), overrides=a.overrides)
+    else:
+        if not a.preset and not a.config:
+            raise SystemExit("zerotir train: give --preset NAME (see --list-presets) and/or --config FILE")
+        cfg = build_config(a.preset, a.config, a.overrides)
+        run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / cfg.name
+    assert isinstance(cfg, RunConfig)
+    if a.print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    from zerotir.analysis.report import analyze
+    from zerotir.train.trainer import train
+
+    train(cfg, run_dir, resume=bool(a.resume))
+    rep = analyze([run_dir], run_dir / "report")
+    print(f"run: {run_dir}  report: {rep['report_html']}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from zerotir.eval.benchmark import audit_grader, run_benchmarks
+
+    benches = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
+    if a.audit_grader:
+        rep = audit_grader(benches)
+        for name, r in rep.items():
+            print(f"{name}: {r['checks']} checks, {r['false_negatives']} false negatives "
+                  f"({100 * r['false_negative_rate']:.2f}%)")
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            (Path(a.out) / "grader_audit.json").write_text(json.dumps(rep, indent=2))
+        return 0
+    if not a.model:
+        raise SystemExit("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
+    budgets = [int(x) for x in str(a.max_tool_calls).split(",")]
+    n = a.n
+    res = run_benchmarks(a.model, benches, a.out, a.template, n, a.temperature, a.top_p, budgets, a.max_tokens,
+                         a.seed, a.engine, a.limit)
+    from zerotir.eval.benchmark import results_markdown
+
+    print(results_markdown(res))
+    print(f"results: {Path(a.out) / 'results.json'}")
+    return 0
+
+
+def _cmd_sandbox(a: argparse.Namespace) -> int:
+    from zerotir.sandbox.server import serve
+
+    serve(a.host, a.port, a.workers, a.slots, a.isolation, a.max_queue, a.timeout)
+    return 0
+
+
+def _cmd_analyze(a: argparse.Namespace) -> int:
+    from zerotir.analysis.report import analyze
+
+    rep = analyze(a.runs, a.out, smooth=a.smooth)
+    for p in rep["problems"]:
+        print(f"warning: {p}", file=sys.stderr)
+    print(f"report: {rep['report_html']}")
+    return 0
+
+
+def _cmd_toy(a: argparse.Namespace) -> int:
+    from zerotir.toy.pretrain import pretrain
+
+    rec = pretrain(a.out, steps=a.steps, seed=a.seed)
+    print(json.dumps(rec, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zerotir", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="toy world: ZeroTIR vs ZeroRL from the shipped base model, with a report")
+    d.add_argument("--out", default="runs/demo", help="output directory (summary.json, report.html, runs)")
+    d.add_argument("--quick", action="store_true", help="a smoke version for CI (a few steps, small eval)")
+    d.add_argument("--steps", type=int, default=None, help="RL steps per arm (default: the preset's)")
+    d.add_argument("overrides", nargs="*", help="config overrides applied to both arms, key.sub=value")
+    d.set_defaults(fn=_cmd_demo)
+
+    t = sub.add_parser("train", help="RL training from a preset or YAML config with key.sub=value overrides")
+    t.add_argument("--preset", help="a shipped preset (see --list-presets)")
+    t.add_argument("--config", help="a YAML config file (applied over the preset)")
+    t.add_argument("--run-dir", help="output directory (default runs/<name>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest valid checkpoint")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--list-presets", action="store_true", help="list presets and exit")
+    t.add_argument("overrides", nargs="*", help="key.sub=value, e.g. trainer.total_steps=100 algo.name=ppo")
+    t.set_defaults(fn=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model on math benchmarks (avg@k, pass@k, maj@k, code use)")
+    e.add_argument("--model", help="local model directory, hub name, or `toy`")
+    e.add_argument("--benchmarks", default="math500", help="comma list: math500,aime24,aime25,amc23,hmmt_feb24,"
+                                                           "hmmt_feb25,cmimc25,olymmath,toy or .jsonl paths")
+    e.add_argument("--template", default="boxed-tir", help="zerotir | zerorl | boxed | boxed-tir | toy-zerotir | toy-zerorl")
+    e.add_argument("--n", type=int, default=1, help="samples per problem (avg@n, pass@k, maj@n)")
+    e.add_argument("--temperature", type=float, default=0.0)
+    e.add_argument("--top-p", type=float, default=1.0)
+    e.add_argument("--max-tool-calls", default="4", help="a budget or a comma list (sweep), e.g. 1,2,4,8,16")
+    e.add_argument("--max-tokens", type=int, default=2048)
+    e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    e.add_argument("--out", default="runs/eval")
+    e.add_argument("--audit-grader", action="store_true", help="grade reference answers against themselves")
+    e.set_defaults(fn=_cmd_eval)
+
+    s = sub.add_parser("sandbox", help="the sandboxed code-execution service")
+    ssub = s.add_subparsers(dest="sandbox_command", required=True)
+    sv = ssub.add_parser("serve", help="serve POST /run, /run_batch, /run_code (SandboxFusion), GET /health, /metrics")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--workers", type=int, default=1, help="fork-server processes (each in its own sandbox)")
+    sv.add_argument("--slots", type=int, default=8, help="concurrent executions per worker")
+    sv.add_argument("--isolation", choices=["auto", "bwrap", "none"], default="auto")
+    sv.add_argument("--max-queue", type=int, default=1024, help="executions in flight before 429")
+    sv.add_argument("--timeout", type=float, default=10.0, help="default per-execution timeout (s)")
+    sv.set_defaults(fn=_cmd_sandbox)
+
+    an = sub.add_parser("analyze", help="curves, scaling-law fits and report.html from run directories")
+    an.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
+    an.add_argument("--out", default="runs/analysis")
+    an.add_argument("--smooth", type=float, default=0.6, help="EMA smoothing in [0, 1)")
+    an.set_defaults(fn=_cmd_analyze)
+
+    ty = sub.add_parser("toy", help="toy-world utilities")
+    tsub = ty.add_subparsers(dest="toy_command", required=True)
+    pt = tsub.add_parser("pretrain", help="pre-train the tiny base model on the synthetic corpus")
+    pt.add_argument("--out", default="runs/toy-base")
+    pt.add_argument("--steps", type=int, default=750)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.set_defaults(fn=_cmd_toy)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "train" and args.list_presets:
+        from zerotir.config import list_presets
+
+        print("\n".join(list_presets()))
+        return 0
+    from zerotir.config import ConfigError
+    from zerotir.data import DataError
+    from zerotir.train.models import ModelLoadError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError, ModelLoadError) as e:
+        print(f"zerotir: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

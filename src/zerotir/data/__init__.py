@@ -1,0 +1,5 @@
+"""Datasets: bundled math benchmarks, user files and the toy world."""
+
+from zerotir.data.loaders import BENCHMARKS, DataError, load_benchmark, load_dataset_rows, read_jsonl
+
+__all__ = ["BENCHMARKS", "DataError", "load_benchmark", "load_dataset_rows", "read_jsonl"]

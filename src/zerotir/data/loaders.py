@@ -1,0 +1,128 @@
+"""Datasets: bundled benchmarks, user files (JSON Lines, Parquet, HF `datasets` on disk) and the toy world.
+
+Every row becomes `{"id", "problem", "answer", ...}`. A malformed line is reported with its file and
+line number; rows without an answer are skipped (with a count) or rejected, as the caller chooses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BENCHMARKS = {
+    "math500": ("math500.jsonl", 500),
+    "aime24": ("aime24.jsonl", 30),
+    "aime25": ("aime25.jsonl", 30),
+    "amc23": ("amc23.jsonl", 40),
+    "hmmt_feb24": ("hmmt_feb24.jsonl", 30),
+    "hmmt_feb25": ("hmmt_feb25.jsonl", 30),
+    "cmimc25": ("cmimc25.jsonl", 40),
+    "olymmath": ("olymmath.jsonl", 200),
+    "math_train": ("math_train_l3to5.jsonl", 8859),
+}
+
+
+class DataError(ValueError):
+    """A dataset problem, with file and line where there is one."""
+
+
+def _normalise(row: dict, idx: int, where: str, problem_key: str, answer_key: str) -> dict | None:
+    if problem_key not in row:
+        raise DataError(f"{where}: no {problem_key!r} field (fields: {sorted(row)}); pass --problem-key")
+    ans = row.get(answer_key)
+    if ans is None or (isinstance(ans, str) and not ans.strip()):
+        return None
+    out = dict(row)
+    out["problem"] = str(row[problem_key])
+    out["answer"] = str(ans)
+    out.setdefault("id", str(row.get("id", idx)))
+    return out
+
+
+def read_jsonl(path: str | Path, problem_key: str = "problem", answer_key: str = "answer",
+               missing_answer: str = "skip") -> list[dict]:
+    path = Path(path)
+    rows, skipped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            r = _normalise(row, n - 1, f"{path}:{n}", problem_key, answer_key)
+            if r is None:
+                if missing_answer == "error":
+                    raise DataError(f"{path}:{n}: row has no {answer_key!r}")
+                skipped += 1
+                continue
+            rows.append(r)
+    if skipped:
+        log.warning("%s: skipped %d rows without an answer", path, skipped)
+    return rows
+
+
+def _read_table(rows_iter, where: str, problem_key: str, answer_key: str, missing_answer: str) -> list[dict]:
+    rows, skipped = [], 0
+    for i, row in enumerate(rows_iter):
+        r = _normalise(dict(row), i, f"{where} row {i}", problem_key, answer_key)
+        if r is None:
+            if missing_answer == "error":
+                raise DataError(f"{where} row {i}: no {answer_key!r}")
+            skipped += 1
+            continue
+        rows.append(r)
+    if skipped:
+        log.warning("%s: skipped %d rows without an answer", where, skipped)
+    return rows
+
+
+def load_benchmark(name: str) -> list[dict]:
+    if name not in BENCHMARKS:
+        raise DataError(f"unknown benchmark {name!r}; bundled: {', '.join(BENCHMARKS)}")
+    fname, expected = BENCHMARKS[name]
+    with resources.as_file(resources.files("zerotir.data") / "benchmarks" / fname) as p:
+        rows = read_jsonl(p)
+    if len(rows) != expected:
+        raise DataError(f"bundled benchmark {name} has {len(rows)} rows, expected {expected}")
+    return rows
+
+
+def load_dataset_rows(source: str, problem_key: str = "problem", answer_key: str = "answer",
+                      missing_answer: str = "skip", toy_size: int = 4096, toy_easy_frac: float = 0.4,
+                      toy_split: str = "train") -> list[dict]:
+    """Rows from `toy`, a bundled name, a .jsonl/.parquet file, or a `datasets.save_to_disk` directory."""
+    if source == "toy":
+        from zerotir.toy.world import test_split, train_split
+
+        probs = train_split(toy_size, toy_easy_frac) if toy_split == "train" else test_split(toy_size, toy_easy_frac)
+        return [p.to_row() for p in probs]
+    if source in BENCHMARKS:
+        return load_benchmark(source)
+    p = Path(source).expanduser()
+    if not p.exists():
+        raise DataError(f"dataset {source!r}: no such file or directory, and not a bundled name "
+                        f"({', '.join(['toy', *BENCHMARKS])})")
+    if p.suffix in (".jsonl", ".json"):
+        return read_jsonl(p, problem_key, answer_key, missing_answer)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq  # noqa: PLC0415 - optional dependency
+
+        return _read_table(pq.read_table(p).to_pylist(), str(p), problem_key, answer_key, missing_answer)
+    if p.is_dir():
+        try:
+            from datasets import load_from_disk
+        except ImportError as e:
+            raise DataError(f"{p} is a directory: reading HF datasets needs `pip install datasets`") from e
+        ds = load_from_disk(str(p))
+        if hasattr(ds, "keys"):
+            ds = ds[next(iter(ds.keys()))]
+        return _read_table(ds, str(p), problem_key, answer_key, missing_answer)
+    raise DataError(f"dataset {source!r}: unsupported format (use .jsonl, .parquet or a datasets directory)")

@@ -1,0 +1,66 @@
+"""Evaluate a policy on rows with the tool-integrated rollout: per-problem samples -> metrics."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from zerotir.eval.metrics import avg_at_k, maj_at_k, max_at_k, pass_at_k
+from zerotir.reward import extract_boxed, math_reward
+from zerotir.rollout.engine import Engine, SamplingParams
+from zerotir.rollout.metrics import rollout_metrics
+from zerotir.rollout.protocol import Template
+from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
+
+
+def evaluate_rows(engine: Engine, sandbox, rows: list[dict], template: Template, tool_cfg: ToolLoopConfig,
+                  params: SamplingParams, n: int = 1, batch_size: int = 64,
+                  answer_outside_output: bool = False) -> dict:
+    """Returns {"metrics": {...}, "samples": [...]} with accuracy (avg@n), pass@k, maj@n, max@n,
+    code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field."""
+    tok = engine.tokenizer
+    items = [(i, j) for i in range(len(rows)) for j in range(n)]
+    trajs = []
+    for b in range(0, len(items), batch_size):
+        chunk = items[b : b + batch_size]
+        prompts = [tok.encode(template.render(rows[i]["problem"]), add_special_tokens=False) for i, _ in chunk]
+        sp = params if params.seed is None else replace(params, seed=params.seed + b)
+        out = run_tool_rollout(engine, sandbox, prompts, template, tool_cfg, sp)
+        for (i, _), tr in zip(chunk, out):
+            tr.prompt_index = i
+            tr.answer = rows[i]["answer"]
+            tr.reward = math_reward(tr.text, tr.answer, require_outside_output=answer_outside_output)
+            tr.correct = tr.reward >= 1.0
+        trajs.extend(out)
+    per_problem: dict[int, list] = {}
+    for tr in trajs:
+        per_problem.setdefault(tr.prompt_index, []).append(tr)
+    m = rollout_metrics(trajs)
+    metrics = {
+        "accuracy": m["reward/accuracy"],
+        "code_ratio": m["rollout/code_ratio"],
+        "tool_calls_mean": m["rollout/tool_calls_mean"],
+        "response_len_mean": m["rollout/response_len_mean"],
+        "total_len_mean": m["rollout/total_len_mean"],
+        "tool_error_ratio": m["rollout/tool_error_ratio"],
+        "tool_timeout_ratio": m["rollout/tool_timeout_ratio"],
+        "code_in_correct_ratio": m["rollout/code_in_correct_ratio"],
+        "finish_length_ratio": m["rollout/finish_length_ratio"],
+        "n": n,
+        "problems": len(rows),
+    }
+    corrects = {i: [t.correct for t in ts] for i, ts in per_problem.items()}
+    metrics[f"maj@{n}"] = sum(maj_at_k([extract_boxed(t.text) for t in ts], corrects[i])
+                              for i, ts in per_problem.items()) / max(1, len(rows))
+    metrics[f"max@{n}"] = sum(max_at_k(c) for c in corrects.values()) / max(1, len(rows))
+    for k in sorted({1, min(4, n), n}):
+        metrics[f"pass@{k}"] = sum(pass_at_k(n, sum(c), k) for c in corrects.values()) / max(1, len(rows))
+    by_diff: dict[str, list[float]] = {}
+    for i, c in corrects.items():
+        d = rows[i].get("difficulty")
+        if d:
+            by_diff.setdefault(d, []).append(avg_at_k(c))
+    for d, accs in by_diff.items():
+        metrics[f"accuracy_{d}"] = sum(accs) / len(accs)
+    samples = [{"id": rows[t.prompt_index].get("id"), "text": t.text, "answer": t.answer, "correct": t.correct,
+                "tool_calls": len(t.tool_calls), "finish_reason": t.finish_reason} for t in trajs]
+    return {"metrics": metrics, "samples": samples}

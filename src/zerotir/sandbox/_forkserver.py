@@ -1,0 +1,386 @@
+"""Fork server: the process that runs inside the sandbox and forks one child per execution.
+
+This file is executed as a standalone script (it must not import zerotir: inside the sandbox the
+project's files are not visible). It imports the libraries math code uses once, then serves JSON
+lines on stdin/stdout: each request is run in a freshly forked child, so a call costs a fork rather
+than an interpreter start plus a sympy import, and no state leaks between calls.
+
+Per child: a new session (process group), stdin from /dev/null, stdout/stderr to pipes whose tail is
+kept up to a cap, rlimits (CPU seconds, address space, file size, processes), a private temp dir,
+and, when the server has CAP_SETUID, a per-slot unprivileged uid so that RLIMIT_NPROC holds and the
+whole process tree can be found and killed by uid (a fork bomb that escapes its process group with
+setsid() is still swept). A single-threaded selector loop waits on control input, child pipes and
+pidfds, so there are no threads to break fork().
+"""
+
+import gc
+import importlib
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+
+
+def _log(msg):
+    try:
+        sys.stderr.write(f"[forkserver] {msg}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _vm_size_bytes():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _procs_of_uid(uid):
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            pids.append(int(name))
+                        break
+        except OSError:
+            continue
+    return pids
+
+
+class Job:
+    __slots__ = (
+        "rid", "slot", "pid", "pidfd", "fds", "bufs", "nbytes", "deadline", "start", "timed_out",
+        "exit_status", "tmpdir", "cap", "finish_by",
+    )
+
+
+class ForkServer:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.slots = int(cfg.get("slots", 4))
+        self.uid_base = int(cfg.get("uid_base", 0))
+        self.can_setuid = bool(self.uid_base) and os.geteuid() == 0
+        self.nproc = int(cfg.get("max_processes", 64))
+        self.file_size = int(cfg.get("max_file_bytes", 16 << 20))
+        self.default_mem = int(cfg.get("memory_mb", 1024)) << 20
+        self.free_slots = list(range(self.slots))
+        self.pending = []
+        self.jobs = {}
+        self.sel = selectors.DefaultSelector()
+        self.inbuf = b""
+        self.base_vm = 0
+        self.tmp_root = cfg.get("tmp_root") or tempfile.gettempdir()
+
+    # ---------------------------------------------------------------- setup
+    def preimport(self):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        os.environ.setdefault("MPLBACKEND", "Agg")
+        loaded = []
+        for mod in self.cfg.get("preimport", []):
+            try:
+                importlib.import_module(mod)
+                loaded.append(mod)
+            except Exception:
+                pass
+        gc.collect()
+        gc.freeze()  # keep the imported heap out of the collector: fewer copy-on-write faults per fork
+        self.base_vm = _vm_size_bytes()
+        return loaded
+
+    # ---------------------------------------------------------------- child
+    def _child(self, req, slot, out_w, err_w, tmpdir):
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.closerange(3, 65536)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            timeout = float(req.get("timeout", 10.0))
+            mem = int(req.get("memory_mb", 0)) << 20 or self.default_mem
+            resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 1, int(timeout) + 2))
+            if self.base_vm:
+                resource.setrlimit(resource.RLIMIT_AS, (self.base_vm + mem, self.base_vm + mem))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size, self.file_size))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            os.chdir(tmpdir)
+            if self.can_setuid:
+                uid = self.uid_base + slot
+                resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            else:
+                # Without a uid of its own the count includes the server's other processes.
+                n = len(_procs_of_uid(os.getuid()))
+                resource.setrlimit(resource.RLIMIT_NPROC, (n + self.nproc, n + self.nproc))
+            os.environ.clear()
+            os.environ.update({"HOME": tmpdir, "TMPDIR": tmpdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+                               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
+            sys.stdin = open(0, closefd=False)
+            sys.stdout = open(1, "w", closefd=False, errors="backslashreplace", buffering=1 << 16)
+            sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")
+        except BaseException:
+            os._exit(120)
+        code = 0
+        try:
+            setup = req.get("setup")
+            if setup:
+                # Replay of earlier blocks (stateful mode): their output was already shown, so hide it.
+                g = {"__name__": "__main__"}
+                real = sys.stdout
+                sys.stdout = open(os.devnull, "w")
+                try:
+                    exec(compile(setup, "<setup>", "exec"), g)
+                except BaseException:
+                    pass
+                finally:
+                    sys.stdout = real
+            else:
+                g = {"__name__": "__main__"}
+            exec(compile(req["code"], "<code>", "exec"), g)
+        except SystemExit as e:
+            if e.code is None:
+                code = 0
+            elif isinstance(e.code, int):
+                code = e.code & 0xFF
+            else:
+                try:
+                    sys.stderr.write(str(e.code) + "\n")
+                except Exception:
+                    pass
+                code = 1
+        except BaseException as e:
+            tb = e.__traceback__
+            tb = tb.tb_next if tb is not None else tb  # hide this file's frame
+            try:
+                sys.stderr.write("".join(traceback.format_exception(type(e), e, tb)))
+            except Exception:
+                pass
+            code = 1
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+    # ---------------------------------------------------------------- parent
+    def start_job(self, req):
+        slot = self.free_slots.pop()
+        tmpdir = tempfile.mkdtemp(prefix=f"run{slot}_", dir=self.tmp_root)
+        if self.can_setuid:
+            os.chown(tmpdir, self.uid_base + slot, self.uid_base + slot)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self._child(req, slot, out_w, err_w, tmpdir)
+        os.close(out_w)
+        os.close(err_w)
+        job = Job()
+        job.rid, job.slot, job.pid, job.tmpdir = req["id"], slot, pid, tmpdir
+        job.start = time.monotonic()
+        job.deadline = job.start + float(req.get("timeout", 10.0))
+        job.timed_out = False
+        job.exit_status = None
+        job.finish_by = None
+        job.cap = int(req.get("max_output_bytes", 1 << 16))
+        job.fds = {out_r: "stdout", err_r: "stderr"}
+        job.bufs = {"stdout": bytearray(), "stderr": bytearray()}
+        job.nbytes = {"stdout": 0, "stderr": 0}
+        job.pidfd = os.pidfd_open(pid)
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, ("pipe", job))
+        self.sel.register(job.pidfd, selectors.EVENT_READ, ("exit", job))
+        self.jobs[job.rid] = job
+
+    def kill_tree(self, job):
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.can_setuid:
+            for _ in range(3):
+                pids = _procs_of_uid(self.uid_base + job.slot)
+                if not pids:
+                    break
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+
+    def on_pipe(self, fd, job):
+        name = job.fds[fd]
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(fd)
+            os.close(fd)
+            del job.fds[fd]
+            self.maybe_finish(job)
+            return
+        buf = job.bufs[name]
+        buf += data
+        job.nbytes[name] += len(data)
+        if len(buf) > 2 * job.cap:
+            del buf[: len(buf) - job.cap]  # keep the tail: results and tracebacks come last
+
+    def on_exit(self, job):
+        self.sel.unregister(job.pidfd)
+        os.close(job.pidfd)
+        job.pidfd = None
+        try:
+            _, status = os.waitpid(job.pid, 0)
+        except ChildProcessError:
+            status = 0
+        job.exit_status = status
+        self.kill_tree(job)  # orphans would keep the pipes open and the uid's process count up
+        job.finish_by = time.monotonic() + 0.5
+        self.maybe_finish(job)
+
+    def maybe_finish(self, job, force=False):
+        if job.exit_status is None or (job.fds and not force):
+            return
+        for fd in list(job.fds):
+            self.sel.unregister(fd)
+            os.close(fd)
+        job.fds = {}
+        status = job.exit_status
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            exit_code = -sig
+            verdict = "timeout" if job.timed_out else ("killed" if sig in (signal.SIGKILL, signal.SIGXCPU) else "error")
+        else:
+            exit_code = os.WEXITSTATUS(status)
+            verdict = "timeout" if job.timed_out else ("ok" if exit_code == 0 else "error")
+        if exit_code == 120 and not job.timed_out:
+            verdict = "error"
+        truncated = any(job.nbytes[k] > job.cap for k in job.nbytes)
+        out = {}
+        for k in ("stdout", "stderr"):
+            b = bytes(job.bufs[k][-job.cap:])
+            text = b.decode("utf-8", errors="replace")
+            if job.nbytes[k] > job.cap:
+                text = f"[... {job.nbytes[k] - job.cap} bytes truncated ...]\n" + text
+            out[k] = text
+        if truncated and verdict == "ok":
+            verdict = "truncated"
+        self.emit({
+            "id": job.rid, "status": verdict, "stdout": out["stdout"], "stderr": out["stderr"],
+            "exit_code": exit_code, "seconds": round(time.monotonic() - job.start, 6), "truncated": truncated,
+        })
+        shutil.rmtree(job.tmpdir, ignore_errors=True)
+        del self.jobs[job.rid]
+        self.free_slots.append(job.slot)
+
+    def emit(self, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(1, view)
+                view = view[n:]
+            except BlockingIOError:
+                time.sleep(0.001)
+
+    def on_control(self):
+        try:
+            data = os.read(0, 1 << 20)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        self.inbuf += data
+        while b"\n" in self.inbuf:
+            line, self.inbuf = self.inbuf.split(b"\n", 1)
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+                if "code" not in req or "id" not in req:
+                    raise ValueError("request needs id and code")
+            except Exception as e:
+                self.emit({"id": None, "status": "error", "stdout": "", "stderr": f"bad request: {e}",
+                           "exit_code": -1, "seconds": 0.0, "truncated": False})
+                continue
+            self.pending.append(req)
+        return True
+
+    def serve(self):
+        os.set_blocking(0, False)
+        self.sel.register(0, selectors.EVENT_READ, ("control", None))
+        alive = True
+        while alive or self.jobs or self.pending:
+            while self.pending and self.free_slots:
+                self.start_job(self.pending.pop(0))
+            now = time.monotonic()
+            timeout = None
+            for job in list(self.jobs.values()):
+                if job.exit_status is None and not job.timed_out:
+                    if now >= job.deadline:
+                        job.timed_out = True
+                        self.kill_tree(job)
+                    else:
+                        timeout = min(timeout if timeout is not None else 1e9, job.deadline - now)
+                elif job.exit_status is not None and job.finish_by is not None:
+                    if now >= job.finish_by:
+                        self.maybe_finish(job, force=True)
+                        continue
+                    timeout = min(timeout if timeout is not None else 1e9, job.finish_by - now)
+                elif job.timed_out:
+                    timeout = min(timeout if timeout is not None else 1e9, 0.05)
+            if not alive and not self.jobs and not self.pending:
+                break
+            for key, _ in self.sel.select(timeout):
+                kind, job = key.data
+                if kind == "control":
+                    if not self.on_control():
+                        alive = False
+                        self.sel.unregister(0)
+                elif kind == "pipe":
+                    if key.fd in job.fds:
+                        self.on_pipe(key.fd, job)
+                else:
+                    if job.pidfd is not None:
+                        self.on_exit(job)
+
+
+def main():
+    cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    server = ForkServer(cfg)
+    loaded = server.preimport()
+    server.emit({"ready": True, "pid": os.getpid(), "uid": os.geteuid(), "setuid": server.can_setuid,
+                 "preimported": loaded, "base_vm_mb": server.base_vm >> 20})
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`HttpSandbox`: the async client of `zerotir sandbox serve`.
+
+Connection pooling (one httpx.AsyncClient), batching (`/run_batch`), retries with exponential
+backoff on connection errors, 5xx and 429 (honouring Retry-After), and a per-call deadline. Only
+after the retries are spent does a call fail, with `SandboxInfraError`, which the rollout turns into
+an excluded trajectory rather than an observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+import httpx
+
+from zerotir.sandbox.pool import SandboxInfraError
+from zerotir.types import ToolCall
+
+
+def _toolcall(code: str, r: dict) -> ToolCall:
+    return ToolCall(code=code, stdout=r["stdout"], stderr=r["stderr"], status=r["status"], seconds=r["seconds"],
+                    exit_code=r["exit_code"])
+
+
+class HttpSandbox:
+    def __init__(self, url: str = "http://127.0.0.1:8080", *, retries: int = 6, backoff_s: float = 0.2,
+                 max_connections: int = 64, batch_size: int = 256):
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_connections = max_connections
+        self.batch_size = batch_size
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
+            self._client = httpx.AsyncClient(base_url=self.url, limits=limits, timeout=None)
+        return self._client
+
+    async def _post(self, path: str, payload: dict, deadline_s: float) -> dict:
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                resp = await self._http().post(path, json=payload, timeout=deadline_s)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    delay = float(resp.headers.get("Retry-After", 0) or 0)
+                    last = SandboxInfraError(f"{path}: HTTP {resp.status_code} {resp.text[:200]}")
+                    await asyncio.sleep(max(delay, self.backoff_s * 2**attempt) * (0.5 + random.random()))
+                    continue
+                resp.raise_for_status()
+                return resp.json()
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                last = e
+                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+        raise SandboxInfraError(f"sandbox at {self.url} failed after {self.retries + 1} tries: {last!r}")
+
+    async def run(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> ToolCall:
+        return (await self.run_batch([code], timeout_s, [session]))[0]
+
+    async def run_batch(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall]:
+        sessions = sessions or [None] * len(codes)
+        out: list[ToolCall] = []
+        for i in range(0, len(codes), self.batch_size):
+            chunk = codes[i : i + self.batch_size]
+            reqs = []
+            for c, s in zip(chunk, sessions[i : i + self.batch_size]):
+                setup = "\n".join(s) if s else None
+                # Replay is client-side here so that the server stays stateless for rollouts.
+                reqs.append({"code": (f"{_hide(setup)}\n{c}" if setup else c), "timeout": timeout_s})
+            data = await self._post("/run_batch", {"requests": reqs}, deadline_s=timeout_s * 2 + 30)
+            out.extend(_toolcall(c, r) for c, r in zip(chunk, data["results"]))
+        return out
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+            self._thread.start()
+        return self._loop
+
+    def run_batch_sync(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall | Exception]:
+        fut = asyncio.run_coroutine_threadsafe(self.run_batch(codes, timeout_s, sessions), self._ensure_loop())
+        try:
+            return list(fut.result())
+        except SandboxInfraError as e:
+            return [e] * len(codes)
+
+    async def health(self) -> dict:
+        return (await self._http().get("/health")).json()
+
+    def close(self) -> None:
+        if self._loop is not None and self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._client = None
+        self._loop = None
+
+
+def _hide(setup: str) -> str:
+    """Wrap replayed code so its prints are swallowed."""
+    import textwrap
+
+    return ("import contextlib as _c, io as _io\nwith _c.redirect_stdout(_io.StringIO()):\n"
+            + textwrap.indent("try:\n" + textwrap.indent(setup, "    ") + "\nexcept BaseException:\n    pass", "    "))

@@ -1,0 +1,216 @@
+"""The executor pool: warm fork servers (each inside one sandbox) and the futures that wait on them.
+
+Thread-based rather than asyncio so that the same pool serves a synchronous trainer, the async HTTP
+server and async clients (`asyncio.wrap_future`). A fork server that dies fails its in-flight
+requests with `SandboxInfraError` (never a fake "error" observation) and is restarted on next use.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+from zerotir.sandbox.isolation import forkserver_argv
+from zerotir.types import ToolCall
+
+log = logging.getLogger(__name__)
+
+
+class SandboxInfraError(RuntimeError):
+    """The sandbox itself failed (not the user's code): retry, then drop the trajectory."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    workers: int = 1
+    """Fork-server processes, each in its own sandbox."""
+    slots_per_worker: int = 8
+    """Concurrent executions per fork server; more requests queue inside it."""
+    isolation: str = "auto"
+    """bwrap | auto | none."""
+    memory_mb: int = 1024
+    """Address-space allowance per execution, on top of the pre-imported heap."""
+    max_processes: int = 32
+    """RLIMIT_NPROC per execution slot (enforced through a per-slot uid when running as root)."""
+    max_output_bytes: int = 65536
+    """Captured tail of stdout and of stderr."""
+    max_file_bytes: int = 16 << 20
+    tmp_size_mb: int = 256
+    preimport: tuple[str, ...] = ("math", "fractions", "itertools", "functools", "collections", "decimal",
+                                  "statistics", "cmath", "numpy", "sympy")
+    uid_base: int = 61000
+    """First uid given to execution slots when running as root (slot i gets uid_base + i)."""
+    start_timeout_s: float = 120.0
+
+
+class _ForkServer:
+    def __init__(self, cfg: PoolConfig, index: int):
+        self.cfg = cfg
+        self.index = index
+        self.lock = threading.Lock()
+        self.pending: dict[int, cf.Future] = {}
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.isolation = "none"
+
+    def _start(self) -> None:
+        argv, self.isolation = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb)
+        server_cfg = {
+            "slots": self.cfg.slots_per_worker,
+            "uid_base": self.cfg.uid_base + self.index * self.cfg.slots_per_worker if os.geteuid() == 0 else 0,
+            "max_processes": self.cfg.max_processes,
+            "memory_mb": self.cfg.memory_mb,
+            "max_file_bytes": self.cfg.max_file_bytes,
+            "preimport": list(self.cfg.preimport),
+        }
+        proc = subprocess.Popen(
+            argv + [json.dumps(server_cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        line = b""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line or proc.poll() is not None:
+                break
+        try:
+            info = json.loads(line)
+            assert info.get("ready")
+        except Exception:
+            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+            proc.kill()
+            raise SandboxInfraError(
+                f"fork server failed to start ({self.isolation}): {line[:200]!r} {err[-2000:]}"
+            ) from None
+        self.info = info
+        self.proc = proc
+        threading.Thread(target=self._read_loop, args=(proc,), daemon=True).start()
+        threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
+
+    def _drain_stderr(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            log.debug("forkserver %d: %s", self.index, line.decode(errors="replace").rstrip())
+
+    def _read_loop(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self.lock:
+                fut = self.pending.pop(msg.get("id"), None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        # EOF: the server died. Fail everything in flight as an infrastructure error.
+        with self.lock:
+            if self.proc is proc:
+                self.proc = None
+            stranded, self.pending = self.pending, {}
+        for fut in stranded.values():
+            if not fut.done():
+                fut.set_exception(SandboxInfraError(f"fork server {self.index} exited (rc={proc.poll()})"))
+
+    def submit(self, rid: int, req: dict) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        data = (json.dumps(req) + "\n").encode()
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self._start()
+            self.pending[rid] = fut
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError) as e:
+                self.pending.pop(rid, None)
+                fut.set_exception(SandboxInfraError(f"fork server {self.index} pipe broken: {e}"))
+        return fut
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    def close(self) -> None:
+        with self.lock:
+            proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001
+                proc.kill()
+
+
+class ExecutorPool:
+    """A set of warm fork servers. `submit` returns a future of a `ToolCall`."""
+
+    def __init__(self, cfg: PoolConfig | None = None, *, eager: bool = True):
+        self.cfg = cfg or PoolConfig()
+        self.servers = [_ForkServer(self.cfg, i) for i in range(self.cfg.workers)]
+        self._ids = itertools.count(1)
+        self._closed = False
+        if eager:
+            for s in self.servers:
+                with s.lock:
+                    s._start()
+
+    @property
+    def isolation(self) -> str:
+        return self.servers[0].isolation
+
+    @property
+    def in_flight(self) -> int:
+        return sum(s.load for s in self.servers)
+
+    def worker_pids(self) -> list[int]:
+        return [s.proc.pid for s in self.servers if s.proc is not None]
+
+    def submit(self, code: str, timeout_s: float = 10.0, setup: str | None = None,
+               memory_mb: int | None = None) -> cf.Future:
+        if self._closed:
+            raise SandboxInfraError("executor pool is closed")
+        rid = next(self._ids)
+        req = {"id": rid, "code": code, "timeout": float(timeout_s), "max_output_bytes": self.cfg.max_output_bytes}
+        if setup:
+            req["setup"] = setup
+        if memory_mb:
+            req["memory_mb"] = int(memory_mb)
+        server = min(self.servers, key=lambda s: s.load)
+        raw = server.submit(rid, req)
+        out: cf.Future = cf.Future()
+
+        def _done(f: cf.Future) -> None:
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                m = f.result()
+                out.set_result(ToolCall(code=code, stdout=m["stdout"], stderr=m["stderr"], status=m["status"],
+                                        seconds=m["seconds"], exit_code=m["exit_code"]))
+
+        raw.add_done_callback(_done)
+        return out
+
+    def run(self, code: str, timeout_s: float = 10.0, setup: str | None = None) -> ToolCall:
+        return self.submit(code, timeout_s, setup).result(timeout=timeout_s + 30)
+
+    def run_batch(self, codes: list[str], timeout_s: float = 10.0) -> list[ToolCall]:
+        futs = [self.submit(c, timeout_s) for c in codes]
+        return [f.result(timeout=timeout_s * len(codes) + 60) for f in futs]
+
+    def close(self) -> None:
+        self._closed = True
+        for s in self.servers:
+            s.close()
+
+    def __enter__(self) -> ExecutorPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""From trajectories to padded tensors, and per-token logprobs / values of a model on them.
+
+Alignment: the logit at position p predicts token p+1, so response token t (absolute position
+P + t for a prompt of length P) is scored by the logit at P + t − 1. The same convention gives the
+critic's value of the state before each response token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from zerotir.types import Trajectory
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor       # (B, L) prompt + response, right padded
+    attention_mask: torch.Tensor  # (B, L)
+    resp_start: torch.Tensor      # (B,) prompt lengths
+    action_mask: torch.Tensor     # (B, T) 1 on model-sampled response tokens
+    response_ids: torch.Tensor    # (B, T)
+    old_logprobs: torch.Tensor    # (B, T)
+
+    @property
+    def T(self) -> int:
+        return self.action_mask.size(1)
+
+    def select(self, idx: torch.Tensor | list[int]) -> TokenBatch:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return TokenBatch(*(getattr(self, f)[idx] for f in
+                            ("input_ids", "attention_mask", "resp_start", "action_mask", "response_ids", "old_logprobs")))
+
+
+def collate(trajs: list[Trajectory], pad_id: int) -> TokenBatch:
+    B = len(trajs)
+    L = max(len(t.prompt_ids) + len(t.response_ids) for t in trajs)
+    T = max(max(len(t.response_ids) for t in trajs), 1)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, L), dtype=torch.long)
+    amask = torch.zeros((B, T), dtype=torch.float32)
+    rids = torch.full((B, T), pad_id, dtype=torch.long)
+    old = torch.zeros((B, T), dtype=torch.float32)
+    start = torch.zeros(B, dtype=torch.long)
+    for i, t in enumerate(trajs):
+        seq = t.prompt_ids + t.response_ids
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attn[i, : len(seq)] = 1
+        n = len(t.response_ids)
+        start[i] = len(t.prompt_ids)
+        if n:
+            amask[i, :n] = torch.tensor(t.action_mask, dtype=torch.float32)
+            rids[i, :n] = torch.tensor(t.response_ids, dtype=torch.long)
+            old[i, :n] = torch.tensor(t.old_logprobs, dtype=torch.float32)
+        if t.excluded:
+            amask[i] = 0.0
+    return TokenBatch(ids, attn, start, amask, rids, old)
+
+
+def _gather_index(batch: TokenBatch) -> torch.Tensor:
+    """(B, T) positions of the logits that score each response token."""
+    T = batch.T
+    pos = batch.resp_start[:, None] - 1 + torch.arange(T)[None, :]
+    return pos.clamp(max=batch.input_ids.size(1) - 1)
+
+
+def response_logits(model, batch: TokenBatch, device: str = "cpu") -> torch.Tensor:
+    """(B, T, V) logits scoring each response token."""
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+    idx = _gather_index(batch).to(device)
+    return out.logits.gather(1, idx[:, :, None].expand(-1, -1, out.logits.size(-1)))
+
+
+def token_logprobs(logits: torch.Tensor, response_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T) at the response tokens: the same convention as the engines."""
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp.gather(-1, response_ids.to(logits.device)[:, :, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def batched_logprobs(model, batch: TokenBatch, micro: int, temperature: float, device: str = "cpu") -> torch.Tensor:
+    out = []
+    for s in range(0, batch.input_ids.size(0), micro):
+        mb = batch.select(list(range(s, min(s + micro, batch.input_ids.size(0)))))
+        out.append(token_logprobs(response_logits(model, mb, device), mb.response_ids, temperature).cpu())
+    return torch.cat(out)
+
+
+class ValueModel(torch.nn.Module):
+    """Critic for PPO: the policy's transformer body with a scalar head."""
+
+    def __init__(self, backbone: torch.nn.Module, hidden: int):
+        super().__init__()
+        self.backbone = backbone
+        self.value_head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, batch: TokenBatch, device: str = "cpu") -> torch.Tensor:
+        h = self.backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                          use_cache=False).last_hidden_state
+        v = self.value_head(h).squeeze(-1)
+        return v.gather(1, _gather_index(batch).to(device))

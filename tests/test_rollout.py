@@ -1,0 +1,226 @@
+"""The tool-integrated rollout, proven with a scripted engine and a real sandbox; engine logprobs
+against the trainer's recomputation on a tiny random Qwen2."""
+
+import re
+
+import pytest
+import torch
+
+from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, rollout_metrics, run_tool_rollout
+from zerotir.rollout.engine import Completion
+from zerotir.rollout.protocol import CODE_CLOSE, CODE_OPEN, EXHAUSTED_NOTICE, TOO_LONG_NOTICE
+from zerotir.sandbox.pool import SandboxInfraError
+from zerotir.toy.tokenizer import build_byte_tokenizer
+
+TOK = build_byte_tokenizer()
+
+
+class ScriptedEngine:
+    """Writes `n_blocks` code blocks (each printing `code`), then a boxed answer; honours stops and budgets."""
+
+    def __init__(self, code="print(6*7)", n_blocks=1, answer="42"):
+        self.tokenizer = TOK
+        self.code, self.n_blocks, self.answer = code, n_blocks, answer
+        self.calls = 0
+
+    def load_weights(self, sd):
+        pass
+
+    def generate(self, prompts, params, stops, max_tokens=None):
+        self.calls += 1
+        out = []
+        for i, p in enumerate(prompts):
+            ctx = TOK.decode(p).split("Answer:", 1)[-1]
+            written = ctx.count(CODE_OPEN)
+            if stops[i] == [CODE_CLOSE]:
+                text = f"\n{self.code}\n{CODE_CLOSE}"
+            elif written < self.n_blocks:
+                text = f"Let me compute.\n{CODE_OPEN}\n{self.code}\n{CODE_CLOSE}\n"
+            else:
+                text = f"The answer is \\boxed{{{self.answer}}}."
+            cut = [(text.find(s) + len(s), s) for s in stops[i] if s in text]
+            stop_str = None
+            if cut:
+                end, stop_str = min(cut)
+                text = text[:end]
+            ids = TOK.encode(text, add_special_tokens=False)
+            reason = "stop" if stop_str else "eos"
+            if not stop_str:
+                ids = ids + [TOK.eos_token_id]
+            budget = max_tokens[i] if max_tokens else params.max_new_tokens
+            if len(ids) > budget:
+                ids, reason, stop_str = ids[:budget], "length", None
+            out.append(Completion(ids, [-0.5] * len(ids), reason, stop_str))
+        return out
+
+
+def prompts(n=2, tmpl="toy-zerotir"):
+    t = get_template(tmpl)
+    return [TOK.encode(t.render("What is 6 * 7?"), add_special_tokens=False) for _ in range(n)], t
+
+
+def injected_spans(text):
+    return [(m.start(), m.end()) for m in re.finditer(r"\n```output\n.*?\n```\n(?:\nTool call count[^\n]*\n)?",
+                                                      text, re.DOTALL)]
+
+
+def test_loop_executes_injects_and_masks(local_sandbox):
+    ps, t = prompts(2)
+    trajs = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2),
+                             SamplingParams(seed=0))
+    for tr in trajs:
+        assert len(tr.tool_calls) == 1 and tr.tool_calls[0].stdout == "42\n" and tr.tool_calls[0].status == "ok"
+        assert "```output\n42\n```" in tr.text
+        assert TOK.decode(tr.response_ids) == tr.text
+        assert len(tr.response_ids) == len(tr.action_mask) == len(tr.old_logprobs)
+        # map each token to its character span; the mask must be 0 exactly on the injected block
+        spans = injected_spans(tr.text)
+        assert len(spans) == 1
+        pos, expected = 0, []
+        for tid in tr.response_ids:
+            n = len(TOK.decode([tid]))
+            expected.append(0 if any(a <= pos and pos + n <= b for a, b in spans) else 1)
+            pos += n
+        assert tr.action_mask == expected
+        assert sum(1 - m for m in expected) == len(TOK.encode("\n```output\n42\n```\n", add_special_tokens=False))
+        assert all(lp == 0.0 for lp, m in zip(tr.old_logprobs, tr.action_mask) if m == 0)
+        assert tr.finish_reason == "stop"
+
+
+def test_call_cap_and_exhausted_notice(local_sandbox):
+    ps, t = prompts(1)
+    eng = ScriptedEngine(n_blocks=3)
+    tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2), SamplingParams())[0]
+    assert len(tr.tool_calls) == 2
+    assert tr.text.count("```output") == 2
+    assert EXHAUSTED_NOTICE.strip() in tr.text
+    assert tr.text.count(CODE_OPEN) == 3  # the third block is written but never executed
+    assert TOK.decode(tr.response_ids) == tr.text
+
+
+def test_no_tool_template_never_executes(local_sandbox):
+    ps, t = prompts(1, "toy-zerorl")
+    tr = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2), SamplingParams())[0]
+    assert tr.tool_calls == [] and "```output" not in tr.text and all(m == 1 for m in tr.action_mask)
+
+
+def test_length_cap(local_sandbox):
+    ps, t = prompts(1)
+    for cap in (10, 30, 45):
+        tr = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_response_len=cap),
+                              SamplingParams())[0]
+        assert len(tr.response_ids) <= cap
+        assert tr.finish_reason == "length"
+
+
+def test_long_output_replaced_or_truncated(local_sandbox):
+    ps, t = prompts(1)
+    eng = ScriptedEngine(code="print('y' * 5000)")
+    tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(output_max_tokens=50, max_response_len=400),
+                          SamplingParams())[0]
+    assert TOO_LONG_NOTICE in tr.text and "yyyyy" * 20 not in tr.text
+    tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(output_max_tokens=50, overflow="truncate",
+                                                                     max_response_len=400), SamplingParams())[0]
+    assert "[...]" in tr.text and tr.tool_calls[0].output.endswith("y")
+
+
+def test_error_traceback_trimmed(local_sandbox):
+    ps, t = prompts(1)
+    tr = run_tool_rollout(ScriptedEngine(code="def f():\n    return 1/0\nf()"), local_sandbox, ps, t,
+                          ToolLoopConfig(error_lines=1), SamplingParams())[0]
+    assert tr.tool_calls[0].status == "error"
+    assert tr.tool_calls[0].output == "ZeroDivisionError: division by zero"
+
+
+class FlakySandbox:
+    def __init__(self, fail_times):
+        self.fail_times, self.calls = fail_times, 0
+        from zerotir.sandbox.base import LocalSandbox  # noqa: F401
+
+    def run_batch_sync(self, codes, timeout_s=10.0, sessions=None):
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            return [SandboxInfraError("down")] * len(codes)
+        from zerotir.types import ToolCall
+
+        return [ToolCall(code=c, stdout="42\n") for c in codes]
+
+
+def test_sandbox_failure_retried_then_excluded():
+    ps, t = prompts(2)
+    sb = FlakySandbox(fail_times=1)
+    trajs = run_tool_rollout(ScriptedEngine(), sb, ps, t, ToolLoopConfig(sandbox_retries=2), SamplingParams())
+    assert all(tr.tool_calls and not tr.excluded for tr in trajs)  # recovered on retry
+    sb = FlakySandbox(fail_times=99)
+    trajs = run_tool_rollout(ScriptedEngine(), sb, ps, t, ToolLoopConfig(sandbox_retries=2), SamplingParams())
+    assert sb.calls == 3
+    assert all(tr.excluded and tr.finish_reason == "sandbox_error" for tr in trajs)
+    assert all("UnknownError" not in tr.text and "```output" not in tr.text for tr in trajs)
+    assert rollout_metrics(trajs)["rollout/sandbox_fail_ratio"] == 1.0
+
+
+def test_rollout_metrics_names(local_sandbox):
+    ps, t = prompts(2)
+    trajs = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(), SamplingParams())
+    for tr in trajs:
+        tr.correct = True
+    m = rollout_metrics(trajs)
+    for k in ("rollout/code_ratio", "rollout/tool_calls_mean", "rollout/tool_error_ratio", "rollout/tool_timeout_ratio",
+              "rollout/response_len_mean", "rollout/total_len_mean", "rollout/finish_length_ratio", "reward/accuracy"):
+        assert k in m
+    assert m["rollout/code_ratio"] == 1.0 and m["rollout/total_len_mean"] > m["rollout/response_len_mean"]
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(TOK), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=TOK.eos_token_id, pad_token_id=TOK.pad_token_id)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def test_engine_logprobs_match_trainer_recompute(tiny_qwen):
+    """Multi-round: generate, inject tool tokens, generate again; the trainer's recomputed logprobs on
+    the final ids equal the engine's on every model token (fp32, 1e-4)."""
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.train.batch import collate, response_logits, token_logprobs
+    from zerotir.types import Trajectory
+
+    eng = HFEngine(tiny_qwen, TOK)
+    prompts_ = [TOK.encode(s, add_special_tokens=False) for s in ("Question: 1+1?", "Q: what is 12 * 13 exactly?",
+                                                                  "x")]
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=12, seed=3)
+    trajs = [Trajectory(prompt_ids=p) for p in prompts_]
+    for rnd in range(2):
+        comps = eng.generate([t.prompt_ids + t.response_ids for t in trajs], params, [[]] * 3)
+        for t, c in zip(trajs, comps):
+            t.response_ids += c.token_ids
+            t.action_mask += [1] * len(c.token_ids)
+            t.old_logprobs += c.logprobs
+            if rnd == 0:
+                inj = TOK.encode("\n```output\n7\n```\n", add_special_tokens=False)
+                t.response_ids += inj
+                t.action_mask += [0] * len(inj)
+                t.old_logprobs += [0.0] * len(inj)
+    batch = collate(trajs, TOK.pad_token_id)
+    with torch.no_grad():
+        lp = token_logprobs(response_logits(tiny_qwen, batch), batch.response_ids, temperature=0.8)
+    m = batch.action_mask.bool()
+    torch.testing.assert_close(lp[m], batch.old_logprobs[m], atol=1e-4, rtol=0)
+
+
+def test_engine_stop_strings_and_budgets(tiny_qwen):
+    from zerotir.rollout.hf_engine import HFEngine
+
+    eng = HFEngine(tiny_qwen, TOK)
+    p = [TOK.encode("abc", add_special_tokens=False)] * 4
+    comps = eng.generate(p, SamplingParams(temperature=1.0, seed=1), [[]] * 4, max_tokens=[1, 5, 9, 0])
+    assert [len(c.token_ids) for c in comps][:3] == [1, 5, 9] or all(c.finish_reason == "eos" for c in comps[:3])
+    assert comps[3].token_ids == [] and comps[3].finish_reason == "length"
+    # a stop string made of any single character stops on the first emitted token containing it
+    comps = eng.generate(p[:1], SamplingParams(temperature=1.0, seed=2, max_new_tokens=50),
+                         [[chr(c) for c in range(32, 127)]])
+    assert comps[0].finish_reason in ("stop", "eos", "length")

@@ -1,0 +1,176 @@
+"""Reliability and security of the executor pool: each hostile snippet is contained, and the pool
+keeps serving the next request."""
+
+import os
+import time
+
+import pytest
+
+HEALTHY = "print(6*7)"
+
+
+def ok_after(pool):
+    r = pool.run(HEALTHY, timeout_s=5)
+    assert r.status == "ok" and r.stdout == "42\n"
+
+
+def test_basic_and_isolation_mode(pool):
+    r = pool.run("print(1+1)")
+    assert (r.status, r.stdout, r.exit_code) == ("ok", "2\n", 0)
+    if os.path.exists("/usr/bin/bwrap") or pool.isolation == "bwrap":
+        assert pool.isolation == "bwrap"
+
+
+def test_fresh_process_no_state_leak(pool):
+    pool.run("x = 41")
+    r = pool.run("print(x)")
+    assert r.status == "error" and "NameError" in r.stderr
+
+
+def test_stateful_replay_sees_earlier_variables(local_sandbox):
+    r = local_sandbox.run_batch_sync(["print(x + 1)"], 5, [["x = 41\nprint('hidden')"]])[0]
+    assert r.stdout == "42\n"
+
+
+def test_infinite_loop_times_out(pool):
+    t0 = time.monotonic()
+    r = pool.run("while True: pass", timeout_s=1.0)
+    assert r.status == "timeout"
+    assert time.monotonic() - t0 < 2.0 + 1.0  # timeout + 1 s (+ scheduling slack on a loaded CI box)
+    ok_after(pool)
+
+
+def test_sleeping_child_process_tree_killed(pool):
+    r = pool.run("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\ntime.sleep(100)",
+                 timeout_s=1.0)
+    assert r.status == "timeout"
+    ok_after(pool)
+
+
+def test_memory_bomb(pool):
+    r = pool.run("x = bytearray(8 * 1024**3)")
+    assert r.status in ("error", "killed") and ("MemoryError" in r.stderr or r.exit_code < 0)
+    ok_after(pool)
+
+
+def test_fork_bomb(pool):
+    r = pool.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout_s=2)
+    assert r.status in ("timeout", "error", "killed")
+    ok_after(pool)
+    # nothing of the bomb survives: a later execution can still fork freely
+    r = pool.run("import os\npids=[os.fork() for _ in range(1)]\nif pids[0]==0: os._exit(0)\nos.wait(); print('ok')")
+    assert r.stdout.strip().endswith("ok")
+
+
+def test_huge_print_truncated_keeps_tail(pool):
+    r = pool.run("import sys\nsys.stdout.write('x' * 100_000_000)\nprint('THE END')", timeout_s=10)
+    assert r.status == "truncated"
+    assert r.stdout.endswith("THE END\n")
+    assert "bytes truncated" in r.stdout
+    assert len(r.stdout) < 200_000
+    ok_after(pool)
+
+
+def test_write_outside_tmp_denied(pool):
+    for path in ("/etc/zerotir_pwned", "/usr/zerotir_pwned", os.path.expanduser("~/zerotir_pwned")):
+        r = pool.run(f"open({path!r}, 'w').write('x')")
+        assert r.status == "error", path
+        assert not os.path.exists(path)
+    r = pool.run("open('scratch.txt', 'w').write('ok'); print(open('scratch.txt').read())")
+    assert r.stdout == "ok\n"
+
+
+def test_cannot_read_root_or_server_env(pool):
+    os.environ["ZEROTIR_SECRET_TEST"] = "hunter2"  # set after the pool started: must not leak either way
+    r = pool.run("import os\nprint(sorted(os.environ))\nprint(os.environ.get('ZEROTIR_SECRET_TEST'))")
+    assert "hunter2" not in r.stdout
+    r = pool.run("print(open('/root/.bashrc').read())")
+    assert r.status == "error"
+    here = os.path.abspath(__file__)
+    r = pool.run(f"print(open({here!r}).read()[:10])")
+    if pool.isolation == "bwrap":
+        assert r.status == "error"  # the project tree is not mounted
+
+
+def test_no_network_to_own_server(pool, server):
+    _, port = server
+    r = pool.run(f"import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\nprint('connected')")
+    if pool.isolation == "bwrap":
+        assert r.status == "error" and "connected" not in r.stdout
+
+
+def test_kill_parent_is_contained(pool):
+    r = pool.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\nprint('tried')")
+    ok_after(pool)
+
+
+def test_segfault(pool):
+    r = pool.run("import ctypes\nctypes.string_at(0)")
+    assert r.status in ("error", "killed") and r.exit_code < 0
+    ok_after(pool)
+
+
+def test_sys_exit_code(pool):
+    r = pool.run("import sys\nsys.exit(3)")
+    assert (r.status, r.exit_code) == ("error", 3)
+    r = pool.run("import sys\nsys.exit(0)")
+    assert (r.status, r.exit_code) == ("ok", 0)
+
+
+def test_closed_stdout(pool):
+    r = pool.run("import os, sys\nprint('before', flush=True)\nos.close(1)\nprint('after')")
+    assert r.stdout.startswith("before")
+    ok_after(pool)
+
+
+def test_non_utf8_output(pool):
+    r = pool.run("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe ok\\n')")
+    assert r.status == "ok" and "ok" in r.stdout
+
+
+def test_one_megabyte_source(pool):
+    code = "x = 0\n" + "x += 1\n" * 150_000 + "print(x)"
+    assert len(code) > 1_000_000
+    r = pool.run(code, timeout_s=20)
+    assert r.stdout == "150000\n"
+
+
+def test_preimported_libraries_fast(pool):
+    r = pool.run("import sympy\nx = sympy.symbols('x')\nprint(sympy.solve(x**2 - 4, x))")
+    assert r.stdout == "[-2, 2]\n"
+    r = pool.run("import numpy as np\nprint(int(np.arange(10).sum()))")
+    assert r.stdout == "45\n"
+
+
+def test_batch_order(pool):
+    rs = pool.run_batch([f"print({i})" for i in range(50)])
+    assert [r.stdout for r in rs] == [f"{i}\n" for i in range(50)]
+
+
+@pytest.mark.parametrize("isolation", ["none"])
+def test_fallback_mode_warns(isolation):
+    from zerotir.sandbox.pool import ExecutorPool, PoolConfig
+
+    with pytest.warns(RuntimeWarning, match="WITHOUT namespace isolation"):
+        p = ExecutorPool(PoolConfig(isolation=isolation, slots_per_worker=2))
+    try:
+        assert p.run("print(3)").stdout == "3\n"
+        assert p.run("while True: pass", timeout_s=0.5).status == "timeout"
+    finally:
+        p.close()
+
+
+def test_dead_forkserver_is_infra_error_then_restarts():
+    import signal
+
+    from zerotir.sandbox.pool import ExecutorPool, PoolConfig, SandboxInfraError
+
+    p = ExecutorPool(PoolConfig(slots_per_worker=2))
+    try:
+        fut = p.submit("import time; time.sleep(5)", 10)
+        os.killpg(os.getpgid(p.worker_pids()[0]), signal.SIGKILL)
+        with pytest.raises(SandboxInfraError):
+            fut.result(timeout=10)
+        assert p.run("print(5)").stdout == "5\n"  # restarted on next use
+    finally:
+        p.close()

@@ -1,0 +1,146 @@
+"""The HTTP service and its client: API shapes, SandboxFusion compatibility, backpressure, load,
+and a server killed mid-batch."""
+
+import asyncio
+import threading
+
+import httpx
+import pytest
+
+from conftest import free_port, start_server
+from zerotir.sandbox.client import HttpSandbox
+
+
+def test_run_and_batch(server):
+    url, _ = server
+    r = httpx.post(f"{url}/run", json={"code": "print(2+2)"}).json()
+    assert r["status"] == "ok" and r["stdout"] == "4\n" and r["exit_code"] == 0 and r["seconds"] >= 0
+    r = httpx.post(f"{url}/run_batch", json={"requests": [{"code": f"print({i})"} for i in range(20)]}).json()
+    assert [x["stdout"] for x in r["results"]] == [f"{i}\n" for i in range(20)]
+    r = httpx.post(f"{url}/run", json={"code": "while 1: pass", "timeout": 0.5}).json()
+    assert r["status"] == "timeout"
+
+
+def test_session_replay(server):
+    url, _ = server
+    httpx.post(f"{url}/run", json={"code": "y = 5", "session_id": "s1"})
+    r = httpx.post(f"{url}/run", json={"code": "print(y * 2)", "session_id": "s1"}).json()
+    assert r["stdout"] == "10\n"
+    r = httpx.post(f"{url}/run", json={"code": "print(y)", "session_id": "other"}).json()
+    assert r["status"] == "error"
+
+
+def test_sandboxfusion_run_code_format(server):
+    url, _ = server
+    r = httpx.post(f"{url}/run_code", json={"code": "print('hi')", "language": "python", "run_timeout": 5}).json()
+    assert r["status"] == "Success"
+    assert r["run_result"]["status"] == "Finished" and r["run_result"]["stdout"] == "hi\n"
+    assert r["run_result"]["return_code"] == 0 and "execution_time" in r["run_result"]
+    r = httpx.post(f"{url}/run_code", json={"code": "1/0", "language": "python"}).json()
+    assert r["status"] == "Failed" and "ZeroDivisionError" in r["run_result"]["stderr"]
+    r = httpx.post(f"{url}/run_code", json={"code": "while 1: pass", "language": "python", "run_timeout": 0.5}).json()
+    assert r["run_result"]["status"] == "TimeLimitExceeded"
+    r = httpx.post(f"{url}/run_code", json={"code": "x", "language": "cpp"}).json()
+    assert r["status"] == "SandboxError"
+
+
+def test_sandbox_fusion_client_if_installed(server):
+    sf = pytest.importorskip("sandbox_fusion")
+    url, _ = server
+    sf.set_endpoint(url)
+    res = sf.run_code(sf.RunCodeRequest(code="print(1+1)", language="python"))
+    assert res.run_result.stdout == "2\n"
+
+
+def test_health_and_metrics(server):
+    url, _ = server
+    h = httpx.get(f"{url}/health").json()
+    assert h["status"] == "ok" and h["isolation"] in ("bwrap", "none")
+    m = httpx.get(f"{url}/metrics").text
+    assert "zerotir_sandbox_executions_total" in m and "zerotir_sandbox_latency_seconds_bucket" in m
+    assert "zerotir_sandbox_queue_depth" in m
+
+
+def test_validation_error_is_clear(server):
+    url, _ = server
+    r = httpx.post(f"{url}/run", json={"cod": "print(1)"})
+    assert r.status_code == 422 and "code" in r.text
+
+
+def test_backpressure_429():
+    port = free_port()
+    proc = start_server(port, "--max-queue", "4", "--slots", "2")
+    try:
+        r = httpx.post(f"http://127.0.0.1:{port}/run_batch",
+                       json={"requests": [{"code": "print(1)"} for _ in range(10)]})
+        assert r.status_code == 429 and r.headers["retry-after"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_load_2000_requests_64_clients(server):
+    url, _ = server
+
+    async def main():
+        sem = asyncio.Semaphore(64)
+        async with httpx.AsyncClient(base_url=url, timeout=60,
+                                     limits=httpx.Limits(max_connections=64)) as client:
+            async def one(i):
+                async with sem:
+                    for _ in range(20):
+                        r = await client.post("/run", json={"code": f"print({i})"})
+                        if r.status_code == 200:
+                            return i, r.json()
+                        await asyncio.sleep(0.2)
+                    raise AssertionError(f"request {i} never answered")
+
+            async def batch(i):
+                async with sem:
+                    r = await client.post("/run_batch", json={"requests": [{"code": f"print({i}*100+{j})"}
+                                                                           for j in range(10)]})
+                    return i, r.json()
+
+            singles = await asyncio.gather(*(one(i) for i in range(1500)))
+            batches = await asyncio.gather(*(batch(i) for i in range(50)))
+            return singles, batches
+
+    singles, batches = asyncio.run(main())
+    assert sorted(i for i, _ in singles) == list(range(1500))
+    assert all(r["stdout"] == f"{i}\n" for i, r in singles)
+    for i, r in batches:
+        assert [x["stdout"] for x in r["results"]] == [f"{i * 100 + j}\n" for j in range(10)]  # in order
+    assert len(singles) + sum(len(r["results"]) for _, r in batches) == 2000
+
+
+def test_client_retries_through_server_restart():
+    port = free_port()
+    proc = start_server(port)
+    client = HttpSandbox(f"http://127.0.0.1:{port}", retries=8, backoff_s=0.3, batch_size=10)
+    results = {}
+
+    def work():
+        results["out"] = client.run_batch_sync([f"import time; time.sleep(0.05); print({i})" for i in range(60)], 5)
+
+    t = threading.Thread(target=work)
+    t.start()
+    proc.kill()
+    proc.wait(10)
+    proc2 = start_server(port)
+    try:
+        t.join(120)
+        out = results["out"]
+        assert [getattr(r, "stdout", None) for r in out] == [f"{i}\n" for i in range(60)]
+    finally:
+        client.close()
+        proc2.terminate()
+        proc2.wait(10)
+
+
+def test_client_gives_infra_error_when_down():
+    from zerotir.sandbox.pool import SandboxInfraError
+
+    client = HttpSandbox(f"http://127.0.0.1:{free_port()}", retries=1, backoff_s=0.01)
+    out = client.run_batch_sync(["print(1)"], 1)
+    assert isinstance(out[0], SandboxInfraError)
+    client.close()
