@@ -34,8 +34,11 @@ def free_port() -> int:
 def start_server(port: int, *extra: str) -> subprocess.Popen:
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "zerotir.cli", "sandbox", "serve", "--port", str(port), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zerotir.cli", "sandbox", "serve", "--port", str(port), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

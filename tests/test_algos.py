@@ -26,8 +26,9 @@ T = torch.tensor
 
 
 def close(a, b, tol=1e-5):
-    torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32),
-                               atol=tol, rtol=0)
+    torch.testing.assert_close(
+        torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol, rtol=0
+    )
 
 
 def test_grpo_group_normalisation():
@@ -113,8 +114,8 @@ def test_masked_whiten_ignores_masked():
 def test_aggregations():
     loss = T([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
     m = T([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    close(aggregate(loss, m, "token-mean"), 10.0 / 4)        # (1+2+3+4)/4
-    close(aggregate(loss, m, "seq-mean-token-mean"), 3.0)    # (2 + 4)/2
+    close(aggregate(loss, m, "token-mean"), 10.0 / 4)  # (1+2+3+4)/4
+    close(aggregate(loss, m, "seq-mean-token-mean"), 3.0)  # (2 + 4)/2
     close(aggregate(loss, m, "seq-mean-token-sum-norm", norm_len=5), 10.0 / (2 * 5))
 
 

@@ -8,8 +8,14 @@ from zerotir.config import ConfigError, build_config, list_presets
 
 def test_every_preset_resolves():
     names = list_presets()
-    assert {"toy-zerotir", "toy-zerorl", "qwen2.5-7b-zerotir", "qwen2.5-7b-zerorl", "qwen2.5-1.5b-zerotir",
-            "qwen2.5-1.5b-zerorl"} <= set(names)
+    assert {
+        "toy-zerotir",
+        "toy-zerorl",
+        "qwen2.5-7b-zerotir",
+        "qwen2.5-7b-zerorl",
+        "qwen2.5-1.5b-zerotir",
+        "qwen2.5-1.5b-zerorl",
+    } <= set(names)
     for n in names:
         cfg = build_config(n)
         if n.endswith("zerorl"):
@@ -18,27 +24,42 @@ def test_every_preset_resolves():
 
 def test_paper_hyperparameters_in_7b_preset():
     c = build_config("qwen2.5-7b-zerotir")
-    assert (c.trainer.prompts_per_step, c.algo.group_size, c.algo.critic_steps, c.trainer.micro_batch_size) == (128, 16, 12, 1)
-    assert (c.algo.lam, c.algo.filter, c.algo.filter_low, c.algo.filter_high) == (1.0, "accuracy_band", 0.2, 0.8)
+    assert (
+        c.trainer.prompts_per_step,
+        c.algo.group_size,
+        c.algo.critic_steps,
+        c.trainer.micro_batch_size,
+    ) == (128, 16, 12, 1)
+    assert (c.algo.lam, c.algo.filter, c.algo.filter_low, c.algo.filter_high) == (
+        1.0,
+        "accuracy_band",
+        0.2,
+        0.8,
+    )
     assert c.rollout.max_tool_calls == 20 and c.rollout.template == "zerotir"
 
 
 def test_overrides_are_typed():
-    c = build_config("toy-zerotir", overrides=["trainer.total_steps=7", "algo.clip_high=0.3", "rollout.stateful=true"])
+    c = build_config(
+        "toy-zerotir", overrides=["trainer.total_steps=7", "algo.clip_high=0.3", "rollout.stateful=true"]
+    )
     assert c.trainer.total_steps == 7 and c.algo.clip_high == 0.3 and c.rollout.stateful is True
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("trainer.totl_steps=3", "did you mean trainer.total_steps"),
-    ("trainr.lr=1", "did you mean trainer"),
-    ("algo.nme=ppo", "did you mean algo.name"),
-    ("trainer.lr=-1", "trainer.lr must be > 0"),
-    ("algo.group_size=1", "group_size must be >= 2"),
-    ("algo.name=ppo", "set algo.critic_lr"),
-    ("algo.name=sac", "algo.name"),
-    ("rollout.top_p=2", "rollout.top_p"),
-    ("trainer.total_steps", "must look like key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("trainer.totl_steps=3", "did you mean trainer.total_steps"),
+        ("trainr.lr=1", "did you mean trainer"),
+        ("algo.nme=ppo", "did you mean algo.name"),
+        ("trainer.lr=-1", "trainer.lr must be > 0"),
+        ("algo.group_size=1", "group_size must be >= 2"),
+        ("algo.name=ppo", "set algo.critic_lr"),
+        ("algo.name=sac", "algo.name"),
+        ("rollout.top_p=2", "rollout.top_p"),
+        ("trainer.total_steps", "must look like key.sub=value"),
+    ],
+)
 def test_bad_config_is_rejected_clearly(override, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         build_config("toy-zerotir", overrides=[override])
@@ -57,7 +78,9 @@ def test_yaml_file_typo(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "zerotir.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zerotir.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_help_and_print_config():
@@ -79,5 +102,7 @@ def test_cli_typo_exit_code_and_message():
 
 
 def test_cli_missing_model_path(tmp_path):
-    r = run_cli("train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "r"), f"model.path={tmp_path}/nope")
+    r = run_cli(
+        "train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "r"), f"model.path={tmp_path}/nope"
+    )
     assert r.returncode == 2 and "no config.json" in r.stderr

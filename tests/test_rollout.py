@@ -60,16 +60,21 @@ def prompts(n=2, tmpl="toy-zerotir"):
 
 
 def injected_spans(text):
-    return [(m.start(), m.end()) for m in re.finditer(r"\n```output\n.*?\n```\n(?:\nTool call count[^\n]*\n)?",
-                                                      text, re.DOTALL)]
+    return [
+        (m.start(), m.end())
+        for m in re.finditer(r"\n```output\n.*?\n```\n(?:\nTool call count[^\n]*\n)?", text, re.DOTALL)
+    ]
 
 
 def test_loop_executes_injects_and_masks(local_sandbox):
     ps, t = prompts(2)
-    trajs = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2),
-                             SamplingParams(seed=0))
+    trajs = run_tool_rollout(
+        ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2), SamplingParams(seed=0)
+    )
     for tr in trajs:
-        assert len(tr.tool_calls) == 1 and tr.tool_calls[0].stdout == "42\n" and tr.tool_calls[0].status == "ok"
+        assert (
+            len(tr.tool_calls) == 1 and tr.tool_calls[0].stdout == "42\n" and tr.tool_calls[0].status == "ok"
+        )
         assert "```output\n42\n```" in tr.text
         assert TOK.decode(tr.response_ids) == tr.text
         assert len(tr.response_ids) == len(tr.action_mask) == len(tr.old_logprobs)
@@ -82,7 +87,9 @@ def test_loop_executes_injects_and_masks(local_sandbox):
             expected.append(0 if any(a <= pos and pos + n <= b for a, b in spans) else 1)
             pos += n
         assert tr.action_mask == expected
-        assert sum(1 - m for m in expected) == len(TOK.encode("\n```output\n42\n```\n", add_special_tokens=False))
+        assert sum(1 - m for m in expected) == len(
+            TOK.encode("\n```output\n42\n```\n", add_special_tokens=False)
+        )
         assert all(lp == 0.0 for lp, m in zip(tr.old_logprobs, tr.action_mask) if m == 0)
         assert tr.finish_reason == "stop"
 
@@ -100,15 +107,18 @@ def test_call_cap_and_exhausted_notice(local_sandbox):
 
 def test_no_tool_template_never_executes(local_sandbox):
     ps, t = prompts(1, "toy-zerorl")
-    tr = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2), SamplingParams())[0]
+    tr = run_tool_rollout(
+        ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2), SamplingParams()
+    )[0]
     assert tr.tool_calls == [] and "```output" not in tr.text and all(m == 1 for m in tr.action_mask)
 
 
 def test_length_cap(local_sandbox):
     ps, t = prompts(1)
     for cap in (10, 30, 45):
-        tr = run_tool_rollout(ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_response_len=cap),
-                              SamplingParams())[0]
+        tr = run_tool_rollout(
+            ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(max_response_len=cap), SamplingParams()
+        )[0]
         assert len(tr.response_ids) <= cap
         assert tr.finish_reason == "length"
 
@@ -116,18 +126,36 @@ def test_length_cap(local_sandbox):
 def test_long_output_replaced_or_truncated(local_sandbox):
     ps, t = prompts(1)
     eng = ScriptedEngine(code="print('y' * 5000)")
-    tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(output_max_tokens=50, max_response_len=400),
-                          SamplingParams())[0]
+    tr = run_tool_rollout(
+        eng,
+        local_sandbox,
+        ps,
+        t,
+        ToolLoopConfig(output_max_tokens=50, max_response_len=400),
+        SamplingParams(),
+    )[0]
     assert TOO_LONG_NOTICE in tr.text and "yyyyy" * 20 not in tr.text
-    tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(output_max_tokens=50, overflow="truncate",
-                                                                     max_response_len=400), SamplingParams())[0]
+    tr = run_tool_rollout(
+        eng,
+        local_sandbox,
+        ps,
+        t,
+        ToolLoopConfig(output_max_tokens=50, overflow="truncate", max_response_len=400),
+        SamplingParams(),
+    )[0]
     assert "[...]" in tr.text and tr.tool_calls[0].output.endswith("y")
 
 
 def test_error_traceback_trimmed(local_sandbox):
     ps, t = prompts(1)
-    tr = run_tool_rollout(ScriptedEngine(code="def f():\n    return 1/0\nf()"), local_sandbox, ps, t,
-                          ToolLoopConfig(error_lines=1), SamplingParams())[0]
+    tr = run_tool_rollout(
+        ScriptedEngine(code="def f():\n    return 1/0\nf()"),
+        local_sandbox,
+        ps,
+        t,
+        ToolLoopConfig(error_lines=1),
+        SamplingParams(),
+    )[0]
     assert tr.tool_calls[0].status == "error"
     assert tr.tool_calls[0].output == "ZeroDivisionError: division by zero"
 
@@ -165,8 +193,16 @@ def test_rollout_metrics_names(local_sandbox):
     for tr in trajs:
         tr.correct = True
     m = rollout_metrics(trajs)
-    for k in ("rollout/code_ratio", "rollout/tool_calls_mean", "rollout/tool_error_ratio", "rollout/tool_timeout_ratio",
-              "rollout/response_len_mean", "rollout/total_len_mean", "rollout/finish_length_ratio", "reward/accuracy"):
+    for k in (
+        "rollout/code_ratio",
+        "rollout/tool_calls_mean",
+        "rollout/tool_error_ratio",
+        "rollout/tool_timeout_ratio",
+        "rollout/response_len_mean",
+        "rollout/total_len_mean",
+        "rollout/finish_length_ratio",
+        "reward/accuracy",
+    ):
         assert k in m
     assert m["rollout/code_ratio"] == 1.0 and m["rollout/total_len_mean"] > m["rollout/response_len_mean"]
 
@@ -176,9 +212,17 @@ def tiny_qwen():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(TOK), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=TOK.eos_token_id, pad_token_id=TOK.pad_token_id)
+    cfg = Qwen2Config(
+        vocab_size=len(TOK),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=TOK.eos_token_id,
+        pad_token_id=TOK.pad_token_id,
+    )
     return Qwen2ForCausalLM(cfg).eval()
 
 
@@ -190,8 +234,10 @@ def test_engine_logprobs_match_trainer_recompute(tiny_qwen):
     from zerotir.types import Trajectory
 
     eng = HFEngine(tiny_qwen, TOK)
-    prompts_ = [TOK.encode(s, add_special_tokens=False) for s in ("Question: 1+1?", "Q: what is 12 * 13 exactly?",
-                                                                  "x")]
+    prompts_ = [
+        TOK.encode(s, add_special_tokens=False)
+        for s in ("Question: 1+1?", "Q: what is 12 * 13 exactly?", "x")
+    ]
     params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=12, seed=3)
     trajs = [Trajectory(prompt_ids=p) for p in prompts_]
     for rnd in range(2):
@@ -218,9 +264,46 @@ def test_engine_stop_strings_and_budgets(tiny_qwen):
     eng = HFEngine(tiny_qwen, TOK)
     p = [TOK.encode("abc", add_special_tokens=False)] * 4
     comps = eng.generate(p, SamplingParams(temperature=1.0, seed=1), [[]] * 4, max_tokens=[1, 5, 9, 0])
-    assert [len(c.token_ids) for c in comps][:3] == [1, 5, 9] or all(c.finish_reason == "eos" for c in comps[:3])
+    assert [len(c.token_ids) for c in comps][:3] == [1, 5, 9] or all(
+        c.finish_reason == "eos" for c in comps[:3]
+    )
     assert comps[3].token_ids == [] and comps[3].finish_reason == "length"
     # a stop string made of any single character stops on the first emitted token containing it
-    comps = eng.generate(p[:1], SamplingParams(temperature=1.0, seed=2, max_new_tokens=50),
-                         [[chr(c) for c in range(32, 127)]])
+    comps = eng.generate(
+        p[:1], SamplingParams(temperature=1.0, seed=2, max_new_tokens=50), [[chr(c) for c in range(32, 127)]]
+    )
     assert comps[0].finish_reason in ("stop", "eos", "length")
+
+
+def test_toy_model_end_to_end_with_stop_switch(local_sandbox):
+    """The shipped toy model, nudged into a code answer, writes a block; the HF engine switches from
+    the opening-fence stop to the closing one inside one call; the loop executes and injects."""
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("toy")
+    eng = HFEngine(load_causal_lm("toy"), tok)
+    t = get_template("toy-zerotir")
+    exprs = ["123 * 45", "17 * 23 + 456", "5 * 7"]
+    ps = [
+        tok.encode(t.render(f"What is {e}?") + f" We compute {e} with Python.\n", add_special_tokens=False)
+        for e in exprs
+    ]
+    c = eng.generate(
+        ps[:1], SamplingParams(0.0, 1.0, 80), [[CODE_OPEN]], stop_switch={CODE_OPEN: [CODE_CLOSE]}
+    )[0]
+    text = tok.decode(c.token_ids)
+    assert c.stop_str == CODE_CLOSE and text.startswith(CODE_OPEN) and text.rstrip().endswith(CODE_CLOSE)
+    trajs = run_tool_rollout(
+        eng,
+        local_sandbox,
+        ps,
+        t,
+        ToolLoopConfig(max_tool_calls=2, max_response_len=160),
+        SamplingParams(0.0, 1.0, 160),
+    )
+    for tr, e in zip(trajs, exprs):
+        assert tr.tool_calls and tr.tool_calls[0].status == "ok"
+        assert tr.tool_calls[0].stdout.strip() == str(eval(e))  # noqa: S307 - the model copied the expression
+        assert f"```output\n{eval(e)}\n```" in tr.text  # noqa: S307
+        assert tok.decode(tr.response_ids) == tr.text

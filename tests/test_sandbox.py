@@ -41,8 +41,10 @@ def test_infinite_loop_times_out(pool):
 
 
 def test_sleeping_child_process_tree_killed(pool):
-    r = pool.run("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\ntime.sleep(100)",
-                 timeout_s=1.0)
+    r = pool.run(
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\ntime.sleep(100)",
+        timeout_s=1.0,
+    )
     assert r.status == "timeout"
     ok_after(pool)
 
@@ -54,11 +56,15 @@ def test_memory_bomb(pool):
 
 
 def test_fork_bomb(pool):
-    r = pool.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout_s=2)
+    r = pool.run(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout_s=2
+    )
     assert r.status in ("timeout", "error", "killed")
     ok_after(pool)
     # nothing of the bomb survives: a later execution can still fork freely
-    r = pool.run("import os\npids=[os.fork() for _ in range(1)]\nif pids[0]==0: os._exit(0)\nos.wait(); print('ok')")
+    r = pool.run(
+        "import os\npids=[os.fork() for _ in range(1)]\nif pids[0]==0: os._exit(0)\nos.wait(); print('ok')"
+    )
     assert r.stdout.strip().endswith("ok")
 
 
@@ -94,13 +100,17 @@ def test_cannot_read_root_or_server_env(pool):
 
 def test_no_network_to_own_server(pool, server):
     _, port = server
-    r = pool.run(f"import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\nprint('connected')")
+    r = pool.run(
+        f"import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\nprint('connected')"
+    )
     if pool.isolation == "bwrap":
         assert r.status == "error" and "connected" not in r.stdout
 
 
 def test_kill_parent_is_contained(pool):
-    r = pool.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\nprint('tried')")
+    pool.run(
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\nprint('tried')"
+    )
     ok_after(pool)
 
 

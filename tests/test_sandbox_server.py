@@ -32,13 +32,17 @@ def test_session_replay(server):
 
 def test_sandboxfusion_run_code_format(server):
     url, _ = server
-    r = httpx.post(f"{url}/run_code", json={"code": "print('hi')", "language": "python", "run_timeout": 5}).json()
+    r = httpx.post(
+        f"{url}/run_code", json={"code": "print('hi')", "language": "python", "run_timeout": 5}
+    ).json()
     assert r["status"] == "Success"
     assert r["run_result"]["status"] == "Finished" and r["run_result"]["stdout"] == "hi\n"
     assert r["run_result"]["return_code"] == 0 and "execution_time" in r["run_result"]
     r = httpx.post(f"{url}/run_code", json={"code": "1/0", "language": "python"}).json()
     assert r["status"] == "Failed" and "ZeroDivisionError" in r["run_result"]["stderr"]
-    r = httpx.post(f"{url}/run_code", json={"code": "while 1: pass", "language": "python", "run_timeout": 0.5}).json()
+    r = httpx.post(
+        f"{url}/run_code", json={"code": "while 1: pass", "language": "python", "run_timeout": 0.5}
+    ).json()
     assert r["run_result"]["status"] == "TimeLimitExceeded"
     r = httpx.post(f"{url}/run_code", json={"code": "x", "language": "cpp"}).json()
     assert r["status"] == "SandboxError"
@@ -71,8 +75,9 @@ def test_backpressure_429():
     port = free_port()
     proc = start_server(port, "--max-queue", "4", "--slots", "2")
     try:
-        r = httpx.post(f"http://127.0.0.1:{port}/run_batch",
-                       json={"requests": [{"code": "print(1)"} for _ in range(10)]})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/run_batch", json={"requests": [{"code": "print(1)"} for _ in range(10)]}
+        )
         assert r.status_code == 429 and r.headers["retry-after"]
     finally:
         proc.terminate()
@@ -84,8 +89,10 @@ def test_load_2000_requests_64_clients(server):
 
     async def main():
         sem = asyncio.Semaphore(64)
-        async with httpx.AsyncClient(base_url=url, timeout=60,
-                                     limits=httpx.Limits(max_connections=64)) as client:
+        async with httpx.AsyncClient(
+            base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)
+        ) as client:
+
             async def one(i):
                 async with sem:
                     for _ in range(20):
@@ -97,8 +104,9 @@ def test_load_2000_requests_64_clients(server):
 
             async def batch(i):
                 async with sem:
-                    r = await client.post("/run_batch", json={"requests": [{"code": f"print({i}*100+{j})"}
-                                                                           for j in range(10)]})
+                    r = await client.post(
+                        "/run_batch", json={"requests": [{"code": f"print({i}*100+{j})"} for j in range(10)]}
+                    )
                     return i, r.json()
 
             singles = await asyncio.gather(*(one(i) for i in range(1500)))
@@ -120,7 +128,9 @@ def test_client_retries_through_server_restart():
     results = {}
 
     def work():
-        results["out"] = client.run_batch_sync([f"import time; time.sleep(0.05); print({i})" for i in range(60)], 5)
+        results["out"] = client.run_batch_sync(
+            [f"import time; time.sleep(0.05); print({i})" for i in range(60)], 5
+        )
 
     t = threading.Thread(target=work)
     t.start()

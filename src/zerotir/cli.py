@@ -62,8 +62,10 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.audit_grader:
         rep = audit_grader(benches)
         for name, r in rep.items():
-            print(f"{name}: {r['checks']} checks, {r['false_negatives']} false negatives "
-                  f"({100 * r['false_negative_rate']:.2f}%)")
+            print(
+                f"{name}: {r['checks']} checks, {r['false_negatives']} false negatives "
+                f"({100 * r['false_negative_rate']:.2f}%)"
+            )
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
             (Path(a.out) / "grader_audit.json").write_text(json.dumps(rep, indent=2))
@@ -72,8 +74,20 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         raise SystemExit("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
     budgets = [int(x) for x in str(a.max_tool_calls).split(",")]
     n = a.n
-    res = run_benchmarks(a.model, benches, a.out, a.template, n, a.temperature, a.top_p, budgets, a.max_tokens,
-                         a.seed, a.engine, a.limit)
+    res = run_benchmarks(
+        a.model,
+        benches,
+        a.out,
+        a.template,
+        n,
+        a.temperature,
+        a.top_p,
+        budgets,
+        a.max_tokens,
+        a.seed,
+        a.engine,
+        a.limit,
+    )
     from zerotir.eval.benchmark import results_markdown
 
     print(results_markdown(res))
@@ -99,15 +113,18 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 
 
 def _cmd_toy(a: argparse.Namespace) -> int:
-    from zerotir.toy.pretrain import pretrain
+    from zerotir.toy.pretrain import pretrain, record_base_metrics
 
     rec = pretrain(a.out, steps=a.steps, seed=a.seed)
+    rec["base_metrics"] = record_base_metrics(a.out)
     print(json.dumps(rec, indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zerotir", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="zerotir", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -130,9 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model on math benchmarks (avg@k, pass@k, maj@k, code use)")
     e.add_argument("--model", help="local model directory, hub name, or `toy`")
-    e.add_argument("--benchmarks", default="math500", help="comma list: math500,aime24,aime25,amc23,hmmt_feb24,"
-                                                           "hmmt_feb25,cmimc25,olymmath,toy or .jsonl paths")
-    e.add_argument("--template", default="boxed-tir", help="zerotir | zerorl | boxed | boxed-tir | toy-zerotir | toy-zerorl")
+    e.add_argument(
+        "--benchmarks",
+        default="math500",
+        help="comma list: math500,aime24,aime25,amc23,hmmt_feb24,"
+        "hmmt_feb25,cmimc25,olymmath,toy or .jsonl paths",
+    )
+    e.add_argument(
+        "--template",
+        default="boxed-tir",
+        help="zerotir | zerorl | boxed | boxed-tir | toy-zerotir | toy-zerorl",
+    )
     e.add_argument("--n", type=int, default=1, help="samples per problem (avg@n, pass@k, maj@n)")
     e.add_argument("--temperature", type=float, default=0.0)
     e.add_argument("--top-p", type=float, default=1.0)
@@ -147,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sandbox", help="the sandboxed code-execution service")
     ssub = s.add_subparsers(dest="sandbox_command", required=True)
-    sv = ssub.add_parser("serve", help="serve POST /run, /run_batch, /run_code (SandboxFusion), GET /health, /metrics")
+    sv = ssub.add_parser(
+        "serve", help="serve POST /run, /run_batch, /run_code (SandboxFusion), GET /health, /metrics"
+    )
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--workers", type=int, default=1, help="fork-server processes (each in its own sandbox)")
@@ -176,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "train" and args.list_presets:
         from zerotir.config import list_presets
 

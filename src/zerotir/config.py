@@ -117,11 +117,15 @@ class AlgoConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> AlgoConfig:
         if self.name in ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline") and self.group_size < 2:
-            raise ValueError(f"algo.name={self.name} normalises within a prompt group: algo.group_size must be >= 2 "
-                             f"(got {self.group_size})")
+            raise ValueError(
+                f"algo.name={self.name} normalises within a prompt group: algo.group_size must be >= 2 "
+                f"(got {self.group_size})"
+            )
         if self.name == "ppo" and (self.critic_lr is None or self.critic_steps is None):
-            raise ValueError("algo.name=ppo trains a critic: set algo.critic_lr (e.g. 1e-5) and algo.critic_steps "
-                             "(the paper uses 12)")
+            raise ValueError(
+                "algo.name=ppo trains a critic: set algo.critic_lr (e.g. 1e-5) and algo.critic_steps "
+                "(the paper uses 12)"
+            )
         if self.critic_lr is not None and self.critic_lr <= 0:
             raise ValueError("algo.critic_lr must be > 0")
         if self.filter_low > self.filter_high:
@@ -186,7 +190,9 @@ class RunConfig(_Section):
 
 # ------------------------------------------------------------------------------------------ loading
 def list_presets() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("zerotir.presets").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("zerotir.presets").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def _read_yaml(path: Path | Any) -> dict:
@@ -259,8 +265,12 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def build_config(preset: str | None = None, config_file: str | Path | None = None,
-                 overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def build_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
+) -> RunConfig:
     data: dict = dict(base or {})
     if preset:
         data = deep_merge(data, _preset_dict(preset))
@@ -277,8 +287,14 @@ def build_config(preset: str | None = None, config_file: str | Path | None = Non
         msgs = []
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            msgs.append(f"{loc}: {err['msg']}" + (f" (got {err.get('input')!r})" if "input" in err and
-                                                    not isinstance(err.get("input"), dict) else ""))
+            msgs.append(
+                f"{loc}: {err['msg']}"
+                + (
+                    f" (got {err.get('input')!r})"
+                    if "input" in err and not isinstance(err.get("input"), dict)
+                    else ""
+                )
+            )
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs)) from None
 
 

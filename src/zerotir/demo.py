@@ -23,7 +23,14 @@ from zerotir.config import build_config
 from zerotir.logger import read_metrics
 from zerotir.train.trainer import Trainer
 
-SUMMARY_KEYS = ["accuracy", "accuracy_easy", "accuracy_hard", "code_ratio", "tool_calls_mean", "response_len_mean"]
+SUMMARY_KEYS = [
+    "accuracy",
+    "accuracy_easy",
+    "accuracy_hard",
+    "code_ratio",
+    "tool_calls_mean",
+    "response_len_mean",
+]
 
 
 def _eval_summary(metrics: dict[str, float]) -> dict[str, float]:
@@ -49,7 +56,9 @@ def run_arm(preset: str, run_dir: Path, overrides: list[str], console: Console) 
     t0 = time.time()
     trainer = Trainer(cfg, run_dir)
     try:
-        console.print(f"[bold]{preset}[/]: evaluating the base model on {len(trainer.eval_rows)} held-out problems")
+        console.print(
+            f"[bold]{preset}[/]: evaluating the base model on {len(trainer.eval_rows)} held-out problems"
+        )
         base = _eval_summary(trainer.evaluate())
         trainer.fit()
         final = _eval_summary(trainer.evaluate())
@@ -61,20 +70,32 @@ def run_arm(preset: str, run_dir: Path, overrides: list[str], console: Console) 
         "final": final,
         "steps": cfg.trainer.total_steps,
         "seconds": round(time.time() - t0, 1),
-        "spearman_vs_step": {k.split("/")[-1]: _trend(rows, k) for k in
-                             ("reward/accuracy", "rollout/code_ratio", "rollout/response_len_mean")},
+        "spearman_vs_step": {
+            k.split("/")[-1]: _trend(rows, k)
+            for k in ("reward/accuracy", "rollout/code_ratio", "rollout/response_len_mean")
+        },
     }
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, steps: int | None = None,
-             extra_overrides: list[str] | None = None) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    steps: int | None = None,
+    extra_overrides: list[str] | None = None,
+) -> dict:
     console = Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = list(extra_overrides or [])
     if quick:
-        overrides = ["trainer.total_steps=3", "trainer.prompts_per_step=4", "data.eval_size=32",
-                     "trainer.eval_every=0", "trainer.save_every=0", *overrides]
+        overrides = [
+            "trainer.total_steps=3",
+            "trainer.prompts_per_step=4",
+            "data.eval_size=32",
+            "trainer.eval_every=0",
+            "trainer.save_every=0",
+            *overrides,
+        ]
     if steps is not None:
         overrides.append(f"trainer.total_steps={steps}")
     t0 = time.time()
@@ -83,10 +104,16 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, steps: int | No
         summary[arm] = run_arm(preset, out / arm, overrides, console)
     summary["seconds"] = round(time.time() - t0, 1)
     summary["quick"] = quick
-    summary["note"] = ("RL amplifies a rare behaviour of the base model (it writes code for a few percent of "
-                       "questions); without such documents in pre-training, tool RL finds nothing to amplify.")
-    rep = analyze([out / "zerotir", out / "zerorl"], out, labels=["ZeroTIR (tools)", "ZeroRL (no tools)"],
-                  extra_tables=[_summary_md(summary)])
+    summary["note"] = (
+        "RL amplifies a rare behaviour of the base model (it writes code for a few percent of "
+        "questions); without such documents in pre-training, tool RL finds nothing to amplify."
+    )
+    rep = analyze(
+        [out / "zerotir", out / "zerorl"],
+        out,
+        labels=["ZeroTIR (tools)", "ZeroRL (no tools)"],
+        extra_tables=[_summary_md(summary)],
+    )
     summary["report"] = rep["report_html"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_table(console, summary)
@@ -95,8 +122,12 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, steps: int | No
 
 
 def _summary_md(summary: dict) -> str:
-    lines = ["## Held-out evaluation (greedy)", "", "| arm | stage | " + " | ".join(SUMMARY_KEYS) + " |",
-             "|---|---|" + "---|" * len(SUMMARY_KEYS)]
+    lines = [
+        "## Held-out evaluation (greedy)",
+        "",
+        "| arm | stage | " + " | ".join(SUMMARY_KEYS) + " |",
+        "|---|---|" + "---|" * len(SUMMARY_KEYS),
+    ]
     for arm in ("zerotir", "zerorl"):
         for stage in ("base", "final"):
             vals = summary[arm][stage]
@@ -111,7 +142,15 @@ def _print_table(console: Console, summary: dict) -> None:
     for arm in ("zerotir", "zerorl"):
         for stage in ("base", "final"):
             v = summary[arm][stage]
-            table.add_row(arm, stage, f"{v['accuracy']:.1%}", f"{v['accuracy_easy']:.1%}", f"{v['accuracy_hard']:.1%}",
-                          f"{v['code_ratio']:.1%}", f"{v['tool_calls_mean']:.2f}", f"{v['response_len_mean']:.0f}")
+            table.add_row(
+                arm,
+                stage,
+                f"{v['accuracy']:.1%}",
+                f"{v['accuracy_easy']:.1%}",
+                f"{v['accuracy_hard']:.1%}",
+                f"{v['code_ratio']:.1%}",
+                f"{v['tool_calls_mean']:.2f}",
+                f"{v['response_len_mean']:.0f}",
+            )
     console.print(table)
     console.print(f"total {summary['seconds']:.0f} s")

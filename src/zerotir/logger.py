@@ -17,15 +17,25 @@ def _clean(v):
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, wandb: bool = False,
-                 wandb_project: str = "zerotir", run_name: str = "run", config: dict | None = None,
-                 resume_from_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "zerotir",
+        run_name: str = "run",
+        config: dict | None = None,
+        resume_from_step: int | None = None,
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_from_step is not None and self.path.exists():
             # Rows past the checkpoint were produced by a run that died: the resumed run redoes them.
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", -1) < resume_from_step]
+            keep = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", -1) < resume_from_step
+            ]
             self.path.write_text("".join(ln + "\n" for ln in keep))
         self._f = open(self.path, "a", encoding="utf-8")
         self.tb = None
@@ -41,12 +51,17 @@ class MetricsLogger:
             try:
                 import wandb as _wandb
 
-                self.wandb = _wandb.init(project=wandb_project, name=run_name, config=config or {}, resume="allow")
+                self.wandb = _wandb.init(
+                    project=wandb_project, name=run_name, config=config or {}, resume="allow"
+                )
             except Exception as e:  # noqa: BLE001
                 log.warning("W&B disabled: %s", e)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        row = {"step": step, **{k: _clean(float(v)) if isinstance(v, (int, float)) else v for k, v in metrics.items()}}
+        row = {
+            "step": step,
+            **{k: _clean(float(v)) if isinstance(v, (int, float)) else v for k, v in metrics.items()},
+        }
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
         if self.tb is not None:

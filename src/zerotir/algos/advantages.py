@@ -17,7 +17,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, shift_mean: bool = True) -> torch.Tensor:
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, shift_mean: bool = True
+) -> torch.Tensor:
     """(x - mean) / std over masked entries (population variance, as OpenRLHF/veRL)."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
@@ -41,8 +43,13 @@ def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return out
 
 
-def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    token_rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised Advantage Estimation (Schulman et al. 2016, eq. 16) over action tokens only.
 
     Environment tokens are transparent: the recursion jumps from one action token to the next, so
@@ -71,7 +78,9 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.view(-1, group_size)
 
 
-def grpo_advantages(rewards: torch.Tensor, group_size: int, norm_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def grpo_advantages(
+    rewards: torch.Tensor, group_size: int, norm_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
     """GRPO (Shao et al. 2024, eq. 3 outcome supervision): (r − mean_g) / (std_g + ε).
 
     `norm_std=False` is Dr.GRPO (Liu et al. 2025): the std division biases towards easy/hard groups.
@@ -106,9 +115,15 @@ def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: f
     return out
 
 
-def reinforce_pp_advantages(rewards: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None,
-                            kl_coef: float = 0.0, gamma: float = 1.0, baseline_group_size: int | None = None,
-                            eps: float = 1e-8) -> torch.Tensor:
+def reinforce_pp_advantages(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    gamma: float = 1.0,
+    baseline_group_size: int | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """REINFORCE++ (Hu 2025): token rewards = outcome at the last token − β·KL_t at every token,
     discounted returns, then normalisation over the *whole batch* (not per group).
 

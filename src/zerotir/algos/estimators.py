@@ -24,10 +24,10 @@ from zerotir.algos.advantages import (
 
 @dataclass
 class AdvantageInputs:
-    rewards: torch.Tensor            # (B,) outcome rewards
-    mask: torch.Tensor               # (B, T) action mask
+    rewards: torch.Tensor  # (B,) outcome rewards
+    mask: torch.Tensor  # (B, T) action mask
     group_size: int
-    kl: torch.Tensor | None = None   # (B, T) per-token KL estimate, when folded into the reward
+    kl: torch.Tensor | None = None  # (B, T) per-token KL estimate, when folded into the reward
     kl_coef: float = 0.0
     values: torch.Tensor | None = None  # (B, T) critic values (PPO)
     gamma: float = 1.0
@@ -54,7 +54,9 @@ def _reinforce_pp(x: AdvantageInputs) -> tuple[torch.Tensor, None]:
 
 
 def _reinforce_pp_baseline(x: AdvantageInputs) -> tuple[torch.Tensor, None]:
-    return reinforce_pp_advantages(x.rewards, x.mask, x.kl, x.kl_coef, x.gamma, baseline_group_size=x.group_size), None
+    return reinforce_pp_advantages(
+        x.rewards, x.mask, x.kl, x.kl_coef, x.gamma, baseline_group_size=x.group_size
+    ), None
 
 
 def _ppo(x: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,9 @@ def group_accuracy(correct: torch.Tensor, group_size: int) -> torch.Tensor:
     return correct.float().view(-1, group_size).mean(dim=1)
 
 
-def accuracy_band_keep(correct: torch.Tensor, group_size: int, low: float = 0.2, high: float = 0.8) -> torch.Tensor:
+def accuracy_band_keep(
+    correct: torch.Tensor, group_size: int, low: float = 0.2, high: float = 0.8
+) -> torch.Tensor:
     """The paper's replay-buffer filter: drop groups whose accuracy is above `high` or below `low`.
 
     Returns a (n_groups,) bool keep mask.

@@ -22,8 +22,9 @@ class LossOutput:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: Aggregation = "token-mean",
-              norm_len: int | None = None) -> torch.Tensor:
+def aggregate(
+    loss_mat: torch.Tensor, mask: torch.Tensor, mode: Aggregation = "token-mean", norm_len: int | None = None
+) -> torch.Tensor:
     """Reduce a (B, T) per-token loss to a scalar.
 
     token-mean: Σ loss·m / Σ m (DAPO: long responses weigh by their length);
@@ -42,10 +43,19 @@ def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: Aggregation = "t
     raise ValueError(f"unknown loss aggregation {mode!r}")
 
 
-def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                *, clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float | None = None,
-                agg: Aggregation = "token-mean", ratio_level: Literal["token", "sequence"] = "token",
-                norm_len: int | None = None) -> LossOutput:
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    agg: Aggregation = "token-mean",
+    ratio_level: Literal["token", "sequence"] = "token",
+    norm_len: int | None = None,
+) -> LossOutput:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7) with asymmetric clip [1−ε_low, 1+ε_high]
     (DAPO clip-higher), optional dual clip (Ye et al. 2020: for A < 0 the loss is capped at −c·A), and
     GSPO's sequence-level ratio (Zheng et al. 2025: exp of the mean token log-ratio) as an option.
@@ -53,7 +63,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     m = mask.to(logprobs.dtype)
     log_ratio = (logprobs - old_logprobs) * m
     if ratio_level == "sequence":
-        seq_lr = (log_ratio.sum(1) / m.sum(1).clamp(min=1.0))
+        seq_lr = log_ratio.sum(1) / m.sum(1).clamp(min=1.0)
         # token-wise form whose value is the sequence ratio and whose gradient flows through each token
         log_ratio = (seq_lr.detach()[:, None] + logprobs - logprobs.detach()) * m
     ratio = torch.exp(log_ratio)
@@ -71,14 +81,21 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
         metrics = {
             "clip_ratio": masked_mean(clipped, m),
             "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, m),
-            "ratio_max": (ratio * m + (1 - m) * ratio.new_zeros(())).max() if m.any() else ratio.new_zeros(()),
+            "ratio_max": (ratio * m + (1 - m) * ratio.new_zeros(())).max()
+            if m.any()
+            else ratio.new_zeros(()),
             "ratio_mean": masked_mean(ratio, m),
         }
     return LossOutput(loss, {k: v.detach() for k, v in metrics.items()})
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_eps: float | None = 0.2) -> LossOutput:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float | None = 0.2,
+) -> LossOutput:
     """Clipped value loss (PPO2 baselines): ½·max((V−R)², (clip(V, V_old±ε)−R)²), token mean."""
     err = (values - returns) ** 2
     if clip_eps is not None:
@@ -88,7 +105,9 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return LossOutput(loss, {"value_mean": masked_mean(values, mask).detach()})
 
 
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: Literal["k1", "k2", "k3"] = "k3") -> torch.Tensor:
+def kl_penalty(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: Literal["k1", "k2", "k3"] = "k3"
+) -> torch.Tensor:
     """Per-token KL(π‖π_ref) estimators (Schulman, "Approximating KL divergence", 2020).
 
     k1 = log π − log π_ref; k2 = ½(log π − log π_ref)²; k3 = exp(log π_ref − log π) − (log π_ref − log π) − 1.

@@ -77,8 +77,14 @@ class FitResult:
     ci: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"family": self.family, "params": self.params, "r2": self.r2, "aic": self.aic, "bic": self.bic,
-                "ci95": self.ci}
+        return {
+            "family": self.family,
+            "params": self.params,
+            "r2": self.r2,
+            "aic": self.aic,
+            "bic": self.bic,
+            "ci95": self.ci,
+        }
 
 
 def fit_family(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -87,10 +93,10 @@ def fit_family(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, flo
     best = None
     for p0 in _p0(name, x, y):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 p, _ = optimize.curve_fit(f, x, y, p0=p0, maxfev=20000)
-            pred = f(x, *p)
+                pred = f(x, *p)
             if not np.all(np.isfinite(pred)):
                 continue
             rss = float(np.sum((y - pred) ** 2))
@@ -118,7 +124,7 @@ def fit_all(x, y, n_boot: int = 200, seed: int = 0) -> dict:
         return {"best": None, "all": {}, "n": n}
     tss = float(np.sum((y - y.mean()) ** 2)) or 1e-12
     results: dict[str, FitResult] = {}
-    for name, (f, pnames) in FAMILIES.items():
+    for name, (_, pnames) in FAMILIES.items():
         if len(pnames) >= n - 1:
             continue
         got = fit_family(name, x, y)
@@ -139,7 +145,7 @@ def fit_all(x, y, n_boot: int = 200, seed: int = 0) -> dict:
         if len(np.unique(x[idx])) < len(pnames) + 1:
             continue
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 p, _ = optimize.curve_fit(f, x[idx], y[idx], p0=list(best.params.values()), maxfev=5000)
             draws.append(p)
@@ -147,8 +153,10 @@ def fit_all(x, y, n_boot: int = 200, seed: int = 0) -> dict:
             continue
     if len(draws) >= 10:
         arr = np.array(draws)
-        best.ci = {k: [float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5))]
-                   for i, k in enumerate(pnames)}
+        best.ci = {
+            k: [float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5))]
+            for i, k in enumerate(pnames)
+        }
     return {"best": best, "all": results, "n": n}
 
 
@@ -203,6 +211,9 @@ def correlations(columns: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
             ok = np.isfinite(xa) & np.isfinite(xb)
             if ok.sum() < 3 or np.std(xa[ok]) == 0 or np.std(xb[ok]) == 0:
                 continue
-            out[f"{a}~{b}"] = {"spearman": float(stats.spearmanr(xa[ok], xb[ok]).statistic),
-                               "pearson": float(stats.pearsonr(xa[ok], xb[ok]).statistic), "n": int(ok.sum())}
+            out[f"{a}~{b}"] = {
+                "spearman": float(stats.spearmanr(xa[ok], xb[ok]).statistic),
+                "pearson": float(stats.pearsonr(xa[ok], xb[ok]).statistic),
+                "n": int(ok.sum()),
+            }
     return out

@@ -19,7 +19,7 @@ from zerotir.logger import read_metrics
 # metric key -> (title, y-axis label)
 PANELS: dict[str, tuple[str, str]] = {
     "reward/accuracy": ("Training accuracy", "accuracy (fraction correct)"),
-    "rollout/code_ratio": ("Code-execution frequency", "responses with >= 1 executed block (fraction)"),
+    "rollout/code_ratio": ("Code-execution frequency", "fraction of responses with code run"),
     "rollout/tool_calls_mean": ("Tool calls per response", "calls"),
     "rollout/code_in_correct_ratio": ("Code in correct answers", "fraction of correct responses"),
     "rollout/response_len_mean": ("Response length (model tokens)", "tokens"),
@@ -29,9 +29,18 @@ PANELS: dict[str, tuple[str, str]] = {
     "train/entropy": ("Policy entropy", "nats/token"),
     "time/step_s": ("Time per step", "seconds"),
 }
-FIT_METRICS = ["reward/accuracy", "rollout/code_ratio", "rollout/response_len_mean", "rollout/tool_calls_mean"]
-CORR_METRICS = {"step": None, "code_ratio": "rollout/code_ratio", "response_len": "rollout/response_len_mean",
-                "accuracy": "reward/accuracy"}
+FIT_METRICS = [
+    "reward/accuracy",
+    "rollout/code_ratio",
+    "rollout/response_len_mean",
+    "rollout/tool_calls_mean",
+]
+CORR_METRICS = {
+    "step": None,
+    "code_ratio": "rollout/code_ratio",
+    "response_len": "rollout/response_len_mean",
+    "accuracy": "reward/accuracy",
+}
 
 
 def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -64,15 +73,21 @@ def analyze_run(rows: list[dict]) -> dict:
             continue
         res = fit_all(x, y)
         best = res["best"]
-        out["fits"][key] = {"best": best.to_dict() if best else None,
-                            "all": {k: v.to_dict() for k, v in res["all"].items()}, "n": res["n"]}
+        out["fits"][key] = {
+            "best": best.to_dict() if best else None,
+            "all": {k: v.to_dict() for k, v in res["all"].items()},
+            "n": res["n"],
+        }
         dip = detect_dip(x, y, smooth=0.5)
         out["dips"][key] = dip
     cols = {}
     steps = np.array([r.get("step", np.nan) for r in rows], float)
     for name, key in CORR_METRICS.items():
-        cols[name] = steps if key is None else np.array([r.get(key) if r.get(key) is not None else np.nan
-                                                         for r in rows], float)
+        cols[name] = (
+            steps
+            if key is None
+            else np.array([r.get(key) if r.get(key) is not None else np.nan for r in rows], float)
+        )
     out["correlations"] = correlations(cols)
     return out
 
@@ -97,13 +112,13 @@ def plot_runs(runs: dict[str, list[dict]], out_dir: Path, smooth: float = 0.6) -
             x, y = _series(rows, key)
             if not x.size:
                 continue
-            line, = ax.plot(x, ema(y, smooth), label=label, linewidth=2)
+            (line,) = ax.plot(x, ema(y, smooth), label=label, linewidth=2)
             ax.plot(x, y, color=line.get_color(), alpha=0.25, linewidth=1)
         ax.set_title(title)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=9)
     fig.tight_layout()
@@ -177,8 +192,13 @@ def _md_to_html(md: str) -> str:
     return "\n".join(out)
 
 
-def analyze(run_dirs: list[str | Path], out_dir: str | Path, smooth: float = 0.6,
-            extra_tables: list[str] | None = None, labels: list[str] | None = None) -> dict:
+def analyze(
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    smooth: float = 0.6,
+    extra_tables: list[str] | None = None,
+    labels: list[str] | None = None,
+) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {}
@@ -192,24 +212,47 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, smooth: float = 0.6
         runs[label] = rows
     analyses = {label: analyze_run(rows) for label, rows in runs.items()}
     figs = plot_runs(runs, out_dir, smooth)
-    md = build_markdown(analyses, (extra_tables or []) + ([f"Problems: {'; '.join(problems)}"] if problems else []))
+    md = build_markdown(
+        analyses, (extra_tables or []) + ([f"Problems: {'; '.join(problems)}"] if problems else [])
+    )
     if figs:
-        md = md.replace("# zerotir training analysis\n", "# zerotir training analysis\n\n![curves](curves.png)\n", 1)
+        md = md.replace(
+            "# zerotir training analysis\n", "# zerotir training analysis\n\n![curves](curves.png)\n", 1
+        )
     (out_dir / "report.md").write_text(md)
     img = ""
     png = out_dir / "curves.png"
     if png.exists():
-        img = f'<img alt="training curves" style="max-width:100%" src="data:image/png;base64,' \
-              f'{base64.b64encode(png.read_bytes()).decode()}">'
+        img = (
+            f'<img alt="training curves" style="max-width:100%" src="data:image/png;base64,'
+            f'{base64.b64encode(png.read_bytes()).decode()}">'
+        )
     body = _md_to_html(md.replace("![curves](curves.png)", ""))
     body = body.replace("</h1>", "</h1>\n" + img, 1)
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
-             "th{background:#f3f3f3}")
-    (out_dir / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>zerotir report"
-                                         f"</title><style>{style}</style></head><body>{body}</body></html>")
-    fits = {label: {"fits": a["fits"], "dips": a["dips"], "correlations": a["correlations"], "missing": a["missing"],
-                    "steps": a["steps"]} for label, a in analyses.items()}
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
+        "th{background:#f3f3f3}"
+    )
+    (out_dir / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>zerotir report"
+        f"</title><style>{style}</style></head><body>{body}</body></html>"
+    )
+    fits = {
+        label: {
+            "fits": a["fits"],
+            "dips": a["dips"],
+            "correlations": a["correlations"],
+            "missing": a["missing"],
+            "steps": a["steps"],
+        }
+        for label, a in analyses.items()
+    }
     (out_dir / "fits.json").write_text(json.dumps(fits, indent=2))
-    return {"report_html": str(out_dir / "report.html"), "report_md": str(out_dir / "report.md"),
-            "figures": [str(p) for p in figs], "fits": fits, "problems": problems}
+    return {
+        "report_html": str(out_dir / "report.html"),
+        "report_md": str(out_dir / "report.md"),
+        "figures": [str(p) for p in figs],
+        "fits": fits,
+        "problems": problems,
+    }

@@ -43,8 +43,9 @@ def _normalise(row: dict, idx: int, where: str, problem_key: str, answer_key: st
     return out
 
 
-def read_jsonl(path: str | Path, problem_key: str = "problem", answer_key: str = "answer",
-               missing_answer: str = "skip") -> list[dict]:
+def read_jsonl(
+    path: str | Path, problem_key: str = "problem", answer_key: str = "answer", missing_answer: str = "skip"
+) -> list[dict]:
     path = Path(path)
     rows, skipped = [], 0
     with open(path, encoding="utf-8") as f:
@@ -95,21 +96,33 @@ def load_benchmark(name: str) -> list[dict]:
     return rows
 
 
-def load_dataset_rows(source: str, problem_key: str = "problem", answer_key: str = "answer",
-                      missing_answer: str = "skip", toy_size: int = 4096, toy_easy_frac: float = 0.4,
-                      toy_split: str = "train") -> list[dict]:
+def load_dataset_rows(
+    source: str,
+    problem_key: str = "problem",
+    answer_key: str = "answer",
+    missing_answer: str = "skip",
+    toy_size: int = 4096,
+    toy_easy_frac: float = 0.4,
+    toy_split: str = "train",
+) -> list[dict]:
     """Rows from `toy`, a bundled name, a .jsonl/.parquet file, or a `datasets.save_to_disk` directory."""
     if source == "toy":
         from zerotir.toy.world import test_split, train_split
 
-        probs = train_split(toy_size, toy_easy_frac) if toy_split == "train" else test_split(toy_size, toy_easy_frac)
+        probs = (
+            train_split(toy_size, toy_easy_frac)
+            if toy_split == "train"
+            else test_split(toy_size, toy_easy_frac)
+        )
         return [p.to_row() for p in probs]
     if source in BENCHMARKS:
         return load_benchmark(source)
     p = Path(source).expanduser()
     if not p.exists():
-        raise DataError(f"dataset {source!r}: no such file or directory, and not a bundled name "
-                        f"({', '.join(['toy', *BENCHMARKS])})")
+        raise DataError(
+            f"dataset {source!r}: no such file or directory, and not a bundled name "
+            f"({', '.join(['toy', *BENCHMARKS])})"
+        )
     if p.suffix in (".jsonl", ".json"):
         return read_jsonl(p, problem_key, answer_key, missing_answer)
     if p.suffix == ".parquet":

@@ -24,10 +24,22 @@ def grader_version() -> str:
         return "zerotir-reward"
 
 
-def run_benchmarks(model: str, benchmarks: list[str], out_dir: str | Path, template: str = "boxed-tir",
-                   n: int = 1, temperature: float = 0.0, top_p: float = 1.0, budgets: list[int] | None = None,
-                   max_tokens: int = 2048, seed: int = 42, engine: str = "hf", limit: int | None = None,
-                   batch_size: int = 32, device: str = "cpu") -> dict:
+def run_benchmarks(
+    model: str,
+    benchmarks: list[str],
+    out_dir: str | Path,
+    template: str = "boxed-tir",
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    budgets: list[int] | None = None,
+    max_tokens: int = 2048,
+    seed: int = 42,
+    engine: str = "hf",
+    limit: int | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> dict:
     from zerotir.sandbox.base import LocalSandbox
     from zerotir.train.models import load_causal_lm, load_tokenizer
 
@@ -43,10 +55,22 @@ def run_benchmarks(model: str, benchmarks: list[str], out_dir: str | Path, templ
         eng = HFEngine(load_causal_lm(model, device=device), tok, device=device)
     tmpl = get_template(template)
     sandbox = LocalSandbox() if tmpl.uses_tools and max(budgets) > 0 else None
-    results: dict = {"settings": {"model": model, "template": template, "n": n, "temperature": temperature,
-                                  "top_p": top_p, "max_tokens": max_tokens, "seed": seed, "budgets": budgets,
-                                  "engine": engine, "grader": grader_version(), "limit": limit},
-                     "benchmarks": {}}
+    results: dict = {
+        "settings": {
+            "model": model,
+            "template": template,
+            "n": n,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "budgets": budgets,
+            "engine": engine,
+            "grader": grader_version(),
+            "limit": limit,
+        },
+        "benchmarks": {},
+    }
     t0 = time.time()
     try:
         for name in benchmarks:
@@ -54,9 +78,16 @@ def run_benchmarks(model: str, benchmarks: list[str], out_dir: str | Path, templ
             rows = rows[:limit] if limit else rows
             for b in budgets:
                 tool_cfg = ToolLoopConfig(max_tool_calls=b, max_response_len=max_tokens)
-                res = evaluate_rows(eng, sandbox, rows, tmpl, tool_cfg, SamplingParams(temperature, top_p, max_tokens,
-                                                                                      seed), n=n,
-                                    batch_size=batch_size)
+                res = evaluate_rows(
+                    eng,
+                    sandbox,
+                    rows,
+                    tmpl,
+                    tool_cfg,
+                    SamplingParams(temperature, top_p, max_tokens, seed),
+                    n=n,
+                    batch_size=batch_size,
+                )
                 results["benchmarks"].setdefault(name, {})[str(b)] = res["metrics"]
                 out = Path(out_dir)
                 out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +98,11 @@ def run_benchmarks(model: str, benchmarks: list[str], out_dir: str | Path, templ
         if sandbox is not None:
             sandbox.close()
     results["seconds"] = round(time.time() - t0, 1)
-    results["average"] = {str(b): sum(r[str(b)]["accuracy"] for r in results["benchmarks"].values()) /
-                          max(1, len(results["benchmarks"])) for b in budgets}
+    results["average"] = {
+        str(b): sum(r[str(b)]["accuracy"] for r in results["benchmarks"].values())
+        / max(1, len(results["benchmarks"]))
+        for b in budgets
+    }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -79,14 +113,21 @@ def run_benchmarks(model: str, benchmarks: list[str], out_dir: str | Path, templ
 def results_markdown(results: dict) -> str:
     s = results["settings"]
     names = list(results["benchmarks"])
-    lines = [f"Model `{s['model']}`, template `{s['template']}`, n={s['n']}, T={s['temperature']}, top-p={s['top_p']}, "
-             f"max tokens {s['max_tokens']}, seed {s['seed']}, grader {s['grader']}", "",
-             "| tool calls | " + " | ".join(names) + " | avg | code ratio |", "|---|" + "---|" * (len(names) + 2)]
+    lines = [
+        f"Model `{s['model']}`, template `{s['template']}`, n={s['n']}, T={s['temperature']}, top-p={s['top_p']}, "
+        f"max tokens {s['max_tokens']}, seed {s['seed']}, grader {s['grader']}",
+        "",
+        "| tool calls | " + " | ".join(names) + " | avg | code ratio |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
     for b in s["budgets"]:
         accs = [results["benchmarks"][nm][str(b)]["accuracy"] for nm in names]
         code = [results["benchmarks"][nm][str(b)]["tool_calls_mean"] for nm in names]
-        lines.append(f"| {b} | " + " | ".join(f"{100 * a:.1f}" for a in accs) +
-                     f" | {100 * sum(accs) / len(accs):.1f} | {sum(code) / len(code):.3f} |")
+        lines.append(
+            f"| {b} | "
+            + " | ".join(f"{100 * a:.1f}" for a in accs)
+            + f" | {100 * sum(accs) / len(accs):.1f} | {sum(code) / len(code):.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -118,8 +159,12 @@ def audit_grader(benchmarks: list[str]) -> dict:
                 if math_reward(f"The answer is \\boxed{{{cand}}}.", r["answer"]) < 1.0:
                     fails += 1
                     failures.append({"id": r["id"], "kind": kind, "answer": r["answer"], "candidate": cand})
-        report[name] = {"checks": checks, "false_negatives": fails,
-                        "false_negative_rate": fails / max(1, checks), "failures": failures[:50]}
+        report[name] = {
+            "checks": checks,
+            "false_negatives": fails,
+            "false_negative_rate": fails / max(1, checks),
+            "failures": failures[:50],
+        }
     return report
 
 

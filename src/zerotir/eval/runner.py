@@ -12,9 +12,17 @@ from zerotir.rollout.protocol import Template
 from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
 
 
-def evaluate_rows(engine: Engine, sandbox, rows: list[dict], template: Template, tool_cfg: ToolLoopConfig,
-                  params: SamplingParams, n: int = 1, batch_size: int = 64,
-                  answer_outside_output: bool = False) -> dict:
+def evaluate_rows(
+    engine: Engine,
+    sandbox,
+    rows: list[dict],
+    template: Template,
+    tool_cfg: ToolLoopConfig,
+    params: SamplingParams,
+    n: int = 1,
+    batch_size: int = 64,
+    answer_outside_output: bool = False,
+) -> dict:
     """Returns {"metrics": {...}, "samples": [...]} with accuracy (avg@n), pass@k, maj@n, max@n,
     code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field."""
     tok = engine.tokenizer
@@ -22,7 +30,9 @@ def evaluate_rows(engine: Engine, sandbox, rows: list[dict], template: Template,
     trajs = []
     for b in range(0, len(items), batch_size):
         chunk = items[b : b + batch_size]
-        prompts = [tok.encode(template.render(rows[i]["problem"]), add_special_tokens=False) for i, _ in chunk]
+        prompts = [
+            tok.encode(template.render(rows[i]["problem"]), add_special_tokens=False) for i, _ in chunk
+        ]
         sp = params if params.seed is None else replace(params, seed=params.seed + b)
         out = run_tool_rollout(engine, sandbox, prompts, template, tool_cfg, sp)
         for (i, _), tr in zip(chunk, out):
@@ -49,8 +59,9 @@ def evaluate_rows(engine: Engine, sandbox, rows: list[dict], template: Template,
         "problems": len(rows),
     }
     corrects = {i: [t.correct for t in ts] for i, ts in per_problem.items()}
-    metrics[f"maj@{n}"] = sum(maj_at_k([extract_boxed(t.text) for t in ts], corrects[i])
-                              for i, ts in per_problem.items()) / max(1, len(rows))
+    metrics[f"maj@{n}"] = sum(
+        maj_at_k([extract_boxed(t.text) for t in ts], corrects[i]) for i, ts in per_problem.items()
+    ) / max(1, len(rows))
     metrics[f"max@{n}"] = sum(max_at_k(c) for c in corrects.values()) / max(1, len(rows))
     for k in sorted({1, min(4, n), n}):
         metrics[f"pass@{k}"] = sum(pass_at_k(n, sum(c), k) for c in corrects.values()) / max(1, len(rows))
@@ -61,6 +72,15 @@ def evaluate_rows(engine: Engine, sandbox, rows: list[dict], template: Template,
             by_diff.setdefault(d, []).append(avg_at_k(c))
     for d, accs in by_diff.items():
         metrics[f"accuracy_{d}"] = sum(accs) / len(accs)
-    samples = [{"id": rows[t.prompt_index].get("id"), "text": t.text, "answer": t.answer, "correct": t.correct,
-                "tool_calls": len(t.tool_calls), "finish_reason": t.finish_reason} for t in trajs]
+    samples = [
+        {
+            "id": rows[t.prompt_index].get("id"),
+            "text": t.text,
+            "answer": t.answer,
+            "correct": t.correct,
+            "tool_calls": len(t.tool_calls),
+            "finish_reason": t.finish_reason,
+        }
+        for t in trajs
+    ]
     return {"metrics": metrics, "samples": samples}

@@ -3,4 +3,11 @@
 from zerotir.reward.boxed import extract_boxed, strip_output_blocks
 from zerotir.reward.verify import answers_equivalent, grade_many, math_reward, normalize_answer
 
-__all__ = ["extract_boxed", "strip_output_blocks", "answers_equivalent", "math_reward", "grade_many", "normalize_answer"]
+__all__ = [
+    "extract_boxed",
+    "strip_output_blocks",
+    "answers_equivalent",
+    "math_reward",
+    "grade_many",
+    "normalize_answer",
+]

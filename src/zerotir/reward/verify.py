@@ -22,7 +22,12 @@ _TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 def normalize_answer(s: str) -> str:
     """A conservative normal form for the string fast path (never used to say 'wrong')."""
     s = s.strip().strip("$").strip()
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\left", "").replace("\\right", "")
+    s = (
+        s.replace("\\dfrac", "\\frac")
+        .replace("\\tfrac", "\\frac")
+        .replace("\\left", "")
+        .replace("\\right", "")
+    )
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", "")
     s = _TEXT_WRAPPERS.sub(r"\1", s)
     s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\%", "").replace("%", "")
@@ -58,8 +63,14 @@ def answers_equivalent(pred: str, gold: str, timeout_s: int | None = 5) -> bool:
         return False
 
 
-def math_reward(response: str, answer: str, *, require_outside_output: bool = False,
-                no_answer_reward: float = 0.0, timeout_s: int | None = 5) -> float:
+def math_reward(
+    response: str,
+    answer: str,
+    *,
+    require_outside_output: bool = False,
+    no_answer_reward: float = 0.0,
+    timeout_s: int | None = 5,
+) -> float:
     r"""1.0 if the last `\boxed{}` in `response` is equivalent to `answer`, else 0.0.
 
     >>> math_reward(r"... so the answer is \boxed{\frac{1}{2}}.", "0.5")
@@ -78,14 +89,23 @@ def _grade_one(args: tuple[str, str, bool]) -> float:
     return math_reward(args[0], args[1], require_outside_output=args[2])
 
 
-def grade_many(responses: list[str], answers: list[str], *, require_outside_output: bool = False,
-               processes: int = 0, timeout_s: float = 10.0) -> list[float]:
+def grade_many(
+    responses: list[str],
+    answers: list[str],
+    *,
+    require_outside_output: bool = False,
+    processes: int = 0,
+    timeout_s: float = 10.0,
+) -> list[float]:
     """Grade many responses; with `processes > 0` in a process pool (safe off the main thread).
 
     A response whose grading exceeds `timeout_s` scores 0 and the pool is rebuilt.
     """
     if processes <= 0:
-        return [math_reward(r, a, require_outside_output=require_outside_output) for r, a in zip(responses, answers)]
+        return [
+            math_reward(r, a, require_outside_output=require_outside_output)
+            for r, a in zip(responses, answers)
+        ]
     import concurrent.futures as cf
     import multiprocessing as mp
 

@@ -17,6 +17,8 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int | None = None
+    ignore_eos: bool = False
+    """Keep sampling past EOS (benchmarks that need an exact token count)."""
 
 
 @dataclass
@@ -32,7 +34,12 @@ class Completion:
 class Engine(Protocol):
     tokenizer: object
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, stops: list[list[str]],
-                 max_tokens: list[int] | None = None) -> list[Completion]: ...
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        stops: list[list[str]],
+        max_tokens: list[int] | None = None,
+    ) -> list[Completion]: ...
 
     def load_weights(self, state_dict: dict) -> None: ...

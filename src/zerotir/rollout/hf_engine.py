@@ -13,8 +13,9 @@ import torch
 from zerotir.rollout.engine import Completion, SamplingParams
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row; return (token ids (B,), their logprobs (B,))."""
     logits = logits.float()
     if temperature <= 0:
@@ -35,6 +36,9 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
 
 
 class HFEngine:
+    supports_stop_switch = True
+    """Can switch a row's stop strings mid-generation (saves a round trip per code block)."""
+
     def __init__(self, model: torch.nn.Module, tokenizer, device: str = "cpu"):
         self.model = model
         self.tokenizer = tokenizer
@@ -60,9 +64,18 @@ class HFEngine:
         return s
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params: SamplingParams, stops: list[list[str]],
-                 max_tokens: list[int] | None = None) -> list[Completion]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        stops: list[list[str]],
+        max_tokens: list[int] | None = None,
+        stop_switch: dict[str, list[str]] | None = None,
+    ) -> list[Completion]:
+        """`stop_switch`: when a row hits a stop string that is a key here, it does not finish; its stops
+        become the mapped list and generation continues (e.g. ```python -> [```])."""
         B = len(prompts)
+        stops = [list(st) for st in stops]
         if B == 0:
             return []
         budgets = list(max_tokens) if max_tokens is not None else [params.max_new_tokens] * B
@@ -87,11 +100,15 @@ class HFEngine:
             attn = torch.zeros((len(rows), L), dtype=torch.long)
             for r, i in enumerate(rows):
                 p = prompts[i]
-                ids[r, L - len(p):] = torch.tensor(p, dtype=torch.long)
-                attn[r, L - len(p):] = 1
+                ids[r, L - len(p) :] = torch.tensor(p, dtype=torch.long)
+                attn[r, L - len(p) :] = 1
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
-                             position_ids=pos.to(self.device), use_cache=True)
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=attn.to(self.device),
+                position_ids=pos.to(self.device),
+                use_cache=True,
+            )
             past, logits = out.past_key_values, out.logits[:, -1]
             next_pos = pos[:, -1] + 1
         while rows:
@@ -102,14 +119,18 @@ class HFEngine:
                 t = tok_l[r]
                 out_ids[i].append(t)
                 out_lp[i].append(lp_l[r])
-                if t in self.eos_ids:
+                if t in self.eos_ids and not params.ignore_eos:
                     finish[i] = "eos"
                     continue
                 texts[i] += self._piece(t)
                 if max_stop[i]:
-                    tail = texts[i][-(max_stop[i] + 16):]
+                    tail = texts[i][-(max_stop[i] + 16) :]
                     hit = next((s for s in stops[i] if s in tail), None)
-                    if hit is not None:
+                    if hit is not None and stop_switch and hit in stop_switch:
+                        stops[i] = list(stop_switch[hit])
+                        max_stop[i] = max((len(s) for s in stops[i]), default=0)
+                        texts[i] = ""  # later stops are searched only in text after the switch
+                    elif hit is not None:
                         finish[i], stop_hit[i] = "stop", hit
                         continue
                 if len(out_ids[i]) >= budgets[i]:
@@ -125,8 +146,13 @@ class HFEngine:
                 attn, next_pos, tok = attn[keep], next_pos[keep], tok[keep]
                 rows = [rows[r] for r in alive]
             attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-            out = self.model(input_ids=tok[:, None].to(self.device), attention_mask=attn.to(self.device),
-                             position_ids=next_pos[:, None].to(self.device), past_key_values=past, use_cache=True)
+            out = self.model(
+                input_ids=tok[:, None].to(self.device),
+                attention_mask=attn.to(self.device),
+                position_ids=next_pos[:, None].to(self.device),
+                past_key_values=past,
+                use_cache=True,
+            )
             past, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
         if was_training:

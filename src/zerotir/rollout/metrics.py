@@ -23,9 +23,13 @@ def rollout_metrics(trajs: list[Trajectory]) -> dict[str, float]:
         "rollout/response_len_mean": _mean([tr.model_tokens for tr in trajs]),
         "rollout/total_len_mean": _mean([len(tr.response_ids) for tr in trajs]),
         "rollout/finish_length_ratio": _mean([1.0 if tr.finish_reason == "length" else 0.0 for tr in trajs]),
-        "rollout/sandbox_fail_ratio": _mean([1.0 if tr.finish_reason == "sandbox_error" else 0.0 for tr in trajs]),
+        "rollout/sandbox_fail_ratio": _mean(
+            [1.0 if tr.finish_reason == "sandbox_error" else 0.0 for tr in trajs]
+        ),
         "rollout/void_turn_ratio": _mean([1.0 if tr.meta.get("void_turn") else 0.0 for tr in trajs]),
-        "rollout/code_in_correct_ratio": _mean([1.0 if tr.tool_calls else 0.0 for tr in correct]) if correct else 0.0,
+        "rollout/code_in_correct_ratio": _mean([1.0 if tr.tool_calls else 0.0 for tr in correct])
+        if correct
+        else 0.0,
         "reward/accuracy": _mean([1.0 if tr.correct else 0.0 for tr in trajs]),
         "reward/mean": _mean([tr.reward or 0.0 for tr in trajs]),
     }

@@ -98,7 +98,9 @@ def format_output(stdout: str, stderr: str, status: str, *, error_lines: int = 3
     if status == "timeout":
         body = (stdout.rstrip("\n") + "\n" if stdout.strip() else "") + "TimeoutError: execution timed out"
     elif status in ("error", "killed"):
-        err = trim_traceback(stderr, error_lines) if stderr.strip() else f"Process ended abnormally ({status})"
+        err = (
+            trim_traceback(stderr, error_lines) if stderr.strip() else f"Process ended abnormally ({status})"
+        )
         body = (stdout.rstrip("\n") + "\n" if stdout.strip() else "") + err
     else:
         body = stdout.rstrip("\n")

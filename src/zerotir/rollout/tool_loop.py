@@ -12,7 +12,7 @@ loss (finish_reason `sandbox_error`) and never shown an "error" it did not cause
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from zerotir.rollout.engine import Engine, SamplingParams
 from zerotir.rollout.protocol import (
@@ -69,7 +69,7 @@ def _observation_ids(tokenizer, tc: ToolCall, cfg: ToolLoopConfig, exhausted: bo
     body_ids = tokenizer.encode(body, add_special_tokens=False)
     if len(body_ids) > cfg.output_max_tokens:
         if cfg.overflow == "truncate":
-            body = "[...]\n" + tokenizer.decode(body_ids[-cfg.output_max_tokens:])
+            body = "[...]\n" + tokenizer.decode(body_ids[-cfg.output_max_tokens :])
         else:
             body = TOO_LONG_NOTICE
     tc.output = body
@@ -92,6 +92,9 @@ def run_tool_rollout(
     timings = timings if timings is not None else {}
     timings.setdefault("sandbox_s", 0.0)
     timings.setdefault("generate_s", 0.0)
+    # Engines that can switch stop strings mid-generation go from the opening fence straight into the
+    # code block in one call; others (vLLM) take two calls, as in the paper's code. Same tokens either way.
+    switch = {CODE_OPEN: [CODE_CLOSE]} if getattr(engine, "supports_stop_switch", False) else None
     round_idx = 0
     while True:
         active = [s for s in states if not s.done]
@@ -99,10 +102,13 @@ def run_tool_rollout(
             break
         budgets = [cfg.max_response_len - len(s.traj.response_ids) for s in active]
         stops = [_stops_for(s, template, cfg) for s in active]
-        sp = params if params.seed is None else SamplingParams(
-            params.temperature, params.top_p, params.max_new_tokens, params.seed + 7919 * round_idx)
+        sp = params if params.seed is None else replace(params, seed=params.seed + 7919 * round_idx)
         t0 = time.perf_counter()
-        comps = engine.generate([s.traj.prompt_ids + s.traj.response_ids for s in active], sp, stops, budgets)
+        inputs = [s.traj.prompt_ids + s.traj.response_ids for s in active]
+        if switch:
+            comps = engine.generate(inputs, sp, stops, budgets, stop_switch=switch)
+        else:
+            comps = engine.generate(inputs, sp, stops, budgets)
         timings["generate_s"] += time.perf_counter() - t0
         round_idx += 1
         to_exec: list[_State] = []
@@ -122,8 +128,11 @@ def run_tool_rollout(
                 st.turn_ends.append("code")
             else:  # eos or a template stop such as </answer>
                 st.done = True
-                tr.finish_reason = "stop" if len(tr.tool_calls) < cfg.max_tool_calls or not template.uses_tools \
+                tr.finish_reason = (
+                    "stop"
+                    if len(tr.tool_calls) < cfg.max_tool_calls or not template.uses_tools
                     else "max_tool_calls"
+                )
                 st.turn_ends.append("answer")
         if not to_exec:
             continue
@@ -132,7 +141,9 @@ def run_tool_rollout(
             text = tok.decode(st.traj.response_ids)
             codes.append(extract_last_code(text) or "")
         t0 = time.perf_counter()
-        results = _execute_with_retries(sandbox, codes, [s.history if cfg.stateful else None for s in to_exec], cfg)
+        results = _execute_with_retries(
+            sandbox, codes, [s.history if cfg.stateful else None for s in to_exec], cfg
+        )
         timings["sandbox_s"] += time.perf_counter() - t0
         for st, code, res in zip(to_exec, codes, results):
             tr = st.traj
@@ -156,7 +167,8 @@ def run_tool_rollout(
         st.traj.text = tok.decode(st.traj.response_ids)
         # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
         st.traj.meta["void_turn"] = any(e == "length" for e in st.turn_ends[:-1]) or (
-            st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text)
+            st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text
+        )
     return [s.traj for s in states]
 
 
@@ -168,7 +180,9 @@ def _execute_with_retries(sandbox, codes, sessions, cfg) -> list[ToolCall | Exce
         bad = [i for i, r in enumerate(results) if isinstance(r, Exception)]
         if not bad:
             break
-        again = sandbox.run_batch_sync([codes[i] for i in bad], cfg.exec_timeout_s, [sessions[i] for i in bad])
+        again = sandbox.run_batch_sync(
+            [codes[i] for i in bad], cfg.exec_timeout_s, [sessions[i] for i in bad]
+        )
         for i, r in zip(bad, again):
             results[i] = r
     return results

@@ -16,8 +16,16 @@ from zerotir.rollout.engine import Completion, SamplingParams
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, tokenizer, dtype: str = "bfloat16", gpu_memory_utilization: float = 0.85,
-                 max_model_len: int | None = None, seed: int = 0, **kw):
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer,
+        dtype: str = "bfloat16",
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        **kw,
+    ):
         try:
             from vllm import LLM
         except ImportError as e:
@@ -25,12 +33,23 @@ class VLLMEngine:
         from zerotir.train.models import resolve_model_path
 
         self.tokenizer = tokenizer
-        self.llm = LLM(model=resolve_model_path(model_path), dtype=dtype, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                       enable_prefix_caching=True, **kw)
+        self.llm = LLM(
+            model=resolve_model_path(model_path),
+            dtype=dtype,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_prefix_caching=True,
+            **kw,
+        )
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, stops: list[list[str]],
-                 max_tokens: list[int] | None = None) -> list[Completion]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        stops: list[list[str]],
+        max_tokens: list[int] | None = None,
+    ) -> list[Completion]:
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 
@@ -40,10 +59,21 @@ class VLLMEngine:
         for i in range(len(prompts)):
             if budgets[i] <= 0:
                 out[i] = Completion([], [], "length")
-        sps = [VSP(temperature=params.temperature, top_p=params.top_p, max_tokens=budgets[i], stop=stops[i] or None,
-                   include_stop_str_in_output=True, logprobs=0,
-                   seed=None if params.seed is None else params.seed + i) for i in todo]
-        results = self.llm.generate([TokensPrompt(prompt_token_ids=prompts[i]) for i in todo], sps, use_tqdm=False)
+        sps = [
+            VSP(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=budgets[i],
+                stop=stops[i] or None,
+                include_stop_str_in_output=True,
+                logprobs=0,
+                seed=None if params.seed is None else params.seed + i,
+            )
+            for i in todo
+        ]
+        results = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=prompts[i]) for i in todo], sps, use_tqdm=False
+        )
         for i, res in zip(todo, results):
             o = res.outputs[0]
             lps = [next(iter(d.values())).logprob if d else 0.0 for d in (o.logprobs or [])]
@@ -59,8 +89,10 @@ class VLLMEngine:
 
     def load_weights(self, state_dict: dict) -> None:
         engine = self.llm.llm_engine
-        paths = ("model_executor.driver_worker.model_runner.model",
-                 "model_executor.driver_worker.worker.model_runner.model")
+        paths = (
+            "model_executor.driver_worker.model_runner.model",
+            "model_executor.driver_worker.worker.model_runner.model",
+        )
         for path in paths:
             obj = engine
             try:
@@ -72,5 +104,7 @@ class VLLMEngine:
             if hasattr(self.llm, "reset_prefix_cache"):
                 self.llm.reset_prefix_cache()
             return
-        raise RuntimeError("could not locate the vLLM model runner for colocated weight sync in this vLLM version; "
-                           "set VLLM_ENABLE_V1_MULTIPROCESSING=0 or use a server engine")
+        raise RuntimeError(
+            "could not locate the vLLM model runner for colocated weight sync in this vLLM version; "
+            "set VLLM_ENABLE_V1_MULTIPROCESSING=0 or use a server engine"
+        )

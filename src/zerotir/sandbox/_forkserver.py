@@ -65,8 +65,20 @@ def _procs_of_uid(uid):
 
 class Job:
     __slots__ = (
-        "rid", "slot", "pid", "pidfd", "fds", "bufs", "nbytes", "deadline", "start", "timed_out",
-        "exit_status", "tmpdir", "cap", "finish_by",
+        "rid",
+        "slot",
+        "pid",
+        "pidfd",
+        "fds",
+        "bufs",
+        "nbytes",
+        "deadline",
+        "start",
+        "timed_out",
+        "exit_status",
+        "tmpdir",
+        "cap",
+        "finish_by",
     )
 
 
@@ -135,8 +147,17 @@ class ForkServer:
                 n = len(_procs_of_uid(os.getuid()))
                 resource.setrlimit(resource.RLIMIT_NPROC, (n + self.nproc, n + self.nproc))
             os.environ.clear()
-            os.environ.update({"HOME": tmpdir, "TMPDIR": tmpdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-                               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
+            os.environ.update(
+                {
+                    "HOME": tmpdir,
+                    "TMPDIR": tmpdir,
+                    "PATH": "/usr/bin:/bin",
+                    "LANG": "C.UTF-8",
+                    "OPENBLAS_NUM_THREADS": "1",
+                    "OMP_NUM_THREADS": "1",
+                    "MPLBACKEND": "Agg",
+                }
+            )
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", closefd=False, errors="backslashreplace", buffering=1 << 16)
             sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")
@@ -276,7 +297,11 @@ class ForkServer:
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             exit_code = -sig
-            verdict = "timeout" if job.timed_out else ("killed" if sig in (signal.SIGKILL, signal.SIGXCPU) else "error")
+            verdict = (
+                "timeout"
+                if job.timed_out
+                else ("killed" if sig in (signal.SIGKILL, signal.SIGXCPU) else "error")
+            )
         else:
             exit_code = os.WEXITSTATUS(status)
             verdict = "timeout" if job.timed_out else ("ok" if exit_code == 0 else "error")
@@ -285,17 +310,24 @@ class ForkServer:
         truncated = any(job.nbytes[k] > job.cap for k in job.nbytes)
         out = {}
         for k in ("stdout", "stderr"):
-            b = bytes(job.bufs[k][-job.cap:])
+            b = bytes(job.bufs[k][-job.cap :])
             text = b.decode("utf-8", errors="replace")
             if job.nbytes[k] > job.cap:
                 text = f"[... {job.nbytes[k] - job.cap} bytes truncated ...]\n" + text
             out[k] = text
         if truncated and verdict == "ok":
             verdict = "truncated"
-        self.emit({
-            "id": job.rid, "status": verdict, "stdout": out["stdout"], "stderr": out["stderr"],
-            "exit_code": exit_code, "seconds": round(time.monotonic() - job.start, 6), "truncated": truncated,
-        })
+        self.emit(
+            {
+                "id": job.rid,
+                "status": verdict,
+                "stdout": out["stdout"],
+                "stderr": out["stderr"],
+                "exit_code": exit_code,
+                "seconds": round(time.monotonic() - job.start, 6),
+                "truncated": truncated,
+            }
+        )
         shutil.rmtree(job.tmpdir, ignore_errors=True)
         del self.jobs[job.rid]
         self.free_slots.append(job.slot)
@@ -327,8 +359,17 @@ class ForkServer:
                 if "code" not in req or "id" not in req:
                     raise ValueError("request needs id and code")
             except Exception as e:
-                self.emit({"id": None, "status": "error", "stdout": "", "stderr": f"bad request: {e}",
-                           "exit_code": -1, "seconds": 0.0, "truncated": False})
+                self.emit(
+                    {
+                        "id": None,
+                        "status": "error",
+                        "stdout": "",
+                        "stderr": f"bad request: {e}",
+                        "exit_code": -1,
+                        "seconds": 0.0,
+                        "truncated": False,
+                    }
+                )
                 continue
             self.pending.append(req)
         return True
@@ -377,8 +418,16 @@ def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     server = ForkServer(cfg)
     loaded = server.preimport()
-    server.emit({"ready": True, "pid": os.getpid(), "uid": os.geteuid(), "setuid": server.can_setuid,
-                 "preimported": loaded, "base_vm_mb": server.base_vm >> 20})
+    server.emit(
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "uid": os.geteuid(),
+            "setuid": server.can_setuid,
+            "preimported": loaded,
+            "base_vm_mb": server.base_vm >> 20,
+        }
+    )
     server.serve()
 
 

@@ -22,11 +22,13 @@ __all__ = ["Sandbox", "LocalSandbox", "SandboxInfraError", "replay_setup"]
 class Sandbox(Protocol):
     async def run(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> ToolCall: ...
 
-    async def run_batch(self, codes: list[str], timeout_s: float = 10.0,
-                        sessions: list[list[str] | None] | None = None) -> list[ToolCall]: ...
+    async def run_batch(
+        self, codes: list[str], timeout_s: float = 10.0, sessions: list[list[str] | None] | None = None
+    ) -> list[ToolCall]: ...
 
-    def run_batch_sync(self, codes: list[str], timeout_s: float = 10.0,
-                       sessions: list[list[str] | None] | None = None) -> list[ToolCall | Exception]: ...
+    def run_batch_sync(
+        self, codes: list[str], timeout_s: float = 10.0, sessions: list[list[str] | None] | None = None
+    ) -> list[ToolCall | Exception]: ...
 
     def close(self) -> None: ...
 
@@ -53,7 +55,10 @@ class LocalSandbox:
 
     async def run_batch(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall]:
         sessions = sessions or [None] * len(codes)
-        futs = [asyncio.wrap_future(self.pool.submit(c, timeout_s, replay_setup(s))) for c, s in zip(codes, sessions)]
+        futs = [
+            asyncio.wrap_future(self.pool.submit(c, timeout_s, replay_setup(s)))
+            for c, s in zip(codes, sessions)
+        ]
         return list(await asyncio.gather(*futs))
 
     def run_batch_sync(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall | Exception]:

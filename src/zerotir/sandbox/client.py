@@ -19,13 +19,26 @@ from zerotir.types import ToolCall
 
 
 def _toolcall(code: str, r: dict) -> ToolCall:
-    return ToolCall(code=code, stdout=r["stdout"], stderr=r["stderr"], status=r["status"], seconds=r["seconds"],
-                    exit_code=r["exit_code"])
+    return ToolCall(
+        code=code,
+        stdout=r["stdout"],
+        stderr=r["stderr"],
+        status=r["status"],
+        seconds=r["seconds"],
+        exit_code=r["exit_code"],
+    )
 
 
 class HttpSandbox:
-    def __init__(self, url: str = "http://127.0.0.1:8080", *, retries: int = 6, backoff_s: float = 0.2,
-                 max_connections: int = 64, batch_size: int = 256):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        *,
+        retries: int = 6,
+        backoff_s: float = 0.2,
+        max_connections: int = 64,
+        batch_size: int = 256,
+    ):
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff_s = backoff_s
@@ -37,7 +50,9 @@ class HttpSandbox:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
+            limits = httpx.Limits(
+                max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+            )
             self._client = httpx.AsyncClient(base_url=self.url, limits=limits, timeout=None)
         return self._client
 
@@ -83,7 +98,9 @@ class HttpSandbox:
         return self._loop
 
     def run_batch_sync(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall | Exception]:
-        fut = asyncio.run_coroutine_threadsafe(self.run_batch(codes, timeout_s, sessions), self._ensure_loop())
+        fut = asyncio.run_coroutine_threadsafe(
+            self.run_batch(codes, timeout_s, sessions), self._ensure_loop()
+        )
         try:
             return list(fut.result())
         except SandboxInfraError as e:
@@ -104,5 +121,6 @@ def _hide(setup: str) -> str:
     """Wrap replayed code so its prints are swallowed."""
     import textwrap
 
-    return ("import contextlib as _c, io as _io\nwith _c.redirect_stdout(_io.StringIO()):\n"
-            + textwrap.indent("try:\n" + textwrap.indent(setup, "    ") + "\nexcept BaseException:\n    pass", "    "))
+    return "import contextlib as _c, io as _io\nwith _c.redirect_stdout(_io.StringIO()):\n" + textwrap.indent(
+        "try:\n" + textwrap.indent(setup, "    ") + "\nexcept BaseException:\n    pass", "    "
+    )

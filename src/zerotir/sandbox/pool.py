@@ -43,8 +43,18 @@ class PoolConfig:
     """Captured tail of stdout and of stderr."""
     max_file_bytes: int = 16 << 20
     tmp_size_mb: int = 256
-    preimport: tuple[str, ...] = ("math", "fractions", "itertools", "functools", "collections", "decimal",
-                                  "statistics", "cmath", "numpy", "sympy")
+    preimport: tuple[str, ...] = (
+        "math",
+        "fractions",
+        "itertools",
+        "functools",
+        "collections",
+        "decimal",
+        "statistics",
+        "cmath",
+        "numpy",
+        "sympy",
+    )
     uid_base: int = 61000
     """First uid given to execution slots when running as root (slot i gets uid_base + i)."""
     start_timeout_s: float = 120.0
@@ -64,15 +74,20 @@ class _ForkServer:
         argv, self.isolation = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb)
         server_cfg = {
             "slots": self.cfg.slots_per_worker,
-            "uid_base": self.cfg.uid_base + self.index * self.cfg.slots_per_worker if os.geteuid() == 0 else 0,
+            "uid_base": self.cfg.uid_base + self.index * self.cfg.slots_per_worker
+            if os.geteuid() == 0
+            else 0,
             "max_processes": self.cfg.max_processes,
             "memory_mb": self.cfg.memory_mb,
             "max_file_bytes": self.cfg.max_file_bytes,
             "preimport": list(self.cfg.preimport),
         }
         proc = subprocess.Popen(
-            argv + [json.dumps(server_cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
+            argv + [json.dumps(server_cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.cfg.start_timeout_s
         line = b""
@@ -171,12 +186,18 @@ class ExecutorPool:
     def worker_pids(self) -> list[int]:
         return [s.proc.pid for s in self.servers if s.proc is not None]
 
-    def submit(self, code: str, timeout_s: float = 10.0, setup: str | None = None,
-               memory_mb: int | None = None) -> cf.Future:
+    def submit(
+        self, code: str, timeout_s: float = 10.0, setup: str | None = None, memory_mb: int | None = None
+    ) -> cf.Future:
         if self._closed:
             raise SandboxInfraError("executor pool is closed")
         rid = next(self._ids)
-        req = {"id": rid, "code": code, "timeout": float(timeout_s), "max_output_bytes": self.cfg.max_output_bytes}
+        req = {
+            "id": rid,
+            "code": code,
+            "timeout": float(timeout_s),
+            "max_output_bytes": self.cfg.max_output_bytes,
+        }
         if setup:
             req["setup"] = setup
         if memory_mb:
@@ -191,8 +212,16 @@ class ExecutorPool:
                 out.set_exception(exc)
             else:
                 m = f.result()
-                out.set_result(ToolCall(code=code, stdout=m["stdout"], stderr=m["stderr"], status=m["status"],
-                                        seconds=m["seconds"], exit_code=m["exit_code"]))
+                out.set_result(
+                    ToolCall(
+                        code=code,
+                        stdout=m["stdout"],
+                        stderr=m["stderr"],
+                        status=m["status"],
+                        seconds=m["seconds"],
+                        exit_code=m["exit_code"],
+                    )
+                )
 
         raw.add_done_callback(_done)
         return out

@@ -83,8 +83,14 @@ class _Metrics:
         return "\n".join(lines) + "\n"
 
 
-def create_app(pool_cfg: PoolConfig | None = None, *, default_timeout: float = 10.0, max_queue: int = 1024,
-               max_sessions: int = 4096, pool: ExecutorPool | None = None) -> FastAPI:
+def create_app(
+    pool_cfg: PoolConfig | None = None,
+    *,
+    default_timeout: float = 10.0,
+    max_queue: int = 1024,
+    max_sessions: int = 4096,
+    pool: ExecutorPool | None = None,
+) -> FastAPI:
     app = FastAPI(title="zerotir sandbox", version="1")
     state: dict = {"pool": pool, "metrics": _Metrics(), "sessions": OrderedDict()}
 
@@ -105,7 +111,9 @@ def create_app(pool_cfg: PoolConfig | None = None, *, default_timeout: float = 1
     def busy(n: int) -> JSONResponse | None:
         if get_pool().in_flight + n > max_queue:
             state["metrics"].rejected += 1
-            return JSONResponse({"detail": "sandbox queue full"}, status_code=429, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"detail": "sandbox queue full"}, status_code=429, headers={"Retry-After": "1"}
+            )
         return None
 
     def session_history(sid: str | None) -> list[str] | None:
@@ -125,14 +133,20 @@ def create_app(pool_cfg: PoolConfig | None = None, *, default_timeout: float = 1
         state["metrics"].observe(tc)
         if hist is not None and tc.status == "ok":
             hist.append(req.code)
-        return {"status": tc.status, "stdout": tc.stdout, "stderr": tc.stderr, "exit_code": tc.exit_code,
-                "seconds": tc.seconds}
+        return {
+            "status": tc.status,
+            "stdout": tc.stdout,
+            "stderr": tc.stderr,
+            "exit_code": tc.exit_code,
+            "seconds": tc.seconds,
+        }
 
     @app.exception_handler(SandboxInfraError)
     async def _infra(_: Request, exc: SandboxInfraError) -> JSONResponse:
         state["metrics"].infra_errors += 1
-        return JSONResponse({"detail": f"sandbox infrastructure error: {exc}"}, status_code=503,
-                            headers={"Retry-After": "1"})
+        return JSONResponse(
+            {"detail": f"sandbox infrastructure error: {exc}"}, status_code=503, headers={"Retry-After": "1"}
+        )
 
     @app.post("/run")
     async def run(req: RunRequest):
@@ -148,8 +162,14 @@ def create_app(pool_cfg: PoolConfig | None = None, *, default_timeout: float = 1
     @app.post("/run_code")
     async def run_code(req: RunCodeRequest):
         if req.language not in ("python", "python3"):
-            return {"status": "SandboxError", "message": f"language {req.language!r} is not supported (python only)",
-                    "compile_result": None, "run_result": None, "executor_pod_name": None, "files": {}}
+            return {
+                "status": "SandboxError",
+                "message": f"language {req.language!r} is not supported (python only)",
+                "compile_result": None,
+                "run_result": None,
+                "executor_pod_name": None,
+                "files": {},
+            }
         rejected = busy(1)
         if rejected:
             return rejected
@@ -162,9 +182,13 @@ def create_app(pool_cfg: PoolConfig | None = None, *, default_timeout: float = 1
             "status": "Success" if res["status"] in ("ok", "truncated") else "Failed",
             "message": "",
             "compile_result": None,
-            "run_result": {"status": run_status, "execution_time": round(time.monotonic() - t0, 4),
-                           "return_code": res["exit_code"] if res["status"] != "timeout" else None,
-                           "stdout": res["stdout"], "stderr": res["stderr"]},
+            "run_result": {
+                "status": run_status,
+                "execution_time": round(time.monotonic() - t0, 4),
+                "return_code": res["exit_code"] if res["status"] != "timeout" else None,
+                "stdout": res["stdout"],
+                "stderr": res["stderr"],
+            },
             "executor_pod_name": None,
             "files": {},
         }
@@ -182,10 +206,20 @@ def create_app(pool_cfg: PoolConfig | None = None, *, default_timeout: float = 1
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, slots: int = 8, isolation: str = "auto",
-          max_queue: int = 1024, default_timeout: float = 10.0) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    slots: int = 8,
+    isolation: str = "auto",
+    max_queue: int = 1024,
+    default_timeout: float = 10.0,
+) -> None:
     import uvicorn
 
-    app = create_app(PoolConfig(workers=workers, slots_per_worker=slots, isolation=isolation),
-                     max_queue=max_queue, default_timeout=default_timeout)
+    app = create_app(
+        PoolConfig(workers=workers, slots_per_worker=slots, isolation=isolation),
+        max_queue=max_queue,
+        default_timeout=default_timeout,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -23,9 +23,11 @@ DEFAULT_MIX = {"qa": 0.50, "notebook": 0.38, "snippet": 0.09, "qa_code": 0.03}
 
 
 def _code_answer(expr: str, value: int) -> str:
-    return f" We compute {expr} with Python.\n{CODE_OPEN}\nprint({expr})\n{CODE_CLOSE}" + wrap_output(
-        str(value)
-    ) + f"The answer is \\boxed{{{value}}}."
+    return (
+        f" We compute {expr} with Python.\n{CODE_OPEN}\nprint({expr})\n{CODE_CLOSE}"
+        + wrap_output(str(value))
+        + f"The answer is \\boxed{{{value}}}."
+    )
 
 
 def _question(rng: random.Random, expr: str) -> str:

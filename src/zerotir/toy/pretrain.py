@@ -92,3 +92,59 @@ def pretrain(
     }
     (out_dir / "pretrain.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_response_len: int = 160) -> dict:
+    """Evaluate a toy base model on the held-out split and write `base_metrics.json` beside it.
+
+    Greedy without tools (deterministic: the regression reference for the shipped weights) and
+    sampled with tools (how often the base model spontaneously writes code: the rare habit RL amplifies).
+    """
+    from zerotir.data import load_dataset_rows
+    from zerotir.eval.runner import evaluate_rows
+    from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.sandbox.base import LocalSandbox
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    model_dir = Path(model_dir)
+    tok, model = load_tokenizer(str(model_dir)), load_causal_lm(str(model_dir))
+    eng = HFEngine(model, tok)
+    rows = load_dataset_rows("toy", toy_size=eval_size, toy_split="test")
+    keys = (
+        "accuracy",
+        "accuracy_easy",
+        "accuracy_hard",
+        "code_ratio",
+        "tool_calls_mean",
+        "response_len_mean",
+    )
+    greedy = evaluate_rows(
+        eng,
+        None,
+        rows,
+        get_template("toy-zerorl"),
+        ToolLoopConfig(max_tool_calls=0, max_response_len=max_response_len),
+        SamplingParams(0.0, 1.0, max_response_len, seed=0),
+    )["metrics"]
+    sb = LocalSandbox()
+    try:
+        sampled = evaluate_rows(
+            eng,
+            sb,
+            rows,
+            get_template("toy-zerotir"),
+            ToolLoopConfig(max_tool_calls=2, max_response_len=max_response_len),
+            SamplingParams(1.0, 1.0, max_response_len, seed=0),
+            n=4,
+        )["metrics"]
+    finally:
+        sb.close()
+    rec = {
+        "eval_size": eval_size,
+        "max_response_len": max_response_len,
+        "greedy_no_tool": {k: greedy[k] for k in keys if k in greedy},
+        "sampled_tool": {k: sampled[k] for k in keys if k in sampled},
+    }
+    (model_dir / "base_metrics.json").write_text(json.dumps(rec, indent=2))
+    return rec

@@ -60,7 +60,9 @@ def _expr_hard(rng: random.Random) -> str:
 
 def _expr_multi(rng: random.Random) -> str:
     """Two products summed: one code block can do it, but only if the model copies both."""
-    return f"{rng.randint(100, 999)} * {rng.randint(11, 99)} + {rng.randint(100, 999)} * {rng.randint(11, 99)}"
+    return (
+        f"{rng.randint(100, 999)} * {rng.randint(11, 99)} + {rng.randint(100, 999)} * {rng.randint(11, 99)}"
+    )
 
 
 _MAKERS = {"easy": _expr_easy, "hard": _expr_hard, "multi": _expr_multi}

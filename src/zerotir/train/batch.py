@@ -16,12 +16,12 @@ from zerotir.types import Trajectory
 
 @dataclass
 class TokenBatch:
-    input_ids: torch.Tensor       # (B, L) prompt + response, right padded
+    input_ids: torch.Tensor  # (B, L) prompt + response, right padded
     attention_mask: torch.Tensor  # (B, L)
-    resp_start: torch.Tensor      # (B,) prompt lengths
-    action_mask: torch.Tensor     # (B, T) 1 on model-sampled response tokens
-    response_ids: torch.Tensor    # (B, T)
-    old_logprobs: torch.Tensor    # (B, T)
+    resp_start: torch.Tensor  # (B,) prompt lengths
+    action_mask: torch.Tensor  # (B, T) 1 on model-sampled response tokens
+    response_ids: torch.Tensor  # (B, T)
+    old_logprobs: torch.Tensor  # (B, T)
 
     @property
     def T(self) -> int:
@@ -29,8 +29,19 @@ class TokenBatch:
 
     def select(self, idx: torch.Tensor | list[int]) -> TokenBatch:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return TokenBatch(*(getattr(self, f)[idx] for f in
-                            ("input_ids", "attention_mask", "resp_start", "action_mask", "response_ids", "old_logprobs")))
+        return TokenBatch(
+            *(
+                getattr(self, f)[idx]
+                for f in (
+                    "input_ids",
+                    "attention_mask",
+                    "resp_start",
+                    "action_mask",
+                    "response_ids",
+                    "old_logprobs",
+                )
+            )
+        )
 
 
 def collate(trajs: list[Trajectory], pad_id: int) -> TokenBatch:
@@ -67,12 +78,16 @@ def _gather_index(batch: TokenBatch) -> torch.Tensor:
 
 def response_logits(model, batch: TokenBatch, device: str = "cpu") -> torch.Tensor:
     """(B, T, V) logits scoring each response token."""
-    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+    out = model(
+        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False
+    )
     idx = _gather_index(batch).to(device)
     return out.logits.gather(1, idx[:, :, None].expand(-1, -1, out.logits.size(-1)))
 
 
-def token_logprobs(logits: torch.Tensor, response_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(
+    logits: torch.Tensor, response_ids: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """log softmax(logits / T) at the response tokens: the same convention as the engines."""
     logits = logits.float()
     if temperature > 0 and temperature != 1.0:
@@ -82,7 +97,9 @@ def token_logprobs(logits: torch.Tensor, response_ids: torch.Tensor, temperature
 
 
 @torch.no_grad()
-def batched_logprobs(model, batch: TokenBatch, micro: int, temperature: float, device: str = "cpu") -> torch.Tensor:
+def batched_logprobs(
+    model, batch: TokenBatch, micro: int, temperature: float, device: str = "cpu"
+) -> torch.Tensor:
     out = []
     for s in range(0, batch.input_ids.size(0), micro):
         mb = batch.select(list(range(s, min(s + micro, batch.input_ids.size(0)))))
@@ -101,7 +118,10 @@ class ValueModel(torch.nn.Module):
         torch.nn.init.zeros_(self.value_head.bias)
 
     def forward(self, batch: TokenBatch, device: str = "cpu") -> torch.Tensor:
-        h = self.backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                          use_cache=False).last_hidden_state
+        h = self.backbone(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            use_cache=False,
+        ).last_hidden_state
         v = self.value_head(h).squeeze(-1)
         return v.gather(1, _gather_index(batch).to(device))

@@ -13,6 +13,7 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,14 @@ from zerotir.logger import MetricsLogger
 from zerotir.reward import math_reward
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, rollout_metrics, run_tool_rollout
 from zerotir.train import checkpoint as ckpt
-from zerotir.train.batch import TokenBatch, ValueModel, batched_logprobs, collate, response_logits, token_logprobs
+from zerotir.train.batch import (
+    TokenBatch,
+    ValueModel,
+    batched_logprobs,
+    collate,
+    response_logits,
+    token_logprobs,
+)
 from zerotir.train.models import load_causal_lm, load_tokenizer
 from zerotir.types import Trajectory
 
@@ -51,16 +59,26 @@ def make_sandbox(cfg: RunConfig):
     from zerotir.sandbox.base import LocalSandbox
     from zerotir.sandbox.pool import PoolConfig
 
-    return LocalSandbox(PoolConfig(workers=cfg.sandbox.workers, slots_per_worker=cfg.sandbox.slots,
-                                   isolation=cfg.sandbox.isolation, memory_mb=cfg.sandbox.memory_mb))
+    return LocalSandbox(
+        PoolConfig(
+            workers=cfg.sandbox.workers,
+            slots_per_worker=cfg.sandbox.slots,
+            isolation=cfg.sandbox.isolation,
+            memory_mb=cfg.sandbox.memory_mb,
+        )
+    )
 
 
 def make_engine(cfg: RunConfig, policy, tokenizer):
     if cfg.rollout.engine == "vllm":
         from zerotir.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(cfg.model.path, tokenizer, dtype=cfg.model.dtype,
-                          gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization)
+        return VLLMEngine(
+            cfg.model.path,
+            tokenizer,
+            dtype=cfg.model.dtype,
+            gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
+        )
     from zerotir.rollout.hf_engine import HFEngine
 
     return HFEngine(policy, tokenizer, device=cfg.trainer.device)
@@ -68,14 +86,27 @@ def make_engine(cfg: RunConfig, policy, tokenizer):
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
-    return ToolLoopConfig(max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
-                          max_response_len=r.max_response_len, output_max_tokens=r.output_max_tokens,
-                          overflow=r.overflow, exec_timeout_s=r.exec_timeout_s, stateful=r.stateful)
+    return ToolLoopConfig(
+        max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
+        max_response_len=r.max_response_len,
+        output_max_tokens=r.output_max_tokens,
+        overflow=r.overflow,
+        exec_timeout_s=r.exec_timeout_s,
+        stateful=r.stateful,
+    )
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        reward_fn: Callable[[str, str], float] | None = None,
+    ):
+        """`reward_fn(response_text, answer) -> float` replaces the verified math reward (an extension seam)."""
         self.cfg = cfg
+        self.reward_fn = reward_fn
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -97,7 +128,9 @@ class Trainer:
             self.policy.gradient_checkpointing_enable()
         self.ref = None
         if cfg.algo.kl_coef > 0:
-            self.ref = load_causal_lm(cfg.model.ref_path or cfg.model.path, cfg.model.dtype, self.device).eval()
+            self.ref = load_causal_lm(
+                cfg.model.ref_path or cfg.model.path, cfg.model.dtype, self.device
+            ).eval()
             self.ref.requires_grad_(False)
         self.critic = None
         if cfg.algo.name == "ppo":
@@ -116,17 +149,35 @@ class Trainer:
         self.sandbox = make_sandbox(cfg)
 
         d = cfg.data
-        self.train_rows = load_dataset_rows(d.train, d.problem_key, d.answer_key, toy_size=d.train_size,
-                                            toy_easy_frac=d.easy_frac, toy_split="train")
+        self.train_rows = load_dataset_rows(
+            d.train,
+            d.problem_key,
+            d.answer_key,
+            toy_size=d.train_size,
+            toy_easy_frac=d.easy_frac,
+            toy_split="train",
+        )
         self.eval_rows = None
         if d.eval:
-            self.eval_rows = load_dataset_rows(d.eval, d.problem_key, d.answer_key, toy_size=d.eval_size,
-                                               toy_easy_frac=d.easy_frac, toy_split="test")[: d.eval_size]
+            self.eval_rows = load_dataset_rows(
+                d.eval,
+                d.problem_key,
+                d.answer_key,
+                toy_size=d.eval_size,
+                toy_easy_frac=d.easy_frac,
+                toy_split="test",
+            )[: d.eval_size]
         if restore:
             self._restore(restore)
-        self.logger = MetricsLogger(self.run_dir, cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project,
-                                    cfg.name, cfg.model_dump(mode="json"),
-                                    resume_from_step=self.step if resume else None)
+        self.logger = MetricsLogger(
+            self.run_dir,
+            cfg.log.tensorboard,
+            cfg.log.wandb,
+            cfg.log.wandb_project,
+            cfg.name,
+            cfg.model_dump(mode="json"),
+            resume_from_step=self.step if resume else None,
+        )
         (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self._stop_requested = False
 
@@ -157,14 +208,27 @@ class Trainer:
         log.info("resumed from %s (step %d)", path, self.step)
 
     def save(self) -> Path:
-        payload = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": ckpt.rng_state(),
-                   "trainer_state": {"step": self.step, "data_pos": self.data_pos,
-                                     "config": self.cfg.model_dump(mode="json")}}
+        payload = {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": ckpt.rng_state(),
+            "trainer_state": {
+                "step": self.step,
+                "data_pos": self.data_pos,
+                "config": self.cfg.model_dump(mode="json"),
+            },
+        }
         if self.critic is not None:
             payload["critic"] = self.critic.state_dict()
             payload["critic_optimizer"] = self.critic_opt.state_dict()
-        return ckpt.save_checkpoint(self.ckpt_root, self.step, self.policy, self.tokenizer, payload,
-                                    keep=self.cfg.trainer.keep_checkpoints)
+        return ckpt.save_checkpoint(
+            self.ckpt_root,
+            self.step,
+            self.policy,
+            self.tokenizer,
+            payload,
+            keep=self.cfg.trainer.keep_checkpoints,
+        )
 
     # ------------------------------------------------------------------ data
     def _next_rows(self, n: int) -> list[dict]:
@@ -196,11 +260,19 @@ class Trainer:
                 prompts.append(ids)
                 meta.append((gi, row))
         params = SamplingParams(r.temperature, r.top_p, r.max_response_len, seed)
-        trajs = run_tool_rollout(self.engine, self.sandbox, prompts, self.template, self.tool_cfg, params, timings)
+        trajs = run_tool_rollout(
+            self.engine, self.sandbox, prompts, self.template, self.tool_cfg, params, timings
+        )
         for tr, (gi, row) in zip(trajs, meta):
             tr.group_id, tr.answer = gi, row["answer"]
-            tr.reward = 0.0 if tr.excluded else math_reward(tr.text, row["answer"],
-                                                            require_outside_output=r.answer_outside_output)
+            if tr.excluded:
+                tr.reward = 0.0
+            elif self.reward_fn is not None:
+                tr.reward = float(self.reward_fn(tr.text, row["answer"]))
+            else:
+                tr.reward = math_reward(
+                    tr.text, row["answer"], require_outside_output=r.answer_outside_output
+                )
             tr.correct = tr.reward >= 1.0
             if r.void_turn_filter and tr.meta.get("void_turn"):
                 tr.excluded = True
@@ -234,7 +306,10 @@ class Trainer:
                 if keep[g] and (a.filter != "dynamic" or groups_kept < t.prompts_per_step):
                     kept += trajs[g * G : (g + 1) * G]
                     groups_kept += 1
-        stats = {"filter/kept_groups_ratio": groups_kept / max(1, groups_total), "filter/groups_sampled": groups_total}
+        stats = {
+            "filter/kept_groups_ratio": groups_kept / max(1, groups_total),
+            "filter/groups_sampled": groups_total,
+        }
         return kept, sampled, stats
 
     # ------------------------------------------------------------------ update
@@ -245,8 +320,11 @@ class Trainer:
                 if a.overlong == "mask":
                     tr.excluded = True
                 elif a.overlong == "soft":
-                    pen = soft_overlong_penalty(torch.tensor([len(tr.response_ids)]), self.cfg.rollout.max_response_len,
-                                                a.overlong_cache)
+                    pen = soft_overlong_penalty(
+                        torch.tensor([len(tr.response_ids)]),
+                        self.cfg.rollout.max_response_len,
+                        a.overlong_cache,
+                    )
                     tr.reward = (tr.reward or 0.0) + float(pen[0])
 
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:
@@ -265,12 +343,32 @@ class Trainer:
         values = None
         if self.critic is not None:
             with torch.no_grad():
-                values = torch.cat([self.critic(batch.select(list(range(s, min(s + t.micro_batch_size, len(trajs))))),
-                                                self.device).float().cpu()
-                                    for s in range(0, len(trajs), t.micro_batch_size)]) * mask
-        adv, returns = ESTIMATORS[a.name](AdvantageInputs(
-            rewards, mask, a.group_size, kl_tok if a.kl_in_reward else None, a.kl_coef if a.kl_in_reward else 0.0,
-            values, a.gamma, a.lam))
+                values = (
+                    torch.cat(
+                        [
+                            self.critic(
+                                batch.select(list(range(s, min(s + t.micro_batch_size, len(trajs))))),
+                                self.device,
+                            )
+                            .float()
+                            .cpu()
+                            for s in range(0, len(trajs), t.micro_batch_size)
+                        ]
+                    )
+                    * mask
+                )
+        adv, returns = ESTIMATORS[a.name](
+            AdvantageInputs(
+                rewards,
+                mask,
+                a.group_size,
+                kl_tok if a.kl_in_reward else None,
+                a.kl_coef if a.kl_in_reward else 0.0,
+                values,
+                a.gamma,
+                a.lam,
+            )
+        )
 
         B = len(trajs)
         n_tokens = mask.sum().clamp(min=1.0)
@@ -284,18 +382,36 @@ class Trainer:
                 m = mb.action_mask
                 if m.sum() == 0:
                     continue
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.bf16 and self.device.startswith("cuda")):
+                with torch.autocast(
+                    "cuda", dtype=torch.bfloat16, enabled=t.bf16 and self.device.startswith("cuda")
+                ):
                     logits = response_logits(self.policy, mb, self.device)
-                lp = token_logprobs(logits, mb.response_ids, temp).cpu() if self.device != "cpu" else \
-                    token_logprobs(logits, mb.response_ids, temp)
+                lp = (
+                    token_logprobs(logits, mb.response_ids, temp).cpu()
+                    if self.device != "cpu"
+                    else token_logprobs(logits, mb.response_ids, temp)
+                )
                 # weight so that the sum over micro-batches equals the full-batch aggregate
                 w = (m.sum() / n_tokens) if a.loss_agg == "token-mean" else torch.tensor(len(idx) / B)
-                out = policy_loss(lp, mb.old_logprobs, adv[idx], m, clip_low=a.clip_low, clip_high=a.clip_high,
-                                  dual_clip=a.dual_clip, agg=a.loss_agg, ratio_level=a.ratio_level,
-                                  norm_len=self.cfg.rollout.max_response_len)
+                out = policy_loss(
+                    lp,
+                    mb.old_logprobs,
+                    adv[idx],
+                    m,
+                    clip_low=a.clip_low,
+                    clip_high=a.clip_high,
+                    dual_clip=a.dual_clip,
+                    agg=a.loss_agg,
+                    ratio_level=a.ratio_level,
+                    norm_len=self.cfg.rollout.max_response_len,
+                )
                 loss = out.loss
                 with torch.no_grad() if a.entropy_coef == 0 else torch.enable_grad():
-                    ent = entropy_from_logits(logits).cpu() if self.device != "cpu" else entropy_from_logits(logits)
+                    ent = (
+                        entropy_from_logits(logits).cpu()
+                        if self.device != "cpu"
+                        else entropy_from_logits(logits)
+                    )
                     ent_mean = aggregate(ent, m, "token-mean")
                 if a.entropy_coef:
                     loss = loss - a.entropy_coef * ent_mean
@@ -306,14 +422,21 @@ class Trainer:
                         loss = loss + a.kl_coef * kl_mean
                     acc["train/kl"] = acc.get("train/kl", 0.0) + float(kl_mean) * float(w)
                 (loss * w).backward()
-                acc["train/policy_loss"] = acc.get("train/policy_loss", 0.0) + float(out.loss.detach()) * float(w)
+                acc["train/policy_loss"] = acc.get("train/policy_loss", 0.0) + float(
+                    out.loss.detach()
+                ) * float(w)
                 acc["train/entropy"] = acc.get("train/entropy", 0.0) + float(ent_mean) * float(w)
-                acc["train/clip_ratio"] = acc.get("train/clip_ratio", 0.0) + float(out.metrics["clip_ratio"]) * float(w)
+                acc["train/clip_ratio"] = acc.get("train/clip_ratio", 0.0) + float(
+                    out.metrics["clip_ratio"]
+                ) * float(w)
                 acc["train/ratio_max"] = max(acc.get("train/ratio_max", 0.0), float(out.metrics["ratio_max"]))
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
             acc["train/grad_norm"] = float(gn)
             self.opt.step()
-        acc = {k: (v / t.ppo_epochs if k not in ("train/ratio_max", "train/grad_norm") else v) for k, v in acc.items()}
+        acc = {
+            k: (v / t.ppo_epochs if k not in ("train/ratio_max", "train/grad_norm") else v)
+            for k, v in acc.items()
+        }
         acc["train/lr"] = self.sched.get_last_lr()[0]
         self.sched.step()
         if self.critic is not None:
@@ -353,7 +476,8 @@ class Trainer:
             raise SandboxFailureAbort(
                 f"step {self.step}: {fail:.0%} of trajectories hit sandbox infrastructure failures "
                 f"(threshold {self.cfg.rollout.sandbox_fail_threshold:.0%}); is the sandbox at "
-                f"{self.cfg.sandbox.url if self.cfg.sandbox.mode == 'http' else 'local pool'} healthy?")
+                f"{self.cfg.sandbox.url if self.cfg.sandbox.mode == 'http' else 'local pool'} healthy?"
+            )
         metrics = rollout_metrics(sampled)
         metrics.update(fstats)
         t1 = time.perf_counter()
@@ -363,10 +487,17 @@ class Trainer:
         t_train = time.perf_counter() - t1
         step_s = time.perf_counter() - t0
         n_tok = sum(len(tr.response_ids) for tr in sampled)
-        metrics.update({"time/rollout_s": t_roll, "time/sandbox_s": timings.get("sandbox_s", 0.0),
-                        "time/generate_s": timings.get("generate_s", 0.0), "time/train_s": t_train,
-                        "time/step_s": step_s, "tokens/per_s": n_tok / max(step_s, 1e-9),
-                        "data/position": self.data_pos})
+        metrics.update(
+            {
+                "time/rollout_s": t_roll,
+                "time/sandbox_s": timings.get("sandbox_s", 0.0),
+                "time/generate_s": timings.get("generate_s", 0.0),
+                "time/train_s": t_train,
+                "time/step_s": step_s,
+                "tokens/per_s": n_tok / max(step_s, 1e-9),
+                "data/position": self.data_pos,
+            }
+        )
         return metrics
 
     def evaluate(self, max_tool_calls: int | None = None) -> dict[str, float]:
@@ -374,10 +505,18 @@ class Trainer:
             return {}
         e = self.cfg.eval
         tool_cfg = tool_loop_config(self.cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls)
-        res = evaluate_rows(self.engine, self.sandbox, self.eval_rows, self.template, tool_cfg,
-                            SamplingParams(e.temperature, e.top_p, self.cfg.rollout.max_response_len,
-                                           seed=self.cfg.trainer.seed), n=e.n_samples,
-                            answer_outside_output=self.cfg.rollout.answer_outside_output)
+        res = evaluate_rows(
+            self.engine,
+            self.sandbox,
+            self.eval_rows,
+            self.template,
+            tool_cfg,
+            SamplingParams(
+                e.temperature, e.top_p, self.cfg.rollout.max_response_len, seed=self.cfg.trainer.seed
+            ),
+            n=e.n_samples,
+            answer_outside_output=self.cfg.rollout.answer_outside_output,
+        )
         name = Path(self.cfg.data.eval).stem if self.cfg.data.eval else "eval"
         return {f"eval/{name}/{k}": v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
 
@@ -395,8 +534,13 @@ class Trainer:
                 pass
         last: dict[str, float] = {}
         try:
-            bar = tqdm(total=t.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True,
-                       disable=not self.cfg.log.progress)
+            bar = tqdm(
+                total=t.total_steps,
+                initial=self.step,
+                desc=self.cfg.name,
+                dynamic_ncols=True,
+                disable=not self.cfg.log.progress,
+            )
             while self.step < t.total_steps and not self._stop_requested:
                 metrics = self.train_step()
                 if t.eval_every and (self.step + 1) % t.eval_every == 0:
@@ -405,8 +549,10 @@ class Trainer:
                 last = metrics
                 self.step += 1
                 bar.update(1)
-                bar.set_postfix(acc=f"{metrics.get('reward/accuracy', 0):.2f}",
-                                code=f"{metrics.get('rollout/code_ratio', 0):.2f}")
+                bar.set_postfix(
+                    acc=f"{metrics.get('reward/accuracy', 0):.2f}",
+                    code=f"{metrics.get('rollout/code_ratio', 0):.2f}",
+                )
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
                     self.save()
             bar.close()
@@ -425,8 +571,13 @@ class Trainer:
             self.sandbox.close()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> Trainer:
-    trainer = Trainer(cfg, run_dir, resume=resume)
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    reward_fn: Callable[[str, str], float] | None = None,
+) -> Trainer:
+    trainer = Trainer(cfg, run_dir, resume=resume, reward_fn=reward_fn)
     try:
         trainer.fit()
     finally:

@@ -1,0 +1,131 @@
+"""Sandbox throughput and latency: the warm fork-server pool vs `subprocess.run([python, "-c", code])`.
+
+Both measured in the same run at concurrency 1, 16 and 64 on three snippets; results (every cell,
+ratios, memory per worker) go to bench/results/sandbox.json.
+
+    python bench/sandbox.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import write_result  # noqa: E402
+
+from zerotir.sandbox.pool import ExecutorPool, PoolConfig  # noqa: E402
+
+SNIPPETS = {
+    "print": "print(1+1)",
+    "sympy": "import sympy as sp\nx = sp.symbols('x')\nprint(sp.solve(x**2 - 5*x + 6, x), sp.simplify(sp.sin(x)**2 + sp.cos(x)**2))",
+    "numpy": "import numpy as np\na = np.arange(10000).reshape(100, 100)\nprint(int((a @ a.T).trace()))",
+}
+
+
+def measure(run_one, n: int, conc: int) -> dict:
+    lat: list[float] = []
+
+    def task(_):
+        t = time.perf_counter()
+        out = run_one()
+        lat.append(time.perf_counter() - t)
+        return out
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(conc) as ex:
+        outs = list(ex.map(task, range(n)))
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {
+        "n": n,
+        "throughput_per_s": n / wall,
+        "p50_ms": 1000 * statistics.median(lat),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+        "outputs_ok": all(outs),
+    }
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size of a process and its descendants (shared pages split fairly)."""
+    total = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for ln in open(f"/proc/{p}/smaps_rollup"):
+                if ln.startswith("Pss:"):
+                    total += int(ln.split()[1])
+            for t in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (t / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    scale = 0.25 if args.quick else 1.0
+    pool = ExecutorPool(PoolConfig(workers=1, slots_per_worker=16))
+    for code in SNIPPETS.values():  # warm-up
+        pool.run(code)
+    cells = []
+    for name, code in SNIPPETS.items():
+        for conc in (1, 16, 64):
+            n_ours = max(conc, int((300 if name == "print" else 150) * scale))
+            n_base = max(conc, int((40 if name == "print" else 20) * scale) if conc == 1 else conc)
+            ours = measure(lambda c=code: pool.run(c, timeout_s=30).status == "ok", n_ours, conc)
+            base = measure(
+                lambda c=code: (
+                    subprocess.run([sys.executable, "-c", c], capture_output=True, timeout=60).returncode == 0
+                ),
+                n_base,
+                conc,
+            )
+            cell = {
+                "snippet": name,
+                "concurrency": conc,
+                "zerotir": ours,
+                "subprocess": base,
+                "speedup": ours["throughput_per_s"] / base["throughput_per_s"],
+            }
+            cells.append(cell)
+            print(
+                f"{name:6s} c={conc:3d}  zerotir {ours['throughput_per_s']:8.1f}/s p50 {ours['p50_ms']:7.2f} ms "
+                f"p99 {ours['p99_ms']:7.2f} ms | subprocess {base['throughput_per_s']:6.2f}/s "
+                f"p50 {base['p50_ms']:7.1f} ms | x{cell['speedup']:.1f}",
+                flush=True,
+            )
+    mem = {
+        "forkserver_pss_mb_per_worker": round(
+            sum(pss_kb(p) for p in pool.worker_pids()) / 1024 / len(pool.servers), 1
+        ),
+        "isolation": pool.isolation,
+        "slots_per_worker": 16,
+    }
+    pool.close()
+    path = write_result(
+        "sandbox",
+        {
+            "cells": cells,
+            "memory": mem,
+            "targets": {
+                "print_c16_speedup": 3.5,
+                "sympy_numpy_c16_speedup": 25,
+                "print_c1_p50_ms": 5,
+                "sympy_c1_p50_ms": 20,
+            },
+        },
+    )
+    print(f"memory per worker (PSS): {mem['forkserver_pss_mb_per_worker']} MB; results: {path}")
+
+
+if __name__ == "__main__":
+    main()

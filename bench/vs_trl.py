@@ -1,0 +1,180 @@
+"""zerotir vs TRL's GRPOTrainer: seconds per training step and reward after a fixed number of steps.
+
+Same tiny model (the shipped toy base model), same toy prompts (no-tool template), same group size
+(8), prompts per step (8), learning rate, clip range (0.2/0.28), token-level loss, no KL, same
+completion budget, both on this CPU, both measured in this run (each in its own process).
+Results: bench/results/vs_trl.json.
+
+    pip install -e ".[bench]"; python bench/vs_trl.py [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import write_result  # noqa: E402
+
+STEPS_DEFAULT = 12
+LR = 5e-5
+MAX_LEN = 96
+PROMPTS, GROUP = 8, 8
+
+
+def run_zerotir(steps: int, out: Path) -> dict:
+    import torch
+
+    from zerotir.config import build_config
+    from zerotir.logger import read_metrics
+    from zerotir.train.trainer import train
+
+    torch.set_num_threads(2)
+    cfg = build_config(
+        "toy-zerorl",
+        overrides=[
+            f"trainer.total_steps={steps}",
+            f"trainer.prompts_per_step={PROMPTS}",
+            f"algo.group_size={GROUP}",
+            f"trainer.lr={LR}",
+            f"rollout.max_response_len={MAX_LEN}",
+            "trainer.eval_every=0",
+            "trainer.save_every=0",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "algo.clip_low=0.2",
+            "algo.clip_high=0.28",
+            "algo.loss_agg=token-mean",
+        ],
+    )
+    train(cfg, out)
+    rows = read_metrics(out)
+    return {"step_s": [r["time/step_s"] for r in rows], "reward": [r["reward/mean"] for r in rows]}
+
+
+def run_trl(steps: int, out: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from zerotir.data import load_dataset_rows
+    from zerotir.reward import math_reward
+    from zerotir.rollout import get_template
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    torch.set_num_threads(2)
+    tmpl = get_template("toy-zerorl")
+    rows = load_dataset_rows("toy", toy_size=4096, toy_split="train")
+    ds = Dataset.from_list([{"prompt": tmpl.render(r["problem"]), "answer": r["answer"]} for r in rows])
+    tok = load_tokenizer("toy")
+    tok.padding_side = "left"
+    model = load_causal_lm("toy")
+
+    def reward(completions, answer, **kw):
+        return [math_reward(c, a) for c, a in zip(completions, answer)]
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    cfg = GRPOConfig(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=PROMPTS * GROUP,
+        num_generations=GROUP,
+        max_completion_length=MAX_LEN,
+        learning_rate=LR,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="dapo",
+        beta=0.0,
+        temperature=1.0,
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        lr_scheduler_type="constant",
+        warmup_ratio=0.0,
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        callbacks=[Timer()],
+    )
+    trainer.train()
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    return {"step_s": times, "reward": rewards}
+
+
+def summarise(r: dict) -> dict:
+    steady = r["step_s"][1:] or r["step_s"]
+    tail = r["reward"][-4:]
+    return {
+        "sec_per_step": sum(steady) / len(steady),
+        "reward_last4": sum(tail) / len(tail),
+        "reward_first": r["reward"][0] if r["reward"] else None,
+        **r,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=STEPS_DEFAULT)
+    ap.add_argument("--which", choices=["zerotir", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--json-out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.which:  # child process
+        out = Path(tempfile.mkdtemp(prefix=f"bench_{args.which}_"))
+        res = (run_zerotir if args.which == "zerotir" else run_trl)(args.steps, out)
+        Path(args.json_out).write_text(json.dumps(res))
+        return
+    results = {}
+    for which in ("trl", "zerotir"):
+        tmp = Path(tempfile.mkstemp(suffix=".json")[1])
+        subprocess.run(
+            [sys.executable, __file__, "--which", which, "--steps", str(args.steps), "--json-out", str(tmp)],
+            check=True,
+        )
+        results[which] = summarise(json.loads(tmp.read_text()))
+        print(
+            f"{which}: {results[which]['sec_per_step']:.2f} s/step, reward (last 4 steps) "
+            f"{results[which]['reward_last4']:.3f}",
+            flush=True,
+        )
+    speedup = results["trl"]["sec_per_step"] / results["zerotir"]["sec_per_step"]
+    path = write_result(
+        "vs_trl",
+        {
+            "steps": args.steps,
+            "prompts_per_step": PROMPTS,
+            "group_size": GROUP,
+            "lr": LR,
+            "max_completion_length": MAX_LEN,
+            "results": results,
+            "speedup": speedup,
+            "target_speedup": 1.25,
+        },
+    )
+    print(f"zerotir is {speedup:.2f}x TRL's speed per step; results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The toy world: generator and grader agree; the shipped base model loads and matches its recorded
+metrics; the demo's quick mode writes a valid summary."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from zerotir.reward import math_reward
+from zerotir.toy.corpus import corpus_stream
+from zerotir.toy.world import evaluate_expression, generate_problems, test_split, train_split
+from zerotir.train.models import TOY_MODEL_DIR
+
+
+def test_generator_and_grader_agree_on_every_answer():
+    probs = generate_problems(3000, seed=5, easy_frac=0.4, multi_frac=0.2)
+    for p in probs:
+        assert int(p.answer) == evaluate_expression(p.expression) == eval(p.expression)  # noqa: S307
+        assert math_reward(f"so \\boxed{{{p.answer}}}", p.answer) == 1.0
+        assert math_reward(f"so \\boxed{{{int(p.answer) + 1}}}", p.answer) == 0.0
+    assert {p.difficulty for p in probs} == {"easy", "hard", "multi"}
+
+
+def test_splits_fixed_and_disjoint():
+    assert [p.problem for p in test_split(50)] == [p.problem for p in test_split(50)]
+    tr = {p.expression for p in train_split(4096)}
+    te = [p.expression for p in test_split(256) if p.difficulty == "hard"]
+    assert sum(e in tr for e in te) <= 2  # hard problems are effectively unseen
+
+
+def test_corpus_has_the_rare_code_habit():
+    docs = [d for d, _ in zip(corpus_stream(0), range(4000))]
+    qa_code = sum(d.startswith(("Question", "Python code")) and "```python" in d for d in docs)
+    assert 0.01 < qa_code / len(docs) < 0.06
+
+
+def test_expression_guard():
+    with pytest.raises(ValueError):
+        evaluate_expression("__import__('os')")
+
+
+def test_shipped_base_model_reproduces_recorded_metrics():
+    import torch
+
+    from zerotir.data import load_dataset_rows
+    from zerotir.eval.runner import evaluate_rows
+    from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    rec = json.loads((TOY_MODEL_DIR / "base_metrics.json").read_text())
+    size = TOY_MODEL_DIR.joinpath("model.safetensors").stat().st_size
+    assert size <= 20 * 2**20
+    tok, model = load_tokenizer("toy"), load_causal_lm("toy")
+    assert sum(p.numel() for p in model.parameters()) <= 10_000_000
+    rows = load_dataset_rows("toy", toy_size=rec["eval_size"], toy_split="test")
+    torch.manual_seed(0)
+    res = evaluate_rows(
+        HFEngine(model, tok),
+        None,
+        rows,
+        get_template("toy-zerorl"),
+        ToolLoopConfig(max_tool_calls=0, max_response_len=rec["max_response_len"]),
+        SamplingParams(0.0, 1.0, rec["max_response_len"], seed=0),
+    )
+    got = res["metrics"]
+    # greedy decoding: differences come only from float summation order across batch shapes
+    for k in ("accuracy", "accuracy_easy", "accuracy_hard"):
+        assert got[k] == pytest.approx(rec["greedy_no_tool"][k], abs=0.03), k
+    assert rec["sampled_tool"]["code_ratio"] <= 0.10 and rec["greedy_no_tool"]["accuracy_hard"] <= 0.10
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_valid_summary(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run(
+        [sys.executable, "-m", "zerotir.cli", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    for arm in ("zerotir", "zerorl"):
+        for stage in ("base", "final"):
+            for k in (
+                "accuracy",
+                "accuracy_easy",
+                "accuracy_hard",
+                "code_ratio",
+                "tool_calls_mean",
+                "response_len_mean",
+            ):
+                assert 0.0 <= s[arm][stage][k] < 1e4
+        assert s[arm]["steps"] == 3 and s[arm]["seconds"] > 0
+        assert len((out / arm / "metrics.jsonl").read_text().splitlines()) == 3
+    assert s["zerorl"]["final"]["code_ratio"] == 0.0  # no execution without tools
+    assert (out / "report.html").exists() and (out / "curves.png").exists()
+    assert "report.html" in r.stdout
