@@ -104,3 +104,12 @@ def test_report_one_several_and_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     rep = analyze([tmp_path / "empty"], tmp_path / "out3")
     assert rep["problems"] and (tmp_path / "out3" / "report.html").exists()
+
+
+def test_budget_table_when_runs_differ(tmp_path):
+    for b in (0, 2, 4):
+        write_run(tmp_path / f"b{b}", 20, name=f"budget{b}")
+        (tmp_path / f"b{b}" / "config.yaml").write_text(f"name: budget{b}\nrollout:\n  max_tool_calls: {b}\n")
+    analyze([tmp_path / f"b{b}" for b in (0, 2, 4)], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Accuracy vs tool-call budget" in md and "| 4 | budget4 |" in md

@@ -139,3 +139,28 @@ def test_sigterm_saves_and_resume_continues(tiny_model_dir, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert [row["step"] for row in read_metrics(run)] == list(range(done + 2))
+
+
+def test_sandbox_failures_abort_the_step_with_a_clear_error(tiny_model_dir, tmp_path):
+    from test_rollout import FlakySandbox, ScriptedEngine
+    from zerotir.train.trainer import SandboxFailureAbort
+
+    cfg = tiny_cfg(
+        tiny_model_dir,
+        "grpo",
+        2,
+        ["rollout.template=toy-zerotir", "rollout.max_tool_calls=2", "rollout.max_response_len=120"],
+    )
+    t = Trainer(cfg, tmp_path)
+    try:
+        t.engine = ScriptedEngine()
+        t.sandbox = FlakySandbox(fail_times=10**6)
+        with pytest.raises(SandboxFailureAbort, match="sandbox infrastructure failures"):
+            t.train_step()
+        t.sandbox = FlakySandbox(fail_times=0)  # healthy: the same step trains, code is counted
+        m = t.train_step()
+        assert m["rollout/code_ratio"] == 1.0 and m["rollout/sandbox_fail_ratio"] == 0.0
+        assert m["reward/accuracy"] == 0.0  # the scripted answer 42 is wrong for toy problems
+    finally:
+        t.sandbox = None
+        t.close()

@@ -87,6 +87,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         a.seed,
         a.engine,
         a.limit,
+        problem_key=a.problem_key,
+        answer_key=a.answer_key,
+        missing_answer=a.missing_answer,
     )
     from zerotir.eval.benchmark import results_markdown
 
@@ -115,7 +118,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 def _cmd_toy(a: argparse.Namespace) -> int:
     from zerotir.toy.pretrain import pretrain, record_base_metrics
 
-    rec = pretrain(a.out, steps=a.steps, seed=a.seed)
+    rec = pretrain(a.out, steps=a.steps, seed=a.seed, easy_frac=a.easy_frac)
     rec["base_metrics"] = record_base_metrics(a.out)
     print(json.dumps(rec, indent=2))
     return 0
@@ -166,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--engine", choices=["hf", "vllm"], default="hf")
     e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    e.add_argument(
+        "--problem-key", default="problem", help="field holding the problem in your .jsonl/.parquet"
+    )
+    e.add_argument("--answer-key", default="answer", help="field holding the reference answer")
+    e.add_argument(
+        "--missing-answer",
+        choices=["skip", "error"],
+        default="skip",
+        help="rows without an answer: skip them (counted in a warning) or fail",
+    )
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--audit-grader", action="store_true", help="grade reference answers against themselves")
     e.set_defaults(fn=_cmd_eval)
@@ -194,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = ty.add_subparsers(dest="toy_command", required=True)
     pt = tsub.add_parser("pretrain", help="pre-train the tiny base model on the synthetic corpus")
     pt.add_argument("--out", default="runs/toy-base")
-    pt.add_argument("--steps", type=int, default=750)
+    pt.add_argument("--steps", type=int, default=900)
     pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--easy-frac", type=float, default=0.5, help="share of easy problems in the corpus")
     pt.set_defaults(fn=_cmd_toy)
     return p
 
@@ -213,13 +227,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from zerotir.config import ConfigError
     from zerotir.data import DataError
-    from zerotir.train.models import ModelLoadError
+    from zerotir.errors import ModelLoadError, SandboxFailureAbort, TrainingInterrupted
 
     try:
         return args.fn(args)
     except (ConfigError, DataError, ModelLoadError) as e:
         print(f"zerotir: error: {e}", file=sys.stderr)
         return 2
+    except SandboxFailureAbort as e:
+        print(f"zerotir: sandbox failure: {e}", file=sys.stderr)
+        return 3
+    except TrainingInterrupted as e:
+        run_dir = e.checkpoint.parent.parent
+        print(f"zerotir: {e}. Continue with: zerotir train --resume {run_dir}", file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":

@@ -20,17 +20,9 @@ from scipy import stats
 
 from zerotir.analysis.report import analyze
 from zerotir.config import build_config
+from zerotir.eval.runner import SUMMARY_KEYS
 from zerotir.logger import read_metrics
 from zerotir.train.trainer import Trainer
-
-SUMMARY_KEYS = [
-    "accuracy",
-    "accuracy_easy",
-    "accuracy_hard",
-    "code_ratio",
-    "tool_calls_mean",
-    "response_len_mean",
-]
 
 
 def _eval_summary(metrics: dict[str, float]) -> dict[str, float]:
@@ -51,7 +43,9 @@ def _trend(rows: list[dict], key: str) -> float | None:
     return float(stats.spearmanr(x, y).statistic)
 
 
-def run_arm(preset: str, run_dir: Path, overrides: list[str], console: Console) -> dict:
+def run_arm(
+    preset: str, run_dir: Path, overrides: list[str], console: Console, sweep: tuple[int, ...] = ()
+) -> dict:
     cfg = build_config(preset, overrides=overrides)
     t0 = time.time()
     trainer = Trainer(cfg, run_dir)
@@ -62,10 +56,14 @@ def run_arm(preset: str, run_dir: Path, overrides: list[str], console: Console) 
         base = _eval_summary(trainer.evaluate())
         trainer.fit()
         final = _eval_summary(trainer.evaluate())
+        budgets = {}
+        for b in sweep:
+            console.print(f"[bold]{preset}[/]: tool-call budget sweep, max_tool_calls={b}")
+            budgets[str(b)] = _eval_summary(trainer.evaluate(max_tool_calls=b))
     finally:
         trainer.close()
     rows = read_metrics(run_dir)
-    return {
+    out = {
         "base": base,
         "final": final,
         "steps": cfg.trainer.total_steps,
@@ -75,6 +73,9 @@ def run_arm(preset: str, run_dir: Path, overrides: list[str], console: Console) 
             for k in ("reward/accuracy", "rollout/code_ratio", "rollout/response_len_mean")
         },
     }
+    if budgets:
+        out["budget_sweep"] = budgets
+    return out
 
 
 def run_demo(
@@ -101,7 +102,8 @@ def run_demo(
     t0 = time.time()
     summary: dict = {}
     for arm, preset in (("zerotir", "toy-zerotir"), ("zerorl", "toy-zerorl")):
-        summary[arm] = run_arm(preset, out / arm, overrides, console)
+        sweep = (0, 1, 2, 4) if arm == "zerotir" and not quick else ()
+        summary[arm] = run_arm(preset, out / arm, overrides, console, sweep)
     summary["seconds"] = round(time.time() - t0, 1)
     summary["quick"] = quick
     summary["note"] = (
@@ -132,6 +134,20 @@ def _summary_md(summary: dict) -> str:
         for stage in ("base", "final"):
             vals = summary[arm][stage]
             lines.append(f"| {arm} | {stage} | " + " | ".join(f"{vals[k]:.3f}" for k in SUMMARY_KEYS) + " |")
+    sweep = summary["zerotir"].get("budget_sweep")
+    if sweep:
+        lines += [
+            "",
+            "## Tool-call budget at evaluation (ZeroTIR final policy)",
+            "",
+            "| max_tool_calls | accuracy | hard | code ratio | calls/response |",
+            "|---|---|---|---|---|",
+        ]
+        for b, v in sweep.items():
+            lines.append(
+                f"| {b} | {v['accuracy']:.3f} | {v['accuracy_hard']:.3f} | {v['code_ratio']:.3f} | "
+                f"{v['tool_calls_mean']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,18 @@ class ToolCall:
     output: str = ""
     """The observation text that was injected (after formatting and truncation)."""
 
+    @classmethod
+    def from_result(cls, code: str, r: dict) -> ToolCall:
+        """From an execution result as the fork server and the HTTP API report it."""
+        return cls(
+            code=code,
+            stdout=r["stdout"],
+            stderr=r["stderr"],
+            status=r["status"],
+            seconds=r["seconds"],
+            exit_code=r["exit_code"],
+        )
+
 
 @dataclass
 class Trajectory:

@@ -51,16 +51,64 @@ def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def run_label(run_dir: Path) -> str:
+def run_config(run_dir: Path) -> dict:
     cfg = run_dir / "config.yaml"
     if cfg.exists():
         import yaml
 
         try:
-            return str((yaml.safe_load(cfg.read_text()) or {}).get("name") or run_dir.name)
+            return yaml.safe_load(cfg.read_text()) or {}
         except yaml.YAMLError:
-            pass
-    return run_dir.name
+            return {}
+    return {}
+
+
+def run_label(run_dir: Path) -> str:
+    return str(run_config(run_dir).get("name") or run_dir.name)
+
+
+def final_accuracy(rows: list[dict], window: int = 5) -> float | None:
+    """The last held-out eval accuracy if the run evaluated, else the mean training accuracy of the last steps."""
+    evals = [
+        v
+        for r in rows
+        for k, v in r.items()
+        if k.startswith("eval/") and k.endswith("/accuracy") and v is not None
+    ]
+    if evals:
+        return float(evals[-1])
+    acc = [r["reward/accuracy"] for r in rows[-window:] if r.get("reward/accuracy") is not None]
+    return float(np.mean(acc)) if acc else None
+
+
+def comparison_tables(run_dirs: list[Path], runs: dict[str, list[dict]]) -> list[str]:
+    """Accuracy vs tool-call budget and vs model size, when the runs differ in those."""
+    recs = []
+    for rd, (label, rows) in zip(run_dirs, runs.items()):
+        cfg = run_config(rd)
+        recs.append(
+            {
+                "label": label,
+                "budget": (cfg.get("rollout") or {}).get("max_tool_calls"),
+                "model": (cfg.get("model") or {}).get("path"),
+                "acc": final_accuracy(rows),
+                "code": next(
+                    (r.get("rollout/code_ratio") for r in reversed(rows) if "rollout/code_ratio" in r), None
+                ),
+            }
+        )
+    out = []
+    for key, title in (
+        ("budget", "Accuracy vs tool-call budget (max_tool_calls)"),
+        ("model", "Accuracy vs model"),
+    ):
+        if len({r[key] for r in recs if r[key] is not None}) < 2:
+            continue
+        out += [f"## {title}", "", f"| {key} | run | final accuracy | code ratio |", "|---|---|---|---|"]
+        for r in sorted(recs, key=lambda r: str(r[key])):
+            out.append(f"| {r[key]} | {r['label']} | {_fmt(r['acc'])} | {_fmt(r['code'])} |")
+        out.append("")
+    return out
 
 
 def analyze_run(rows: list[dict]) -> dict:

@@ -43,11 +43,8 @@ def _normalise(row: dict, idx: int, where: str, problem_key: str, answer_key: st
     return out
 
 
-def read_jsonl(
-    path: str | Path, problem_key: str = "problem", answer_key: str = "answer", missing_answer: str = "skip"
-) -> list[dict]:
-    path = Path(path)
-    rows, skipped = [], 0
+def _jsonl_records(path: Path):
+    """(location, record) pairs of a JSON Lines file; a malformed line fails with file and line."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -58,31 +55,35 @@ def read_jsonl(
                 raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            r = _normalise(row, n - 1, f"{path}:{n}", problem_key, answer_key)
-            if r is None:
-                if missing_answer == "error":
-                    raise DataError(f"{path}:{n}: row has no {answer_key!r}")
-                skipped += 1
-                continue
-            rows.append(r)
-    if skipped:
-        log.warning("%s: skipped %d rows without an answer", path, skipped)
-    return rows
+            yield f"{path}:{n}", row
 
 
-def _read_table(rows_iter, where: str, problem_key: str, answer_key: str, missing_answer: str) -> list[dict]:
+def _collect(records, where: str, problem_key: str, answer_key: str, missing_answer: str) -> list[dict]:
+    """Normalise (location, record) pairs; rows without an answer are skipped (counted) or rejected."""
     rows, skipped = [], 0
-    for i, row in enumerate(rows_iter):
-        r = _normalise(dict(row), i, f"{where} row {i}", problem_key, answer_key)
+    for i, (loc, row) in enumerate(records):
+        r = _normalise(dict(row), i, loc, problem_key, answer_key)
         if r is None:
             if missing_answer == "error":
-                raise DataError(f"{where} row {i}: no {answer_key!r}")
+                raise DataError(f"{loc}: row has no {answer_key!r}")
             skipped += 1
             continue
         rows.append(r)
     if skipped:
         log.warning("%s: skipped %d rows without an answer", where, skipped)
     return rows
+
+
+def read_jsonl(
+    path: str | Path, problem_key: str = "problem", answer_key: str = "answer", missing_answer: str = "skip"
+) -> list[dict]:
+    path = Path(path)
+    return _collect(_jsonl_records(path), str(path), problem_key, answer_key, missing_answer)
+
+
+def _read_table(rows_iter, where: str, problem_key: str, answer_key: str, missing_answer: str) -> list[dict]:
+    records = ((f"{where} row {i}", row) for i, row in enumerate(rows_iter))
+    return _collect(records, where, problem_key, answer_key, missing_answer)
 
 
 def load_benchmark(name: str) -> list[dict]:

@@ -39,6 +39,9 @@ def run_benchmarks(
     limit: int | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    problem_key: str = "problem",
+    answer_key: str = "answer",
+    missing_answer: str = "skip",
 ) -> dict:
     from zerotir.sandbox.base import LocalSandbox
     from zerotir.train.models import load_causal_lm, load_tokenizer
@@ -74,7 +77,9 @@ def run_benchmarks(
     t0 = time.time()
     try:
         for name in benchmarks:
-            rows = load_dataset_rows(name, toy_size=256, toy_split="test")
+            rows = load_dataset_rows(
+                name, problem_key, answer_key, missing_answer, toy_size=256, toy_split="test"
+            )
             rows = rows[:limit] if limit else rows
             for b in budgets:
                 tool_cfg = ToolLoopConfig(max_tool_calls=b, max_response_len=max_tokens)

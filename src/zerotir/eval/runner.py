@@ -11,6 +11,16 @@ from zerotir.rollout.metrics import rollout_metrics
 from zerotir.rollout.protocol import Template
 from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
 
+SUMMARY_KEYS = (
+    "accuracy",
+    "accuracy_easy",
+    "accuracy_hard",
+    "code_ratio",
+    "tool_calls_mean",
+    "response_len_mean",
+)
+"""The headline metrics of an evaluation (the demo's summary and the toy base model's record)."""
+
 
 def evaluate_rows(
     engine: Engine,

@@ -8,6 +8,8 @@ pay for the whole batch.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from zerotir.rollout.engine import Completion, SamplingParams
@@ -46,6 +48,17 @@ class HFEngine:
         self._pieces: dict[int, str] = {}
         self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # transformers 5 renamed `past_key_values` to `cache` (the old name is removed in 5.40)
+        self._cache_kw = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+
+    def _forward(self, **kw):
+        past = kw.pop("past", None)
+        if past is not None:
+            kw[self._cache_kw] = past
+        out = self.model(use_cache=True, **kw)
+        return out.logits[:, -1], getattr(out, self._cache_kw)
 
     def load_weights(self, state_dict: dict) -> None:
         """Weight sync. When the trainer and the engine share the module this is a no-op copy."""
@@ -103,13 +116,11 @@ class HFEngine:
                 ids[r, L - len(p) :] = torch.tensor(p, dtype=torch.long)
                 attn[r, L - len(p) :] = 1
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(
+            logits, past = self._forward(
                 input_ids=ids.to(self.device),
                 attention_mask=attn.to(self.device),
                 position_ids=pos.to(self.device),
-                use_cache=True,
             )
-            past, logits = out.past_key_values, out.logits[:, -1]
             next_pos = pos[:, -1] + 1
         while rows:
             tok, lp = sample_next(logits, params.temperature, params.top_p, gen)
@@ -146,14 +157,12 @@ class HFEngine:
                 attn, next_pos, tok = attn[keep], next_pos[keep], tok[keep]
                 rows = [rows[r] for r in alive]
             attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-            out = self.model(
+            logits, past = self._forward(
                 input_ids=tok[:, None].to(self.device),
                 attention_mask=attn.to(self.device),
                 position_ids=next_pos[:, None].to(self.device),
-                past_key_values=past,
-                use_cache=True,
+                past=past,
             )
-            past, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
         if was_training:
             self.model.train()

@@ -18,17 +18,6 @@ from zerotir.sandbox.pool import SandboxInfraError
 from zerotir.types import ToolCall
 
 
-def _toolcall(code: str, r: dict) -> ToolCall:
-    return ToolCall(
-        code=code,
-        stdout=r["stdout"],
-        stderr=r["stderr"],
-        status=r["status"],
-        seconds=r["seconds"],
-        exit_code=r["exit_code"],
-    )
-
-
 class HttpSandbox:
     def __init__(
         self,
@@ -87,7 +76,7 @@ class HttpSandbox:
                 # Replay is client-side here so that the server stays stateless for rollouts.
                 reqs.append({"code": (f"{_hide(setup)}\n{c}" if setup else c), "timeout": timeout_s})
             data = await self._post("/run_batch", {"requests": reqs}, deadline_s=timeout_s * 2 + 30)
-            out.extend(_toolcall(c, r) for c, r in zip(chunk, data["results"]))
+            out.extend(ToolCall.from_result(c, r) for c, r in zip(chunk, data["results"]))
         return out
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:

@@ -211,17 +211,7 @@ class ExecutorPool:
             if exc is not None:
                 out.set_exception(exc)
             else:
-                m = f.result()
-                out.set_result(
-                    ToolCall(
-                        code=code,
-                        stdout=m["stdout"],
-                        stderr=m["stderr"],
-                        status=m["status"],
-                        seconds=m["seconds"],
-                        exit_code=m["exit_code"],
-                    )
-                )
+                out.set_result(ToolCall.from_result(code, f.result()))
 
         raw.add_done_callback(_done)
         return out

@@ -38,8 +38,8 @@ def pretrain(
     batch: int = 32,
     seq_len: int = 256,
     lr: float = 2e-3,
-    warmup: int = 50,
-    easy_frac: float = 0.4,
+    warmup: int = 40,
+    easy_frac: float = 0.5,
     seed: int = 0,
     hidden: int = 192,
     layers: int = 4,
@@ -101,6 +101,7 @@ def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_respons
     sampled with tools (how often the base model spontaneously writes code: the rare habit RL amplifies).
     """
     from zerotir.data import load_dataset_rows
+    from zerotir.eval.runner import SUMMARY_KEYS as keys
     from zerotir.eval.runner import evaluate_rows
     from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
     from zerotir.rollout.hf_engine import HFEngine
@@ -111,14 +112,6 @@ def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_respons
     tok, model = load_tokenizer(str(model_dir)), load_causal_lm(str(model_dir))
     eng = HFEngine(model, tok)
     rows = load_dataset_rows("toy", toy_size=eval_size, toy_split="test")
-    keys = (
-        "accuracy",
-        "accuracy_easy",
-        "accuracy_hard",
-        "code_ratio",
-        "tool_calls_mean",
-        "response_len_mean",
-    )
     greedy = evaluate_rows(
         eng,
         None,

@@ -12,11 +12,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from zerotir.errors import ModelLoadError  # noqa: E402 - re-exported
+
 TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "toy" / "base_model"
-
-
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer could not be loaded; the message says why and what to try."""
 
 
 def resolve_model_path(name_or_path: str) -> str:

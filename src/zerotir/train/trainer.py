@@ -26,6 +26,7 @@ from zerotir.algos.filters import soft_overlong_penalty
 from zerotir.algos.losses import aggregate, policy_loss, value_loss
 from zerotir.config import RunConfig, config_to_yaml
 from zerotir.data import load_dataset_rows
+from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
 from zerotir.eval.runner import evaluate_rows
 from zerotir.logger import MetricsLogger
 from zerotir.reward import math_reward
@@ -43,10 +44,6 @@ from zerotir.train.models import load_causal_lm, load_tokenizer
 from zerotir.types import Trajectory
 
 log = logging.getLogger(__name__)
-
-
-class SandboxFailureAbort(RuntimeError):
-    pass
 
 
 def make_sandbox(cfg: RunConfig):
@@ -556,7 +553,9 @@ class Trainer:
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
                     self.save()
             bar.close()
-            self.save()
+            path = self.save()
+            if self._stop_requested:
+                raise TrainingInterrupted(self.step, path)
         finally:
             for s, h in old.items():
                 try:
@@ -585,4 +584,4 @@ def train(
     return trainer
 
 
-__all__ = ["Trainer", "train", "SandboxFailureAbort"]
+__all__ = ["Trainer", "train", "SandboxFailureAbort", "TrainingInterrupted"]

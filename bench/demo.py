@@ -1,0 +1,45 @@
+"""Time the full `zerotir demo` (both arms, from the shipped base weights) and record its summary.
+
+python bench/demo.py [--out runs/demo-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import write_result  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/demo-bench")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "zerotir.cli", "demo", "--out", args.out], check=True)
+    seconds = time.perf_counter() - t0
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
+    z, r = summary["zerotir"], summary["zerorl"]
+    checks = {
+        "demo_under_10_min": seconds <= 600,
+        "base_code_le_10pct": z["base"]["code_ratio"] <= 0.10,
+        "base_hard_le_10pct": z["base"]["accuracy_hard"] <= 0.10,
+        "zerotir_code_ge_90pct": z["final"]["code_ratio"] >= 0.90,
+        "zerotir_acc_ge_85pct": z["final"]["accuracy"] >= 0.85,
+        "zerorl_easy_rises": r["final"]["accuracy_easy"] > r["base"]["accuracy_easy"],
+        "gap_ge_30_points": z["final"]["accuracy"] - r["final"]["accuracy"] >= 0.30,
+        "spearman_ge_0.7": all((v or 0) >= 0.7 for v in z["spearman_vs_step"].values()),
+    }
+    path = write_result("demo", {"seconds": seconds, "summary": summary, "checks": checks})
+    for k, v in checks.items():
+        print(f"{'PASS' if v else 'MISS'} {k}")
+    print(f"{seconds:.0f} s; results: {path}")
+
+
+if __name__ == "__main__":
+    main()

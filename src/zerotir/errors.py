@@ -1,0 +1,21 @@
+"""User-facing error types, importable without loading torch (the CLI maps them to exit codes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says why and what to try."""
+
+
+class SandboxFailureAbort(RuntimeError):
+    """Too many trajectories of a step hit sandbox infrastructure failures."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGINT arrived: the current step finished and a checkpoint was saved."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"stopped by signal after step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
