@@ -302,8 +302,12 @@ def test_toy_model_end_to_end_with_stop_switch(local_sandbox):
         ToolLoopConfig(max_tool_calls=2, max_response_len=160),
         SamplingParams(0.0, 1.0, 160),
     )
-    for tr, e in zip(trajs, exprs):
+    for tr in trajs:
         assert tr.tool_calls and tr.tool_calls[0].status == "ok"
-        assert tr.tool_calls[0].stdout.strip() == str(eval(e))  # noqa: S307 - the model copied the expression
-        assert f"```output\n{eval(e)}\n```" in tr.text  # noqa: S307
+        # the sandbox ran exactly the code the model wrote (the tiny model may mis-copy an operand)
+        written = tr.tool_calls[0].code.strip()
+        assert written.startswith("print(") and written in tr.text
+        value = eval(written[len("print(") : -1])  # noqa: S307 - digits and + - * only
+        assert tr.tool_calls[0].stdout.strip() == str(value)
+        assert f"```output\n{value}\n```" in tr.text
         assert tok.decode(tr.response_ids) == tr.text

@@ -31,7 +31,7 @@ def test_splits_fixed_and_disjoint():
 
 def test_corpus_has_the_rare_code_habit():
     docs = [d for d, _ in zip(corpus_stream(0), range(4000))]
-    qa_code = sum(d.startswith(("Question", "Python code")) and "```python" in d for d in docs)
+    qa_code = sum("\nAnswer:" in d and "```python" in d.split("\nAnswer:", 1)[1] for d in docs)
     assert 0.01 < qa_code / len(docs) < 0.06
 
 

@@ -48,12 +48,14 @@ def tiny_cfg(model_dir, algo, steps, extra=()):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo", "ppo", "reinforce_pp", "dr_grpo", "rloo", "reinforce_pp_baseline"])
 def test_algorithm_raises_reward(tiny_model_dir, tmp_path, algo):
-    cfg = tiny_cfg(tiny_model_dir, algo, 30)
+    cfg = tiny_cfg(
+        tiny_model_dir, algo, 40, ["trainer.lr=1e-2"] + (["algo.critic_lr=1e-2"] if algo == "ppo" else [])
+    )
     train(cfg, tmp_path / algo, reward_fn=first_char_lowercase)
     rows = read_metrics(tmp_path / algo)
     first = sum(r["reward/mean"] for r in rows[:5]) / 5
     last = sum(r["reward/mean"] for r in rows[-5:]) / 5
-    assert last > first + 0.3, (algo, first, last)
+    assert last > first + 0.4, (algo, first, last)
 
 
 NONTIME = lambda row: {k: v for k, v in row.items() if not k.startswith(("time/", "tokens/"))}  # noqa: E731

@@ -260,9 +260,9 @@ def analyze(
         runs[label] = rows
     analyses = {label: analyze_run(rows) for label, rows in runs.items()}
     figs = plot_runs(runs, out_dir, smooth)
-    md = build_markdown(
-        analyses, (extra_tables or []) + ([f"Problems: {'; '.join(problems)}"] if problems else [])
-    )
+    tables = comparison_tables([Path(r) for r in run_dirs], runs)
+    problem_lines = [f"Problems: {'; '.join(problems)}"] if problems else []
+    md = build_markdown(analyses, tables + (extra_tables or []) + problem_lines)
     if figs:
         md = md.replace(
             "# zerotir training analysis\n", "# zerotir training analysis\n\n![curves](curves.png)\n", 1

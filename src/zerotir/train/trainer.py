@@ -456,7 +456,7 @@ class Trainer:
                 out = value_loss(v, old_values[idx], returns[idx], mb.action_mask, a.value_clip)
                 w = len(idx) / B
                 (out.loss * w).backward()
-                total += float(out.loss) * w
+                total += float(out.loss.detach()) * w
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), t.grad_clip)
             self.critic_opt.step()
             last = total
