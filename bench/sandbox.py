@@ -103,10 +103,11 @@ def main() -> None:
                 f"p50 {base['p50_ms']:7.1f} ms | x{cell['speedup']:.1f}",
                 flush=True,
             )
+    heavy = [srv.proc.pid for srv in pool.servers if srv.proc is not None]
+    light = [srv.proc.pid for srv in pool.light if srv.proc is not None]
     mem = {
-        "forkserver_pss_mb_per_worker": round(
-            sum(pss_kb(p) for p in pool.worker_pids()) / 1024 / len(pool.servers), 1
-        ),
+        "forkserver_pss_mb_per_worker": round(sum(pss_kb(p) for p in heavy) / 1024 / max(1, len(heavy)), 1),
+        "light_forkserver_pss_mb": round(sum(pss_kb(p) for p in light) / 1024, 1),
         "isolation": pool.isolation,
         "slots_per_worker": 16,
     }
@@ -124,7 +125,10 @@ def main() -> None:
             },
         },
     )
-    print(f"memory per worker (PSS): {mem['forkserver_pss_mb_per_worker']} MB; results: {path}")
+    print(
+        f"memory (PSS): {mem['forkserver_pss_mb_per_worker']} MB per numpy/sympy worker, "
+        f"{mem['light_forkserver_pss_mb']} MB light worker; results: {path}"
+    )
 
 
 if __name__ == "__main__":

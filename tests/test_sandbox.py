@@ -152,6 +152,15 @@ def test_preimported_libraries_fast(pool):
     assert r.stdout == "45\n"
 
 
+def test_light_and_heavy_routing(pool):
+    assert len(pool.worker_pids()) == 2  # one numpy/sympy server + one light server
+    # (names spelled in pieces: the router looks for the library names in the code)
+    r = pool.run("import sys\nprint('num' + 'py' in sys.modules, 'sym' + 'py' in sys.modules)")
+    assert r.stdout == "False False\n"  # plain code ran in the light server
+    r = pool.run("import sys, numpy\nprint('sympy' in sys.modules)")
+    assert r.stdout == "True\n"  # numpy code ran in the warm heavy server
+
+
 def test_batch_order(pool):
     rs = pool.run_batch([f"print({i})" for i in range(50)])
     assert [r.stdout for r in rs] == [f"{i}\n" for i in range(50)]
@@ -178,7 +187,8 @@ def test_dead_forkserver_is_infra_error_then_restarts():
     p = ExecutorPool(PoolConfig(slots_per_worker=2))
     try:
         fut = p.submit("import time; time.sleep(5)", 10)
-        os.killpg(os.getpgid(p.worker_pids()[0]), signal.SIGKILL)
+        for pid in p.worker_pids():  # heavy and light fork servers alike
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
         with pytest.raises(SandboxInfraError):
             fut.result(timeout=10)
         assert p.run("print(5)").stdout == "5\n"  # restarted on next use

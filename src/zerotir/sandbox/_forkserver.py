@@ -112,6 +112,19 @@ class ForkServer:
                 loaded.append(mod)
             except Exception:
                 pass
+        warm = self.cfg.get("warmup")
+        if warm:
+            # Lazy imports and one-time initialisation (sympy's solvers and simplification, numpy's
+            # linalg) happen here once instead of in every child. Other expressions than the user's:
+            # results are not shared, only the machinery.
+            import contextlib
+            import io
+
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(warm, "<warmup>", "exec"), {"__name__": "__warmup__"})
+            except Exception as e:
+                _log(f"warm-up failed (continuing cold): {e!r}")
         gc.collect()
         gc.freeze()  # keep the imported heap out of the collector: fewer copy-on-write faults per fork
         self.base_vm = _vm_size_bytes()
