@@ -106,7 +106,7 @@ def run_trl(steps: int, out: Path) -> dict:
         report_to="none",
         disable_tqdm=True,
         lr_scheduler_type="constant",
-        warmup_ratio=0.0,
+        warmup_steps=0,
         max_grad_norm=1.0,
         weight_decay=0.0,
         seed=0,
