@@ -417,7 +417,7 @@ class Trainer:
                     kl_mean = aggregate(kl_now, m, "token-mean")
                     if not a.kl_in_reward:
                         loss = loss + a.kl_coef * kl_mean
-                    acc["train/kl"] = acc.get("train/kl", 0.0) + float(kl_mean) * float(w)
+                    acc["train/kl"] = acc.get("train/kl", 0.0) + float(kl_mean.detach()) * float(w)
                 (loss * w).backward()
                 acc["train/policy_loss"] = acc.get("train/policy_loss", 0.0) + float(
                     out.loss.detach()
