@@ -80,6 +80,7 @@ def write_run(path, n, with_code=True, name="run"):
                 "reward/accuracy": float(0.9 - 0.8 * np.exp(-s / 15) + rng.normal(0, 0.02)),
                 "rollout/response_len_mean": 50 + s * 0.5,
             }
+            row["tokens/per_s"], row["time/step_s"] = 1000.0, 2.0  # 2,000 tokens per step
             if with_code:
                 row["rollout/code_ratio"] = float(
                     min(1, max(0, (0.2 - 0.01 * s) if s < 10 else 0.1 + 0.02 * (s - 10)))
@@ -95,6 +96,11 @@ def test_report_one_several_and_missing(tmp_path):
     fits = json.loads((tmp_path / "out1" / "fits.json").read_text())
     assert fits["tools"]["fits"]["reward/accuracy"]["best"]["family"] in ("saturating", "logistic", "power")
     assert fits["tools"]["dips"]["rollout/code_ratio"]["step"] == pytest.approx(10, abs=3)
+    assert fits["tools"]["fits"]["rollout/code_ratio"]["dip"]["step"] == pytest.approx(10, abs=3)
+    # against cumulative tokens (2,000 per step) the same family fits, its time constant scaled x2000
+    by_step = fits["tools"]["fits"]["reward/accuracy"]["best"]
+    by_tok = fits["tools"]["fits_vs_tokens"]["reward/accuracy"]
+    assert by_tok["family"] == by_step["family"] and by_tok["r2"] == pytest.approx(by_step["r2"], abs=0.02)
     rep = analyze([tmp_path / "a", tmp_path / "b"], tmp_path / "out2")
     md = (tmp_path / "out2" / "report.md").read_text()
     assert "no-tools" in md and "Missing metrics" in md and "rollout/code_ratio" in md

@@ -61,3 +61,23 @@ def test_maj_at_k_and_ties():
     assert maj_at_k(["2", "1", "1", "2"], [False, True, True, False]) == 0.0
     assert maj_at_k([None, None, "3"], [False, False, True]) == 1.0
     assert maj_at_k([None], [False]) == 0.0
+
+
+def test_parquet_loader(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"question": ["1+1", "2+2", "x"], "gold": ["2", "4", None]}), tmp_path / "d.parquet"
+    )
+    rows = load_dataset_rows(str(tmp_path / "d.parquet"), "question", "gold")
+    assert [(r["problem"], r["answer"]) for r in rows] == [("1+1", "2"), ("2+2", "4")]
+    with pytest.raises(DataError, match="row 2: row has no 'gold'"):
+        load_dataset_rows(str(tmp_path / "d.parquet"), "question", "gold", missing_answer="error")
+
+
+def test_hf_datasets_directory(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"problem": ["3*3"], "answer": ["9"]}).save_to_disk(str(tmp_path / "ds"))
+    rows = load_dataset_rows(str(tmp_path / "ds"))
+    assert rows[0]["problem"] == "3*3" and rows[0]["answer"] == "9"

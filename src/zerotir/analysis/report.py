@@ -111,6 +111,19 @@ def comparison_tables(run_dirs: list[Path], runs: dict[str, list[dict]]) -> list
     return out
 
 
+def cumulative_tokens(rows: list[dict]) -> tuple[list, np.ndarray] | None:
+    """(steps, cumulative generated tokens) from tokens/per_s x time/step_s, or None if not logged."""
+    pts = [
+        (r["step"], r["tokens/per_s"] * r["time/step_s"])
+        for r in rows
+        if r.get("tokens/per_s") is not None and r.get("time/step_s") is not None and "step" in r
+    ]
+    if len(pts) < 4:
+        return None
+    steps, toks = zip(*sorted(pts))
+    return list(steps), np.cumsum(toks)
+
+
 def analyze_run(rows: list[dict]) -> dict:
     """Fits, dips and correlations of one run's metrics."""
     out: dict = {"steps": len(rows), "fits": {}, "dips": {}, "missing": []}
@@ -121,13 +134,23 @@ def analyze_run(rows: list[dict]) -> dict:
             continue
         res = fit_all(x, y)
         best = res["best"]
+        dip = detect_dip(x, y, smooth=0.5)
         out["fits"][key] = {
             "best": best.to_dict() if best else None,
             "all": {k: v.to_dict() for k, v in res["all"].items()},
             "n": res["n"],
+            "dip": dip,
         }
-        dip = detect_dip(x, y, smooth=0.5)
         out["dips"][key] = dip
+        # the same metric against cumulative training tokens (a proxy for training compute)
+        tok = cumulative_tokens(rows)
+        if tok is not None:
+            by_step = dict(zip(tok[0], tok[1]))
+            xt = np.array([by_step.get(s, np.nan) for s in x])
+            ok = np.isfinite(xt)
+            if ok.sum() >= 4:
+                rt = fit_all(xt[ok], y[ok], n_boot=0)
+                out.setdefault("fits_vs_tokens", {})[key] = rt["best"].to_dict() if rt["best"] else None
     cols = {}
     steps = np.array([r.get("step", np.nan) for r in rows], float)
     for name, key in CORR_METRICS.items():
@@ -202,6 +225,16 @@ def build_markdown(analyses: dict[str, dict], extra_tables: list[str]) -> str:
                 lines.append(f"| {key} | {b['family']} | {params} | {b['r2']:.3f} | {dip_s} |")
             else:
                 lines.append(f"| {key} | too few points | | | {dip_s} |")
+        if a.get("fits_vs_tokens"):
+            lines += [
+                "",
+                "| metric vs cumulative tokens | best fit (AIC) | parameters | R² |",
+                "|---|---|---|---|",
+            ]
+            for key, b in a["fits_vs_tokens"].items():
+                if b:
+                    params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+                    lines.append(f"| {key} | {b['family']} | {params} | {b['r2']:.3f} |")
         if a["correlations"]:
             lines += ["", "| pair | Spearman | Pearson | n |", "|---|---|---|---|"]
             for pair, c in a["correlations"].items():
@@ -292,6 +325,7 @@ def analyze(
             "dips": a["dips"],
             "correlations": a["correlations"],
             "missing": a["missing"],
+            "fits_vs_tokens": a.get("fits_vs_tokens", {}),
             "steps": a["steps"],
         }
         for label, a in analyses.items()
