@@ -78,6 +78,9 @@ def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool) -> list[str]:
         "--unshare-uts",
         "--unshare-cgroup-try",
     ]
+    # /tmp first: binds below it (a checkout or venv under /tmp, as in CI) must land on top of the
+    # tmpfs, not be hidden by it.
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_size_mb << 20), "--tmpfs", "/tmp"]
     for d in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if os.path.islink(d):
             cmd += ["--symlink", os.readlink(d), d]
@@ -99,7 +102,6 @@ def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool) -> list[str]:
     for r in roots:
         cmd += ["--ro-bind", r, r]
     cmd += ["--ro-bind", str(FORKSERVER), SANDBOX_SCRIPT]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_size_mb << 20), "--tmpfs", "/tmp"]
     cmd += [
         "--clearenv",
         "--setenv",
