@@ -9,7 +9,8 @@ import pytest
 
 from zerotir.reward import math_reward
 from zerotir.toy.corpus import corpus_stream
-from zerotir.toy.world import evaluate_expression, generate_problems, test_split, train_split
+from zerotir.toy import world
+from zerotir.toy.world import evaluate_expression, generate_problems, train_split
 from zerotir.train.models import TOY_MODEL_DIR
 
 
@@ -23,9 +24,9 @@ def test_generator_and_grader_agree_on_every_answer():
 
 
 def test_splits_fixed_and_disjoint():
-    assert [p.problem for p in test_split(50)] == [p.problem for p in test_split(50)]
+    assert [p.problem for p in world.test_split(50)] == [p.problem for p in world.test_split(50)]
     tr = {p.expression for p in train_split(4096)}
-    te = [p.expression for p in test_split(256) if p.difficulty == "hard"]
+    te = [p.expression for p in world.test_split(256) if p.difficulty == "hard"]
     assert sum(e in tr for e in te) <= 2  # hard problems are effectively unseen
 
 
