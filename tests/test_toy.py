@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from zerotir.reward import math_reward
-from zerotir.toy.corpus import corpus_stream
 from zerotir.toy import world
+from zerotir.toy.corpus import corpus_stream
 from zerotir.toy.world import evaluate_expression, generate_problems, train_split
 from zerotir.train.models import TOY_MODEL_DIR
 
