@@ -28,6 +28,18 @@ class SandboxInfraError(RuntimeError):
     """The sandbox itself failed (not the user's code): retry, then drop the trajectory."""
 
 
+STDLIB_PREIMPORT = (
+    "math",
+    "fractions",
+    "itertools",
+    "functools",
+    "collections",
+    "decimal",
+    "statistics",
+    "cmath",
+)
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     workers: int = 1
@@ -44,18 +56,7 @@ class PoolConfig:
     """Captured tail of stdout and of stderr."""
     max_file_bytes: int = 16 << 20
     tmp_size_mb: int = 256
-    preimport: tuple[str, ...] = (
-        "math",
-        "fractions",
-        "itertools",
-        "functools",
-        "collections",
-        "decimal",
-        "statistics",
-        "cmath",
-        "numpy",
-        "sympy",
-    )
+    preimport: tuple[str, ...] = (*STDLIB_PREIMPORT, "numpy", "sympy")
     warmup: str = (
         "import numpy as _np\n_a = _np.arange(16.0).reshape(4, 4); _np.linalg.solve(_a + _np.eye(4) * 9, _np.ones(4))\n"
         "_np.fft.fft(_np.ones(8)); _np.random.default_rng(0).normal(size=3)\n"
@@ -72,19 +73,7 @@ class PoolConfig:
     start_timeout_s: float = 120.0
 
 
-LIGHT_PREIMPORT = (
-    "math",
-    "fractions",
-    "itertools",
-    "functools",
-    "collections",
-    "decimal",
-    "statistics",
-    "cmath",
-    "random",
-    "re",
-    "locale",
-)
+LIGHT_PREIMPORT = (*STDLIB_PREIMPORT, "random", "re", "locale")
 LIGHT_WARMUP = "open('/dev/null', 'w').close()\n"  # initialises the text-I/O machinery children use for print
 HEAVY_CODE = re.compile(r"\b(numpy|sympy|scipy|mpmath|pandas|matplotlib|networkx)\b")
 
