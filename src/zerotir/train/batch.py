@@ -96,13 +96,18 @@ def token_logprobs(
     return logp.gather(-1, response_ids.to(logits.device)[:, :, None]).squeeze(-1)
 
 
+def micro_batches(n: int, size: int) -> list[list[int]]:
+    """Row indices of consecutive micro-batches of at most `size` rows covering `n` rows."""
+    return [list(range(s, min(s + size, n))) for s in range(0, n, size)]
+
+
 @torch.no_grad()
 def batched_logprobs(
     model, batch: TokenBatch, micro: int, temperature: float, device: str = "cpu"
 ) -> torch.Tensor:
     out = []
-    for s in range(0, batch.input_ids.size(0), micro):
-        mb = batch.select(list(range(s, min(s + micro, batch.input_ids.size(0)))))
+    for idx in micro_batches(batch.input_ids.size(0), micro):
+        mb = batch.select(idx)
         out.append(token_logprobs(response_logits(model, mb, device), mb.response_ids, temperature).cpu())
     return torch.cat(out)
 

@@ -37,6 +37,7 @@ from zerotir.train.batch import (
     ValueModel,
     batched_logprobs,
     collate,
+    micro_batches,
     response_logits,
     token_logprobs,
 )
@@ -146,24 +147,14 @@ class Trainer:
         self.sandbox = make_sandbox(cfg)
 
         d = cfg.data
-        self.train_rows = load_dataset_rows(
-            d.train,
-            d.problem_key,
-            d.answer_key,
-            toy_size=d.train_size,
-            toy_easy_frac=d.easy_frac,
-            toy_split="train",
-        )
-        self.eval_rows = None
-        if d.eval:
-            self.eval_rows = load_dataset_rows(
-                d.eval,
-                d.problem_key,
-                d.answer_key,
-                toy_size=d.eval_size,
-                toy_easy_frac=d.easy_frac,
-                toy_split="test",
-            )[: d.eval_size]
+
+        def rows(source: str, size: int, split: str) -> list[dict]:
+            return load_dataset_rows(
+                source, d.problem_key, d.answer_key, toy_size=size, toy_easy_frac=d.easy_frac, toy_split=split
+            )
+
+        self.train_rows = rows(d.train, d.train_size, "train")
+        self.eval_rows = rows(d.eval, d.eval_size, "test")[: d.eval_size] if d.eval else None
         if restore:
             self._restore(restore)
         self.logger = MetricsLogger(
@@ -340,20 +331,13 @@ class Trainer:
         values = None
         if self.critic is not None:
             with torch.no_grad():
-                values = (
-                    torch.cat(
-                        [
-                            self.critic(
-                                batch.select(list(range(s, min(s + t.micro_batch_size, len(trajs))))),
-                                self.device,
-                            )
-                            .float()
-                            .cpu()
-                            for s in range(0, len(trajs), t.micro_batch_size)
-                        ]
-                    )
-                    * mask
+                values = torch.cat(
+                    [
+                        self.critic(batch.select(idx), self.device).float().cpu()
+                        for idx in micro_batches(len(trajs), t.micro_batch_size)
+                    ]
                 )
+            values = values * mask
         adv, returns = ESTIMATORS[a.name](
             AdvantageInputs(
                 rewards,
@@ -373,8 +357,7 @@ class Trainer:
         self.policy.train()
         for _ in range(t.ppo_epochs):
             self.opt.zero_grad(set_to_none=True)
-            for s in range(0, B, t.micro_batch_size):
-                idx = list(range(s, min(s + t.micro_batch_size, B)))
+            for idx in micro_batches(B, t.micro_batch_size):
                 mb = batch.select(idx)
                 m = mb.action_mask
                 if m.sum() == 0:
@@ -383,11 +366,7 @@ class Trainer:
                     "cuda", dtype=torch.bfloat16, enabled=t.bf16 and self.device.startswith("cuda")
                 ):
                     logits = response_logits(self.policy, mb, self.device)
-                lp = (
-                    token_logprobs(logits, mb.response_ids, temp).cpu()
-                    if self.device != "cpu"
-                    else token_logprobs(logits, mb.response_ids, temp)
-                )
+                lp = token_logprobs(logits, mb.response_ids, temp).cpu()  # .cpu() is a no-op on CPU
                 # weight so that the sum over micro-batches equals the full-batch aggregate
                 w = (m.sum() / n_tokens) if a.loss_agg == "token-mean" else torch.tensor(len(idx) / B)
                 out = policy_loss(
@@ -404,11 +383,7 @@ class Trainer:
                 )
                 loss = out.loss
                 with torch.no_grad() if a.entropy_coef == 0 else torch.enable_grad():
-                    ent = (
-                        entropy_from_logits(logits).cpu()
-                        if self.device != "cpu"
-                        else entropy_from_logits(logits)
-                    )
+                    ent = entropy_from_logits(logits).cpu()
                     ent_mean = aggregate(ent, m, "token-mean")
                 if a.entropy_coef:
                     loss = loss - a.entropy_coef * ent_mean
@@ -439,7 +414,7 @@ class Trainer:
         if self.critic is not None:
             acc["train/value_loss"] = self._update_critic(batch, returns, values)
         acc["train/adv_abs_mean"] = float(masked_mean(adv.abs(), mask))
-        self.engine.load_weights(None if self.cfg.rollout.engine == "hf" else self.policy.state_dict())
+        self.engine.load_weights(self.policy.state_dict())  # a no-op when the engine shares the module
         return acc
 
     def _update_critic(self, batch: TokenBatch, returns: torch.Tensor, old_values: torch.Tensor) -> float:
@@ -449,8 +424,7 @@ class Trainer:
         for _ in range(a.critic_steps):
             self.critic_opt.zero_grad(set_to_none=True)
             total = 0.0
-            for s in range(0, B, t.micro_batch_size):
-                idx = list(range(s, min(s + t.micro_batch_size, B)))
+            for idx in micro_batches(B, t.micro_batch_size):
                 mb = batch.select(idx)
                 v = self.critic(mb, self.device).float().cpu()
                 out = value_loss(v, old_values[idx], returns[idx], mb.action_mask, a.value_clip)
