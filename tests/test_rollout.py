@@ -311,3 +311,140 @@ def test_toy_model_end_to_end_with_stop_switch(local_sandbox):
         assert tr.tool_calls[0].stdout.strip() == str(value)
         assert f"```output\n{value}\n```" in tr.text
         assert tok.decode(tr.response_ids) == tr.text
+
+
+class _RoundsOnly:
+    """The same engine seen without `generate_interactive`: forces the round-based scheduler."""
+
+    def __init__(self, eng):
+        self.eng, self.tokenizer, self.supports_stop_switch = eng, eng.tokenizer, True
+
+    def generate(self, *a, **kw):
+        return self.eng.generate(*a, **kw)
+
+    def load_weights(self, sd):
+        pass
+
+
+class _ShuffledSandbox:
+    """Completes executions in a scrambled order and at scrambled times (a thread per call with a
+    random short delay), so rows resume while others decode, pause or finish."""
+
+    def __init__(self, inner, seed=0):
+        import random
+
+        self.inner, self.rng = inner, random.Random(seed)
+
+    def submit(self, code, timeout_s=10.0, session=None):
+        import concurrent.futures as cf
+        import threading
+
+        out, delay = cf.Future(), self.rng.random() * 0.05
+        inner = self.inner.submit(code, timeout_s, session)
+
+        def later():
+            threading.Event().wait(delay)
+            out.set_result(inner.result())
+
+        threading.Thread(target=later, daemon=True).start()
+        return out
+
+    def run_batch_sync(self, codes, timeout_s=10.0, sessions=None):
+        return self.inner.run_batch_sync(codes, timeout_s, sessions)
+
+
+def _toy_code_prompts(tok, n):
+    t = get_template("toy-zerotir")
+    exprs = ["123 * 45", "17 * 23 + 456", "5 * 7", "88 + 12 * 3", "9 * 9 - 4", "1000 - 1", "64 * 2", "3 + 4"]
+    return [
+        tok.encode(t.render(f"What is {e}?") + f" We compute {e} with Python.\n", add_special_tokens=False)
+        for e in exprs[:n]
+    ], t
+
+
+@pytest.mark.parametrize("max_calls,cap", [(2, 160), (1, 70)])
+def test_interactive_rollout_equals_rounds(local_sandbox, max_calls, cap):
+    """Greedy decoding: the one-loop scheduler (rows pause in the batch, resume with the output fed
+    into their KV cache, in whatever order executions finish) yields exactly the trajectories of the
+    round-based scheduler (re-prefill per round)."""
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("toy")
+    eng = HFEngine(load_causal_lm("toy"), tok)
+    ps, t = _toy_code_prompts(tok, 8)
+    cfg = ToolLoopConfig(max_tool_calls=max_calls, max_response_len=cap)
+    sp = SamplingParams(0.0, 1.0, cap)
+    timings: dict = {}
+    fast = run_tool_rollout(eng, _ShuffledSandbox(local_sandbox), ps, t, cfg, sp, timings)
+    slow = run_tool_rollout(_RoundsOnly(eng), local_sandbox, ps, t, cfg, sp)
+    assert sum(len(tr.tool_calls) for tr in fast) >= 6  # the comparison exercised pauses and resumes
+    for a, b in zip(fast, slow):
+        assert a.response_ids == b.response_ids and a.action_mask == b.action_mask
+        assert a.finish_reason == b.finish_reason and a.text == b.text
+        assert [c.stdout for c in a.tool_calls] == [c.stdout for c in b.tool_calls]
+        torch.testing.assert_close(
+            torch.tensor(a.old_logprobs), torch.tensor(b.old_logprobs), atol=1e-4, rtol=0
+        )
+        assert len(a.response_ids) <= cap
+    assert timings["generate_s"] > 0 and timings["sandbox_s"] >= 0
+
+
+def test_interactive_logprobs_match_trainer_recompute(local_sandbox):
+    """Sampled (T=0.8, top-p 0.9) tool rollouts from the one-loop scheduler: the trainer's recomputed
+    logprobs equal the engine's on every model token, across the injected outputs (fp32, 1e-4)."""
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.train.batch import collate, response_logits, token_logprobs
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("toy")
+    model = load_causal_lm("toy")
+    ps, t = _toy_code_prompts(tok, 6)
+    trajs = run_tool_rollout(
+        HFEngine(model, tok),
+        _ShuffledSandbox(local_sandbox, seed=1),
+        ps,
+        t,
+        ToolLoopConfig(max_tool_calls=2, max_response_len=160),
+        SamplingParams(0.8, 0.9, 160, seed=5),
+    )
+    assert any(0 in tr.action_mask for tr in trajs)
+    batch = collate(trajs, tok.pad_token_id)
+    with torch.no_grad():
+        lp = token_logprobs(response_logits(model, batch), batch.response_ids, temperature=0.8)
+    m = batch.action_mask.bool()
+    torch.testing.assert_close(lp[m], batch.old_logprobs[m], atol=1e-4, rtol=0)
+
+
+class _FailingSubmits:
+    """`submit` fails the first `fail_times` calls with an infrastructure error."""
+
+    def __init__(self, inner, fail_times):
+        self.inner, self.fail_times, self.calls = inner, fail_times, 0
+
+    def submit(self, code, timeout_s=10.0, session=None):
+        import concurrent.futures as cf
+
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            f = cf.Future()
+            f.set_exception(SandboxInfraError("down"))
+            return f
+        return self.inner.submit(code, timeout_s, session)
+
+
+def test_interactive_sandbox_failure_retried_then_excluded(local_sandbox):
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("toy")
+    eng = HFEngine(load_causal_lm("toy"), tok)
+    ps, t = _toy_code_prompts(tok, 2)
+    cfg, sp = ToolLoopConfig(sandbox_retries=2, max_response_len=160), SamplingParams(0.0, 1.0, 160)
+    trajs = run_tool_rollout(eng, _FailingSubmits(local_sandbox, 2), ps, t, cfg, sp)
+    assert all(tr.tool_calls and not tr.excluded for tr in trajs)  # each failure was retried
+    sb = _FailingSubmits(local_sandbox, 99)
+    trajs = run_tool_rollout(eng, sb, ps, t, cfg, sp)
+    assert sb.calls == 2 * 3  # first try + 2 retries per trajectory
+    assert all(tr.excluded and tr.finish_reason == "sandbox_error" for tr in trajs)
+    assert all("```output" not in tr.text and tr.tool_calls == [] for tr in trajs)

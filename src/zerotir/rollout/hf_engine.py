@@ -8,11 +8,12 @@ pay for the whole batch.
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
 
-from zerotir.rollout.engine import Completion, SamplingParams
+from zerotir.rollout.engine import Completion, Interaction, SamplingParams
 
 
 def sample_next(
@@ -38,6 +39,8 @@ def sample_next(
 
 
 class HFEngine:
+    compact_at = 16
+    """Compact the KV cache once this many columns are masked out in every row."""
     supports_stop_switch = True
     """Can switch a row's stop strings mid-generation (saves a round trip per code block)."""
 
@@ -52,11 +55,15 @@ class HFEngine:
         self._cache_kw = (
             "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         )
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def _forward(self, **kw):
         past = kw.pop("past", None)
+        kw = {k: v.to(self.device) for k, v in kw.items()}
         if past is not None:
             kw[self._cache_kw] = past
+        if self._logits_to_keep:
+            kw["logits_to_keep"] = 1  # the prefill's full (batch, length, vocab) logits are never needed
         out = self.model(use_cache=True, **kw)
         return out.logits[:, -1], getattr(out, self._cache_kw)
 
@@ -76,7 +83,6 @@ class HFEngine:
             self._pieces[tok] = s
         return s
 
-    @torch.no_grad()
     def generate(
         self,
         prompts: list[list[int]],
@@ -87,11 +93,25 @@ class HFEngine:
     ) -> list[Completion]:
         """`stop_switch`: when a row hits a stop string that is a key here, it does not finish; its stops
         become the mapped list and generation continues (e.g. ```python -> [```])."""
+        budgets = list(max_tokens) if max_tokens is not None else [params.max_new_tokens] * len(prompts)
+        driver = _StopDriver(stops, stop_switch)
+        self._decode(prompts, params, budgets, driver)
+        return driver.completions()
+
+    def generate_interactive(
+        self, prompts: list[list[int]], params: SamplingParams, budgets: list[int], driver: Interaction
+    ) -> None:
+        """A whole multi-turn rollout in one decode loop (see `Interaction`). `budgets` cap sampled plus
+        fed tokens per row; the driver records everything it is told."""
+        self._decode(prompts, params, list(budgets), driver)
+
+    @torch.no_grad()
+    def _decode(self, prompts: list[list[int]], params: SamplingParams, budgets: list[int], drv) -> None:
+        """The decode loop. A paused row stays in the batch but feeds nothing: its step columns are
+        masked out (holes in its attention mask), so its KV cache is kept without surgery. Rows that
+        resume feed their held token plus the injected ids in one multi-token step, right-aligned so
+        that every row's last column is its newest token."""
         B = len(prompts)
-        stops = [list(st) for st in stops]
-        if B == 0:
-            return []
-        budgets = list(max_tokens) if max_tokens is not None else [params.max_new_tokens] * B
         gen = torch.Generator(device="cpu")
         if params.seed is not None:
             gen.manual_seed(params.seed)
@@ -99,84 +119,262 @@ class HFEngine:
             gen.seed()
         was_training = self.model.training
         self.model.eval()
-        out_ids: list[list[int]] = [[] for _ in range(B)]
-        out_lp: list[list[float]] = [[] for _ in range(B)]
+        remaining = list(budgets)
+        stops = [list(drv.stops(i)) for i in range(B)]
+        max_stop = [max((len(x) for x in st), default=0) for st in stops]
         texts = [""] * B
-        finish: list[str | None] = [None if budgets[i] > 0 else "length" for i in range(B)]
-        stop_hit: list[str | None] = [None] * B
-        max_stop = [max((len(s) for s in st), default=0) for st in stops]
+        seg_ids: list[list[int]] = [[] for _ in range(B)]
+        seg_lps: list[list[float]] = [[] for _ in range(B)]
 
-        rows = [i for i in range(B) if finish[i] is None]  # batch row -> prompt index
-        if rows:
-            L = max(len(prompts[i]) for i in rows)
-            ids = torch.full((len(rows), L), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((len(rows), L), dtype=torch.long)
-            for r, i in enumerate(rows):
-                p = prompts[i]
-                ids[r, L - len(p) :] = torch.tensor(p, dtype=torch.long)
-                attn[r, L - len(p) :] = 1
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            logits, past = self._forward(
-                input_ids=ids.to(self.device),
-                attention_mask=attn.to(self.device),
-                position_ids=pos.to(self.device),
-            )
-            next_pos = pos[:, -1] + 1
+        def take(i: int) -> tuple[list[int], list[float]]:
+            ids, lps = seg_ids[i], seg_lps[i]
+            seg_ids[i], seg_lps[i] = [], []
+            return ids, lps
+
+        rows: list[int] = []  # batch row -> prompt index
+        for i in range(B):
+            if remaining[i] <= 0:
+                drv.on_end(i, "length", [], [])
+            else:
+                rows.append(i)
+        if not rows:
+            return
+        L = max(len(prompts[i]) for i in rows)
+        ids = torch.full((len(rows), L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), L), dtype=torch.long)
+        for r, i in enumerate(rows):
+            p = prompts[i]
+            ids[r, L - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attn[r, L - len(p) :] = 1
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        logits, past = self._forward(input_ids=ids, attention_mask=attn, position_ids=pos)
+        next_pos = pos[:, -1] + 1
+        fed = list(range(len(rows)))  # batch rows whose last column holds a new token (valid logits)
+        held: dict[int, int] = {}  # paused row -> its last sampled token, fed when it resumes
         while rows:
-            tok, lp = sample_next(logits, params.temperature, params.top_p, gen)
-            tok_l, lp_l = tok.tolist(), lp.tolist()
-            alive = []
-            for r, i in enumerate(rows):
-                t = tok_l[r]
-                out_ids[i].append(t)
-                out_lp[i].append(lp_l[r])
-                if t in self.eos_ids and not params.ignore_eos:
-                    finish[i] = "eos"
-                    continue
-                texts[i] += self._piece(t)
-                if max_stop[i]:
-                    tail = texts[i][-(max_stop[i] + 16) :]
-                    hit = next((s for s in stops[i] if s in tail), None)
-                    if hit is not None and stop_switch and hit in stop_switch:
-                        stops[i] = list(stop_switch[hit])
-                        max_stop[i] = max((len(s) for s in stops[i]), default=0)
-                        texts[i] = ""  # later stops are searched only in text after the switch
-                    elif hit is not None:
-                        finish[i], stop_hit[i] = "stop", hit
+            feed: dict[int, list[int]] = {}
+            drop: set[int] = set()
+            if fed:
+                lg = logits if len(fed) == len(rows) else logits[torch.tensor(fed, device=logits.device)]
+                tok, lp = sample_next(lg, params.temperature, params.top_p, gen)
+                for r, t, lpv in zip(fed, tok.tolist(), lp.tolist()):
+                    i = rows[r]
+                    seg_ids[i].append(t)
+                    seg_lps[i].append(lpv)
+                    remaining[i] -= 1
+                    if t in self.eos_ids and not params.ignore_eos:
+                        drv.on_end(i, "eos", *take(i))
+                        drop.add(i)
                         continue
-                if len(out_ids[i]) >= budgets[i]:
-                    finish[i] = "length"
-                    continue
-                alive.append(r)
-            if not alive:
-                break
-            if len(alive) < len(rows):
+                    if max_stop[i]:
+                        texts[i] += self._piece(t)
+                        tail = texts[i][-(max_stop[i] + 16) :]
+                        hit = next((x for x in stops[i] if x in tail), None)
+                        if hit is not None:
+                            action = drv.on_stop(i, hit, *take(i))
+                            if action == "finish":
+                                drop.add(i)
+                                continue
+                            if action == "pause":
+                                held[i] = t
+                                continue
+                            stops[i] = list(drv.stops(i))
+                            max_stop[i] = max((len(x) for x in stops[i]), default=0)
+                            texts[i] = ""  # later stops are searched only in text after the event
+                    if remaining[i] <= 0:
+                        drv.on_end(i, "length", *take(i))
+                        drop.add(i)
+                        continue
+                    feed[i] = [t]
+            if held:
+                for i, more in drv.poll(block=not feed).items():
+                    t = held.pop(i)
+                    if more is None:
+                        drop.add(i)
+                        continue
+                    feed[i] = [t, *more]
+                    remaining[i] -= len(more)
+                    stops[i] = list(drv.stops(i))
+                    max_stop[i] = max((len(x) for x in stops[i]), default=0)
+                    texts[i] = ""
+            if drop:
                 # Drop finished rows from the batch (and its KV cache): stragglers run alone.
+                alive = [r for r, i in enumerate(rows) if i not in drop]
                 keep = torch.tensor(alive, dtype=torch.long)
-                past = _select_cache(past, keep)
-                attn, next_pos, tok = attn[keep], next_pos[keep], tok[keep]
+                if alive:
+                    past = _select_cache(past, keep.to(self.device))
+                attn, next_pos = attn[keep], next_pos[keep]
                 rows = [rows[r] for r in alive]
-            attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-            logits, past = self._forward(
-                input_ids=tok[:, None].to(self.device),
-                attention_mask=attn.to(self.device),
-                position_ids=next_pos[:, None].to(self.device),
-                past=past,
-            )
-            next_pos = next_pos + 1
+            if not feed:
+                fed = []
+                continue
+            if attn.shape[1] - int(attn.sum(1).max()) >= self.compact_at:
+                past, attn = _compact_cache(past, attn, self.device)
+            multi = [r for r, i in enumerate(rows) if len(feed.get(i, ())) > 1]
+            if multi:
+                # Resuming rows: their held token and the injected ids (all but the last) go through
+                # the model as a small batch of their own; the rest of the batch only gets masked
+                # columns. Then every fed row feeds one token below.
+                past, attn = self._prefill_rows(
+                    past, attn, next_pos, multi, [feed[rows[r]][:-1] for r in multi]
+                )
+                for r in multi:
+                    feed[rows[r]] = feed[rows[r]][-1:]
+            inp = torch.full((len(rows), 1), self.pad_id, dtype=torch.long)
+            new_attn = torch.zeros((len(rows), 1), dtype=torch.long)
+            pos = next_pos[:, None].clone()
+            fed = []
+            for r, i in enumerate(rows):
+                f = feed.get(i)
+                if f is not None:
+                    inp[r, 0], new_attn[r, 0] = f[0], 1
+                    next_pos[r] += 1
+                    fed.append(r)
+            attn = torch.cat([attn, new_attn], dim=1)
+            logits, past = self._forward(input_ids=inp, attention_mask=attn, position_ids=pos, past=past)
         if was_training:
             self.model.train()
-        return [Completion(out_ids[i], out_lp[i], finish[i] or "length", stop_hit[i]) for i in range(B)]
+
+    def _prefill_rows(self, past, attn, next_pos, rs: list[int], seqs: list[list[int]]):
+        """Feed `seqs[j]` to batch row `rs[j]` through a copy of those rows' cache, then store the new
+        keys/values in masked (free) columns of each row's own cache. Attention ignores column order
+        (positions are in the rotary keys, validity in the mask), so a row's left padding and its old
+        holes are reused; the cache widens only by what the fullest row lacks. Advances `next_pos`."""
+        width = max(len(q) for q in seqs)
+        sel = torch.tensor(rs, dtype=torch.long)
+        sel_dev = sel.to(self.device)
+        ids = torch.full((len(rs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rs), width), dtype=torch.long)
+        pos = next_pos[sel][:, None].repeat(1, width)
+        for j, (r, q) in enumerate(zip(rs, seqs)):
+            n = len(q)
+            ids[j, width - n :] = torch.tensor(q, dtype=torch.long)
+            mask[j, width - n :] = 1
+            pos[j, width - n :] = next_pos[r] + torch.arange(n)
+            next_pos[r] += n
+        sub = _copy_cache(past, lambda t: t[sel_dev])
+        _, sub = self._forward(
+            input_ids=ids, attention_mask=torch.cat([attn[sel], mask], dim=1), position_ids=pos, past=sub
+        )
+        free = attn[sel] == 0
+        short = max(len(q) - int(f.sum()) for q, f in zip(seqs, free))
+        if short > 0:
+            past = _map_cache(
+                past, lambda t: torch.cat([t, t.new_zeros(*t.shape[:2], short, t.shape[3])], dim=2)
+            )
+            attn = torch.cat([attn, torch.zeros((attn.shape[0], short), dtype=attn.dtype)], dim=1)
+            free = torch.cat([free, torch.ones((len(rs), short), dtype=torch.bool)], dim=1)
+        dst_row, dst_col, src_row, src_col = [], [], [], []
+        for j, (r, q) in enumerate(zip(rs, seqs)):
+            n = len(q)
+            cols = free[j].nonzero().squeeze(1)[-n:].tolist()
+            dst_row += [r] * n
+            dst_col += cols
+            src_row += [j] * n
+            src_col += range(width - n, width)
+        attn[dst_row, dst_col] = 1
+        dr, dc, sr, sc = (
+            torch.tensor(x, dtype=torch.long, device=self.device)
+            for x in (dst_row, dst_col, src_row, src_col)
+        )
+        new = iter([t[:, :, -width:] for t in _cache_tensors(sub)])
+
+        def place(t: torch.Tensor) -> torch.Tensor:
+            t[dr, :, dc] = next(new)[sr, :, sc]
+            return t
+
+        return _map_cache(past, place), attn
+
+
+class _StopDriver:
+    """Plain generation as an `Interaction`: finish on a stop string, unless it switches the stops."""
+
+    def __init__(self, stops: list[list[str]], switch: dict[str, list[str]] | None):
+        n = len(stops)
+        self._stops = [list(st) for st in stops]
+        self._switch = switch or {}
+        self._ids: list[list[int]] = [[] for _ in range(n)]
+        self._lps: list[list[float]] = [[] for _ in range(n)]
+        self._finish = ["length"] * n
+        self._stop_str: list[str | None] = [None] * n
+
+    def stops(self, i: int) -> list[str]:
+        return self._stops[i]
+
+    def on_stop(self, i: int, stop: str, token_ids: list[int], logprobs: list[float]) -> str:
+        self._ids[i] += token_ids
+        self._lps[i] += logprobs
+        if stop in self._switch:
+            self._stops[i] = list(self._switch[stop])
+            return "continue"
+        self._finish[i], self._stop_str[i] = "stop", stop
+        return "finish"
+
+    def on_end(self, i: int, reason: str, token_ids: list[int], logprobs: list[float]) -> None:
+        self._ids[i] += token_ids
+        self._lps[i] += logprobs
+        self._finish[i] = reason
+
+    def poll(self, block: bool) -> dict[int, list[int] | None]:
+        return {}
+
+    def completions(self) -> list[Completion]:
+        return [
+            Completion(ids, lps, fin, st)
+            for ids, lps, fin, st in zip(self._ids, self._lps, self._finish, self._stop_str)
+        ]
+
+
+def _map_cache(past, fn):
+    """Apply `fn` to every key and value tensor (batch, heads, length, dim) of a KV cache: the
+    layer objects of transformers >= 4.56, the key/value lists before that, or legacy tuples."""
+    if hasattr(past, "layers"):
+        for layer in past.layers:
+            layer.keys = fn(layer.keys)
+            layer.values = fn(layer.values)
+        return past
+    if hasattr(past, "key_cache"):
+        past.key_cache = [fn(t) for t in past.key_cache]
+        past.value_cache = [fn(t) for t in past.value_cache]
+        return past
+    return tuple(tuple(fn(t) for t in layer) for layer in past)
+
+
+def _cache_tensors(past) -> list[torch.Tensor]:
+    """Every key and value tensor, in the order `_map_cache` visits them."""
+    out: list[torch.Tensor] = []
+    _copy_cache(past, lambda t: out.append(t) or t)
+    return out
+
+
+def _copy_cache(past, fn):
+    """A new cache holding `fn` of each tensor; `past` is left as it was."""
+    if hasattr(past, "layers"):
+        new = copy.copy(past)
+        new.layers = [copy.copy(layer) for layer in past.layers]
+        return _map_cache(new, fn)
+    if hasattr(past, "key_cache"):
+        new = copy.copy(past)
+        new.key_cache, new.value_cache = list(past.key_cache), list(past.value_cache)
+        return _map_cache(new, fn)
+    return _map_cache(past, fn)
 
 
 def _select_cache(past, keep: torch.Tensor):
-    """Keep batch rows `keep` of a KV cache (DynamicCache or legacy tuples)."""
-    if hasattr(past, "batch_select_indices"):
-        past.batch_select_indices(keep)
-        return past
-    if hasattr(past, "layers"):
-        for layer in past.layers:
-            layer.keys = layer.keys[keep]
-            layer.values = layer.values[keep]
-        return past
-    return tuple(tuple(t[keep] for t in layer) for layer in past)
+    """Keep batch rows `keep` of a KV cache."""
+    return _map_cache(past, lambda t: t[keep])
+
+
+def _compact_cache(past, attn: torch.Tensor, device: str) -> tuple[object, torch.Tensor]:
+    """Squeeze the masked columns (left padding, pauses, the unused width of multi-token steps) out of
+    the cache: each row keeps its valid columns in order, left-padded to the longest row. Attention
+    cost and the per-step cache copy then follow the real lengths, not the step count."""
+    valid = attn.bool()
+    width = int(valid.sum(1).max())
+    order = torch.sort(valid.to(torch.int8), dim=1, stable=True).indices[:, attn.shape[1] - width :]
+    idx = order.to(device)
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(2, idx[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3]))
+
+    return _map_cache(past, gather), valid.gather(1, order).long()

@@ -11,6 +11,7 @@ loss (finish_reason `sandbox_error`) and never shown an "error" it did not cause
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import time
 from dataclasses import dataclass, field, replace
 
@@ -77,6 +78,62 @@ def _observation_ids(tokenizer, tc: ToolCall, cfg: ToolLoopConfig, exhausted: bo
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def _record(st: _State, ids: list[int], lps: list[float]) -> None:
+    tr = st.traj
+    tr.response_ids += ids
+    tr.action_mask += [1] * len(ids)
+    tr.old_logprobs += lps
+
+
+def _on_stop(st: _State, stop: str | None, reason: str, template: Template, cfg: ToolLoopConfig) -> str:
+    """Advance a trajectory after a model segment; returns "continue" (inside a code block now),
+    "exec" (a block was closed) or "finish"."""
+    tr = st.traj
+    if reason == "length":
+        st.done, tr.finish_reason = True, "length"
+        st.turn_ends.append("length")
+        return "finish"
+    if reason == "stop" and stop == CODE_OPEN:
+        st.in_code = True
+        return "continue"
+    if reason == "stop" and stop == CODE_CLOSE:
+        st.in_code = False
+        st.turn_ends.append("code")
+        return "exec"
+    # eos or a template stop such as </answer>
+    st.done = True
+    tr.finish_reason = (
+        "stop" if len(tr.tool_calls) < cfg.max_tool_calls or not template.uses_tools else "max_tool_calls"
+    )
+    st.turn_ends.append("answer")
+    return "finish"
+
+
+def _apply_result(
+    st: _State, code: str, res: ToolCall | Exception, tok, cfg: ToolLoopConfig
+) -> list[int] | None:
+    """Record an execution and append its observation; returns the injected ids, or None when the
+    trajectory ends here (sandbox failure, or the observation reached the length cap)."""
+    tr = st.traj
+    if isinstance(res, Exception):
+        st.done, tr.finish_reason, tr.excluded = True, "sandbox_error", True
+        tr.meta["sandbox_error"] = str(res)
+        return None
+    tr.tool_calls.append(res)
+    if res.status == "ok":
+        st.history.append(code)
+    exhausted = len(tr.tool_calls) >= cfg.max_tool_calls
+    obs = _observation_ids(tok, res, cfg, exhausted)
+    room = cfg.max_response_len - len(tr.response_ids)
+    if len(obs) >= room:
+        obs = obs[:room]
+        st.done, tr.finish_reason = True, "length"
+    tr.response_ids += obs
+    tr.action_mask += [0] * len(obs)
+    tr.old_logprobs += [0.0] * len(obs)
+    return None if st.done else obs
+
+
 def run_tool_rollout(
     engine: Engine,
     sandbox: Sandbox | None,
@@ -86,12 +143,39 @@ def run_tool_rollout(
     params: SamplingParams,
     timings: dict[str, float] | None = None,
 ) -> list[Trajectory]:
-    """Sample one response per prompt (repeat prompts for groups). Returns token-exact trajectories."""
+    """Sample one response per prompt (repeat prompts for groups). Returns token-exact trajectories.
+
+    Engines with `generate_interactive` (the HF engine) run the whole rollout in one decode loop
+    while code executes in the background; others (vLLM, whose prefix cache makes re-prefill cheap)
+    go in rounds. Both record the same tokens the same way. `timings` gets `generate_s` and
+    `sandbox_s` (time generation stood still waiting for the sandbox)."""
     tok = engine.tokenizer
     states = [_State(Trajectory(prompt_ids=list(p))) for p in prompts]
     timings = timings if timings is not None else {}
     timings.setdefault("sandbox_s", 0.0)
     timings.setdefault("generate_s", 0.0)
+    if hasattr(engine, "generate_interactive") and (sandbox is None or hasattr(sandbox, "submit")):
+        driver = _ToolDriver(states, sandbox, template, cfg, tok, timings)
+        t0 = time.perf_counter()
+        engine.generate_interactive(
+            [s.traj.prompt_ids for s in states], params, [cfg.max_response_len] * len(states), driver
+        )
+        timings["generate_s"] += time.perf_counter() - t0 - driver.waited_s
+    else:
+        _rounds(engine, sandbox, states, template, cfg, params, timings)
+    for st in states:
+        st.traj.text = tok.decode(st.traj.response_ids)
+        # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
+        st.traj.meta["void_turn"] = any(e == "length" for e in st.turn_ends[:-1]) or (
+            st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text
+        )
+    return [s.traj for s in states]
+
+
+def _rounds(engine, sandbox, states, template, cfg, params, timings) -> None:
+    """Round-based scheduling: every unfinished trajectory generates to its next stop, the closed code
+    blocks run together, and the next round re-submits prompt + response so far."""
+    tok = engine.tokenizer
     # Engines that can switch stop strings mid-generation go from the opening fence straight into the
     # code block in one call; others (vLLM) take two calls, as in the paper's code. Same tokens either way.
     switch = {CODE_OPEN: [CODE_CLOSE]} if getattr(engine, "supports_stop_switch", False) else None
@@ -113,63 +197,89 @@ def run_tool_rollout(
         round_idx += 1
         to_exec: list[_State] = []
         for st, c in zip(active, comps):
-            tr = st.traj
-            tr.response_ids += c.token_ids
-            tr.action_mask += [1] * len(c.token_ids)
-            tr.old_logprobs += c.logprobs
-            if c.finish_reason == "length":
-                st.done, tr.finish_reason = True, "length"
-                st.turn_ends.append("length")
-            elif c.finish_reason == "stop" and c.stop_str == CODE_OPEN:
-                st.in_code = True
-            elif c.finish_reason == "stop" and c.stop_str == CODE_CLOSE:
-                st.in_code = False
+            _record(st, c.token_ids, c.logprobs)
+            if _on_stop(st, c.stop_str, c.finish_reason, template, cfg) == "exec":
                 to_exec.append(st)
-                st.turn_ends.append("code")
-            else:  # eos or a template stop such as </answer>
-                st.done = True
-                tr.finish_reason = (
-                    "stop"
-                    if len(tr.tool_calls) < cfg.max_tool_calls or not template.uses_tools
-                    else "max_tool_calls"
-                )
-                st.turn_ends.append("answer")
         if not to_exec:
             continue
-        codes = []
-        for st in to_exec:
-            text = tok.decode(st.traj.response_ids)
-            codes.append(extract_last_code(text) or "")
+        codes = [extract_last_code(tok.decode(st.traj.response_ids)) or "" for st in to_exec]
         t0 = time.perf_counter()
         results = _execute_with_retries(
             sandbox, codes, [s.history if cfg.stateful else None for s in to_exec], cfg
         )
         timings["sandbox_s"] += time.perf_counter() - t0
         for st, code, res in zip(to_exec, codes, results):
-            tr = st.traj
-            if isinstance(res, Exception):
-                st.done, tr.finish_reason, tr.excluded = True, "sandbox_error", True
-                tr.meta["sandbox_error"] = str(res)
-                continue
-            tr.tool_calls.append(res)
-            if res.status == "ok":
-                st.history.append(code)
-            exhausted = len(tr.tool_calls) >= cfg.max_tool_calls
-            obs = _observation_ids(tok, res, cfg, exhausted)
-            room = cfg.max_response_len - len(tr.response_ids)
-            if len(obs) >= room:
-                obs = obs[:room]
-                st.done, tr.finish_reason = True, "length"
-            tr.response_ids += obs
-            tr.action_mask += [0] * len(obs)
-            tr.old_logprobs += [0.0] * len(obs)
-    for st in states:
-        st.traj.text = tok.decode(st.traj.response_ids)
-        # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
-        st.traj.meta["void_turn"] = any(e == "length" for e in st.turn_ends[:-1]) or (
-            st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text
-        )
-    return [s.traj for s in states]
+            _apply_result(st, code, res, tok, cfg)
+
+
+class _ToolDriver:
+    """The tool loop as an engine `Interaction`: a closed code block is submitted to the sandbox at
+    once and its row paused; the row resumes with the observation when the execution is done, while
+    the other rows keep decoding. Infrastructure failures are resubmitted up to `sandbox_retries`."""
+
+    def __init__(self, states, sandbox, template, cfg, tok, timings):
+        self.states, self.sandbox, self.template, self.cfg, self.tok = states, sandbox, template, cfg, tok
+        self.pending: dict[int, tuple[cf.Future, str, int]] = {}  # row -> (future, code, tries)
+        self.deadline: dict[int, float] = {}
+        self.waited_s = 0.0
+        self.timings = timings
+
+    def stops(self, i: int) -> list[str]:
+        return _stops_for(self.states[i], self.template, self.cfg)
+
+    def on_stop(self, i: int, stop: str, token_ids: list[int], logprobs: list[float]) -> str:
+        st = self.states[i]
+        _record(st, token_ids, logprobs)
+        action = _on_stop(st, stop, "stop", self.template, self.cfg)
+        if action != "exec":
+            return action
+        code = extract_last_code(self.tok.decode(st.traj.response_ids)) or ""
+        self.pending[i] = (self._submit(i, code), code, 0)
+        return "pause"
+
+    def on_end(self, i: int, reason: str, token_ids: list[int], logprobs: list[float]) -> None:
+        _record(self.states[i], token_ids, logprobs)
+        _on_stop(self.states[i], None, reason, self.template, self.cfg)
+
+    def _submit(self, i: int, code: str) -> cf.Future:
+        # A future that never resolves (a wedged sandbox) must not hang the rollout.
+        self.deadline[i] = time.monotonic() + self.cfg.exec_timeout_s + 60
+        if self.sandbox is None:
+            f: cf.Future = cf.Future()
+            f.set_exception(SandboxFailure("no sandbox configured"))
+            return f
+        session = self.states[i].history if self.cfg.stateful else None
+        try:
+            return self.sandbox.submit(code, self.cfg.exec_timeout_s, session)
+        except Exception as e:  # noqa: BLE001 - a pool that refuses work is an infrastructure failure
+            f = cf.Future()
+            f.set_exception(e)
+            return f
+
+    def poll(self, block: bool) -> dict[int, list[int] | None]:
+        out: dict[int, list[int] | None] = {}
+        while True:
+            for i, (fut, code, tries) in list(self.pending.items()):
+                if not fut.done() and time.monotonic() < self.deadline[i]:
+                    continue
+                exc = fut.exception() if fut.done() else SandboxFailure("sandbox gave no answer in time")
+                if exc is not None and tries < self.cfg.sandbox_retries:
+                    self.pending[i] = (self._submit(i, code), code, tries + 1)
+                    continue
+                del self.pending[i]
+                res = exc if exc is not None else fut.result()
+                out[i] = _apply_result(self.states[i], code, res, self.tok, self.cfg)
+            if out or not block or not self.pending:
+                return out
+            t0 = time.perf_counter()
+            cf.wait(
+                [f for f, _, _ in self.pending.values()],
+                timeout=max(0.0, min(self.deadline[i] for i in self.pending) - time.monotonic()),
+                return_when=cf.FIRST_COMPLETED,
+            )
+            waited = time.perf_counter() - t0
+            self.waited_s += waited
+            self.timings["sandbox_s"] += waited
 
 
 def _execute_with_retries(sandbox, codes, sessions, cfg) -> list[ToolCall | Exception]:

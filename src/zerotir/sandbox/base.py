@@ -10,6 +10,7 @@ process (no live state to leak or to leave behind).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 from typing import Protocol, runtime_checkable
 
 from zerotir.sandbox.pool import ExecutorPool, PoolConfig, SandboxInfraError
@@ -29,6 +30,11 @@ class Sandbox(Protocol):
     def run_batch_sync(
         self, codes: list[str], timeout_s: float = 10.0, sessions: list[list[str] | None] | None = None
     ) -> list[ToolCall | Exception]: ...
+
+    def submit(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> cf.Future:
+        """Start one execution from synchronous code; the future holds a `ToolCall`, or raises
+        `SandboxInfraError`. Lets a rollout keep decoding while code runs."""
+        ...
 
     def close(self) -> None: ...
 
@@ -60,6 +66,9 @@ class LocalSandbox:
             for c, s in zip(codes, sessions)
         ]
         return list(await asyncio.gather(*futs))
+
+    def submit(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> cf.Future:
+        return self.pool.submit(code, timeout_s, replay_setup(session))
 
     def run_batch_sync(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall | Exception]:
         """Results in order; an infrastructure failure comes back as the exception, not raised."""

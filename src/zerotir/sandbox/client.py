@@ -9,6 +9,7 @@ an excluded trajectory rather than an observation.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import random
 import threading
 
@@ -85,6 +86,9 @@ class HttpSandbox:
             self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
             self._thread.start()
         return self._loop
+
+    def submit(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> cf.Future:
+        return asyncio.run_coroutine_threadsafe(self.run(code, timeout_s, session), self._ensure_loop())
 
     def run_batch_sync(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall | Exception]:
         fut = asyncio.run_coroutine_threadsafe(
