@@ -105,9 +105,11 @@ def main() -> None:
             )
     heavy = [srv.proc.pid for srv in pool.servers if srv.proc is not None]
     light = [srv.proc.pid for srv in pool.light if srv.proc is not None]
+    numpy = [srv.proc.pid for srv in pool.numpy if srv.proc is not None]
     mem = {
         "forkserver_pss_mb_per_worker": round(sum(pss_kb(p) for p in heavy) / 1024 / max(1, len(heavy)), 1),
         "light_forkserver_pss_mb": round(sum(pss_kb(p) for p in light) / 1024, 1),
+        "numpy_forkserver_pss_mb": round(sum(pss_kb(p) for p in numpy) / 1024, 1),
         "isolation": pool.isolation,
         "slots_per_worker": 16,
     }
@@ -127,7 +129,8 @@ def main() -> None:
     )
     print(
         f"memory (PSS): {mem['forkserver_pss_mb_per_worker']} MB per numpy/sympy worker, "
-        f"{mem['light_forkserver_pss_mb']} MB light worker; results: {path}"
+        f"{mem['light_forkserver_pss_mb']} MB light worker, {mem['numpy_forkserver_pss_mb']} MB numpy worker; "
+        f"results: {path}"
     )
 
 

@@ -46,6 +46,27 @@ def _vm_size_bytes():
     return 0
 
 
+def _set_child_subreaper():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        return False
+
+
+def _own_children():
+    pids = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
 def _procs_of_uid(uid):
     pids = []
     for name in os.listdir("/proc"):
@@ -61,6 +82,16 @@ def _procs_of_uid(uid):
         except OSError:
             continue
     return pids
+
+
+CHILD_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+}
 
 
 class Job:
@@ -98,6 +129,9 @@ class ForkServer:
         self.inbuf = b""
         self.base_vm = 0
         self.tmp_root = cfg.get("tmp_root") or tempfile.gettempdir()
+        # Orphans (double-forked daemons) of any execution are re-parented to this process instead of
+        # pid 1, so one read of our own children list finds them all: no /proc scan per execution.
+        self.subreaper = _set_child_subreaper()
 
     # ---------------------------------------------------------------- setup
     def preimport(self):
@@ -125,6 +159,10 @@ class ForkServer:
                     exec(compile(warm, "<warmup>", "exec"), {"__name__": "__warmup__"})
             except Exception as e:
                 _log(f"warm-up failed (continuing cold): {e!r}")
+        # The environment children get, set once here (per child only HOME and TMPDIR change).
+        os.environ.clear()
+        os.environ.update(CHILD_ENV)
+        compile("pass", "<warm>", "exec")  # the first compile() initialises the parser: 2 ms a child
         gc.collect()
         gc.freeze()  # keep the imported heap out of the collector: fewer copy-on-write faults per fork
         self.base_vm = _vm_size_bytes()
@@ -159,18 +197,7 @@ class ForkServer:
                 # Without a uid of its own the count includes the server's other processes.
                 n = len(_procs_of_uid(os.getuid()))
                 resource.setrlimit(resource.RLIMIT_NPROC, (n + self.nproc, n + self.nproc))
-            os.environ.clear()
-            os.environ.update(
-                {
-                    "HOME": tmpdir,
-                    "TMPDIR": tmpdir,
-                    "PATH": "/usr/bin:/bin",
-                    "LANG": "C.UTF-8",
-                    "OPENBLAS_NUM_THREADS": "1",
-                    "OMP_NUM_THREADS": "1",
-                    "MPLBACKEND": "Agg",
-                }
-            )
+            os.environ["HOME"] = os.environ["TMPDIR"] = tmpdir  # the rest was cleared in the server
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", closefd=False, errors="backslashreplace", buffering=1 << 16)
             sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")
@@ -255,6 +282,8 @@ class ForkServer:
             os.killpg(job.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.subreaper and not self.kill_strays():
+            return
         if self.can_setuid:
             for _ in range(3):
                 pids = _procs_of_uid(self.uid_base + job.slot)
@@ -265,6 +294,28 @@ class ForkServer:
                         os.kill(p, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
+
+    def kill_strays(self):
+        """Kill and reap our children that are not running executions: orphans of finished or killed
+        ones (their own children re-parent to us in turn, hence the loop). True if there were any."""
+        found = False
+        for _ in range(100):
+            running = {j.pid for j in self.jobs.values() if j.exit_status is None}
+            strays = [p for p in _own_children() if p not in running]
+            if not strays:
+                break
+            found = True
+            for p in strays:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for p in strays:
+                try:
+                    os.waitpid(p, 0)
+                except ChildProcessError:
+                    pass
+        return found
 
     def on_pipe(self, fd, job):
         name = job.fds[fd]
