@@ -112,7 +112,7 @@ class HFEngine:
         resume feed their held token plus the injected ids in one multi-token step, right-aligned so
         that every row's last column is its newest token."""
         B = len(prompts)
-        gen = torch.Generator(device="cpu")
+        gen = torch.Generator(device=self.device)
         if params.seed is not None:
             gen.manual_seed(params.seed)
         else:
