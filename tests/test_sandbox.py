@@ -172,19 +172,22 @@ def test_double_forked_orphans_are_killed(pool):
     sees it re-parented to itself and kills it when the execution ends."""
     code = (
         "import os, time\n"
+        "r, w = os.pipe()\n"
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        "        open('/tmp/../tmp/alive', 'w').close(); time.sleep(30)\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        time.sleep(30)\n"
+        "    os.write(w, str(pid).encode())\n"
         "    os._exit(0)\n"
-        "time.sleep(0.2); print(os.getpid())"
+        "print(os.read(r, 32).decode())"
     )
     r = pool.run(code, timeout_s=5)
     assert r.status == "ok"
-    r = pool.run("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
-    alive = eval(r.stdout)  # noqa: S307 - a list of ints printed by our own code
-    # inside the sandbox's pid namespace only the init, the fork servers' process and this run remain
-    assert len(alive) <= 3, alive
+    daemon = int(r.stdout)
+    # the next run shares the fork server's pid namespace: the daemon's pid must be gone
+    r = pool.run(f"import os\nprint(os.path.exists('/proc/{daemon}'), len(os.listdir('/proc')) > 0)")
+    assert r.stdout == "False True\n"
 
 
 def test_batch_order(pool):
@@ -215,6 +218,28 @@ def test_dead_forkserver_is_infra_error_then_restarts():
         fut = p.submit("import time; time.sleep(5)", 10)
         for pid in p.worker_pids():  # heavy and light fork servers alike
             os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with pytest.raises(SandboxInfraError):
+            fut.result(timeout=10)
+        assert p.run("print(5)").stdout == "5\n"  # restarted on next use
+    finally:
+        p.close()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_standby_child_never_keeps_a_dead_server_alive():
+    """Without a pid namespace, killing only the fork server leaves its standby child behind. It holds
+    none of the server's descriptors and exits once its parent is gone, so the pool sees EOF and fails
+    in-flight work as an infrastructure error instead of waiting forever, then restarts the server."""
+    import signal
+
+    from zerotir.sandbox.pool import ExecutorPool, PoolConfig, SandboxInfraError
+
+    p = ExecutorPool(PoolConfig(isolation="none", light_worker=False, numpy_worker=False, slots_per_worker=2))
+    try:
+        fut = p.submit("import time; time.sleep(5)", 10)
+        assert p.run("print(1)").status == "ok"  # a standby child exists once a job was dispatched
+        (server,) = p.worker_pids()
+        os.kill(server, signal.SIGKILL)
         with pytest.raises(SandboxInfraError):
             fut.result(timeout=10)
         assert p.run("print(5)").stdout == "5\n"  # restarted on next use

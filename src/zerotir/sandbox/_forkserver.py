@@ -18,9 +18,11 @@ import importlib
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -132,6 +134,12 @@ class ForkServer:
         # Orphans (double-forked daemons) of any execution are re-parented to this process instead of
         # pid 1, so one read of our own children list finds them all: no /proc scan per execution.
         self.subreaper = _set_child_subreaper()
+        # A child forked ahead of time waits for the next request, so a request costs a message, not
+        # a fork (~1.5 ms here) plus the new process's first scheduling. The replacement is forked
+        # right after dispatch, while the previous child runs.
+        self.standby_target = int(cfg.get("standby", 1))
+        self.standby = []  # (pid, control socket, stdout read end, stdout write end, stderr r, stderr w)
+        self.pid = os.getpid()
 
     # ---------------------------------------------------------------- setup
     def preimport(self):
@@ -247,18 +255,89 @@ class ForkServer:
         os._exit(code)
 
     # ---------------------------------------------------------------- parent
+    def spawn_standby(self):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        ctl, ctl_child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ctl.close()
+            self._standby(ctl_child, out_w, err_w)
+        ctl_child.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.standby.append((pid, ctl, out_r, err_r))
+
+    def _standby(self, ctl, out_w, err_w):
+        """A pre-forked child: drop every descriptor of the server (so that it never holds the
+        server's output pipe or another child's open), wait for one request, then run it."""
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            keep = sorted({ctl.fileno(), out_w, err_w})
+            lo = 3
+            for fd in keep:
+                os.closerange(lo, fd)
+                lo = fd + 1
+            os.closerange(lo, 65536)
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                ready, _, _ = select.select([ctl], [], [], 1.0)
+                if not ready:
+                    if os.getppid() != self.pid:  # the server is gone
+                        os._exit(0)
+                    continue
+                chunk = ctl.recv(1 << 20)
+                if not chunk:
+                    os._exit(0)
+                buf += chunk
+            msg = json.loads(buf)
+            ctl.close()
+        except BaseException:
+            os._exit(121)
+        self._child(msg["req"], msg["slot"], out_w, err_w, msg["tmpdir"])
+
+    def _dispatch(self, req, slot, tmpdir):
+        """Hand the request to a standby child; returns (pid, stdout fd, stderr fd)."""
+        data = (json.dumps({"req": req, "slot": slot, "tmpdir": tmpdir}) + "\n").encode()
+        for _ in range(3):
+            if not self.standby:
+                self.spawn_standby()
+            pid, ctl, out_r, err_r = self.standby.pop(0)
+            try:
+                ctl.sendall(data)
+                ctl.close()
+                return pid, out_r, err_r
+            except OSError:  # the standby child died: reap it and use another
+                ctl.close()
+                os.close(out_r)
+                os.close(err_r)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        raise RuntimeError("could not start an execution process")
+
+    def close_standby(self):
+        for pid, ctl, out_r, err_r in self.standby:
+            ctl.close()
+            os.close(out_r)
+            os.close(err_r)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.standby = []
+
     def start_job(self, req):
         slot = self.free_slots.pop()
         tmpdir = tempfile.mkdtemp(prefix=f"run{slot}_", dir=self.tmp_root)
         if self.can_setuid:
             os.chown(tmpdir, self.uid_base + slot, self.uid_base + slot)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            self._child(req, slot, out_w, err_w, tmpdir)
-        os.close(out_w)
-        os.close(err_w)
+        pid, out_r, err_r = self._dispatch(req, slot, tmpdir)
         job = Job()
         job.rid, job.slot, job.pid, job.tmpdir = req["id"], slot, pid, tmpdir
         job.start = time.monotonic()
@@ -276,6 +355,8 @@ class ForkServer:
             self.sel.register(fd, selectors.EVENT_READ, ("pipe", job))
         self.sel.register(job.pidfd, selectors.EVENT_READ, ("exit", job))
         self.jobs[job.rid] = job
+        while len(self.standby) < self.standby_target:
+            self.spawn_standby()
 
     def kill_tree(self, job):
         try:
@@ -301,6 +382,7 @@ class ForkServer:
         found = False
         for _ in range(100):
             running = {j.pid for j in self.jobs.values() if j.exit_status is None}
+            running.update(sb[0] for sb in self.standby)
             strays = [p for p in _own_children() if p not in running]
             if not strays:
                 break
@@ -492,7 +574,10 @@ def main():
             "base_vm_mb": server.base_vm >> 20,
         }
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        server.close_standby()
 
 
 if __name__ == "__main__":
