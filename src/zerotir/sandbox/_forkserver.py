@@ -299,12 +299,11 @@ class ForkServer:
         self._child(msg["req"], msg["slot"], out_w, err_w, msg["tmpdir"])
 
     def _dispatch(self, req, slot, tmpdir):
-        """Hand the request to a standby child; returns (pid, stdout fd, stderr fd)."""
-        data = (json.dumps({"req": req, "slot": slot, "tmpdir": tmpdir}) + "\n").encode()
-        for _ in range(3):
-            if not self.standby:
-                self.spawn_standby()
+        """Hand the request to a standby child, or fork one for it when none is waiting (then the
+        child has the request in memory: no message). Returns (pid, stdout fd, stderr fd)."""
+        while self.standby:
             pid, ctl, out_r, err_r = self.standby.pop(0)
+            data = (json.dumps({"req": req, "slot": slot, "tmpdir": tmpdir}) + "\n").encode()
             try:
                 ctl.sendall(data)
                 ctl.close()
@@ -318,7 +317,14 @@ class ForkServer:
                     os.waitpid(pid, 0)
                 except (ProcessLookupError, ChildProcessError):
                     pass
-        raise RuntimeError("could not start an execution process")
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self._child(req, slot, out_w, err_w, tmpdir)
+        os.close(out_w)
+        os.close(err_w)
+        return pid, out_r, err_r
 
     def close_standby(self):
         for pid, ctl, out_r, err_r in self.standby:
@@ -355,8 +361,6 @@ class ForkServer:
             self.sel.register(fd, selectors.EVENT_READ, ("pipe", job))
         self.sel.register(job.pidfd, selectors.EVENT_READ, ("exit", job))
         self.jobs[job.rid] = job
-        while len(self.standby) < self.standby_target:
-            self.spawn_standby()
 
     def kill_tree(self, job):
         try:
@@ -527,6 +531,8 @@ class ForkServer:
         while alive or self.jobs or self.pending:
             while self.pending and self.free_slots:
                 self.start_job(self.pending.pop(0))
+            if not self.pending and len(self.standby) < self.standby_target:
+                self.spawn_standby()  # ready for the next request; a burst forks directly instead
             now = time.monotonic()
             timeout = None
             for job in list(self.jobs.values()):
