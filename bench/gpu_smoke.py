@@ -19,13 +19,14 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_result  # noqa: E402
-from rollout import InstantSandbox, RoundsOnly  # noqa: E402
+from rollout import InstantSandbox  # noqa: E402
 
 from zerotir.config import build_config  # noqa: E402
 from zerotir.data import load_dataset_rows  # noqa: E402
@@ -95,13 +96,13 @@ def overhead(dev, repeats=5, n=256) -> dict:  # noqa: D103
     out: dict = {}
     with torch.no_grad():
         run_tool_rollout(eng, InstantSandbox(), ps[:16], tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=99))
-        for name, engine in (("interactive", eng), ("rounds", RoundsOnly(eng))):
+        for name, arm_cfg in (("interactive", cfg), ("rounds", replace(cfg, scheduler="rounds"))):
             ratios = []
             for rep in range(repeats):
                 _sync(dev)
                 t0 = time.perf_counter()
                 trajs = run_tool_rollout(
-                    engine, InstantSandbox(), ps, tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=rep)
+                    eng, InstantSandbox(), ps, tmpl, arm_cfg, SamplingParams(1.0, 1.0, 160, seed=rep)
                 )
                 _sync(dev)
                 wall = time.perf_counter() - t0

@@ -26,6 +26,7 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -66,16 +67,6 @@ class InstantSandbox:
         return [self._run(c) for c in codes]
 
 
-class RoundsOnly:
-    """The engine without `generate_interactive`, so the tool loop schedules in rounds."""
-
-    def __init__(self, eng: HFEngine):
-        self.eng, self.tokenizer, self.supports_stop_switch = eng, eng.tokenizer, True
-
-    def generate(self, *a, **kw):
-        return self.eng.generate(*a, **kw)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="toy")
@@ -99,9 +90,9 @@ def main() -> None:
     instant, real = InstantSandbox(), LocalSandbox()
     cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
     arms = {
-        "interactive": (eng, instant),
-        "rounds": (RoundsOnly(eng), instant),
-        "interactive_real_sandbox": (eng, real),
+        "interactive": (instant, cfg),
+        "rounds": (instant, replace(cfg, scheduler="rounds")),
+        "interactive_real_sandbox": (real, cfg),
     }
     res: dict = {name: {"ratios": [], "tool_s": [], "plain_s": [], "sandbox_wait_s": []} for name in arms}
     calls = []
@@ -110,11 +101,11 @@ def main() -> None:
             eng, instant, prompts[:8], tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=99)
         )  # warm-up
         for rep in range(args.repeats):
-            for name, (engine, sb) in arms.items():
+            for name, (sb, arm_cfg) in arms.items():
                 timings: dict[str, float] = {}
                 sp = SamplingParams(1.0, 1.0, 160, seed=rep)
                 t0 = time.perf_counter()
-                trajs = run_tool_rollout(engine, sb, prompts, tmpl, cfg, sp, timings)
+                trajs = run_tool_rollout(eng, sb, prompts, tmpl, arm_cfg, sp, timings)
                 wall = time.perf_counter() - t0
                 n_model = [sum(t.action_mask) for t in trajs]
                 t0 = time.perf_counter()

@@ -56,8 +56,8 @@ def main() -> None:
     if gpu and "rollout_overhead" in gpu and "interactive" in gpu["rollout_overhead"]:
         g = gpu["rollout_overhead"]
         rows.append(
-            f"| GPU ({gpu['gpu']}), {g['prompts']} prompts: tool rollout / plain generation, one loop; rounds | "
-            f"{g['interactive']['median']:.3f} | {g['rounds']['median']:.3f} | | |"
+            f"| GPU ({gpu['gpu']}), toy model, {g['prompts']} prompts: tool rollout / plain generation | "
+            f"one loop {g['interactive']['median']:.3f} | rounds {g['rounds']['median']:.3f} | | |"
         )
     tr = load("vs_trl")
     if tr:

@@ -2,6 +2,7 @@
 against the trainer's recomputation on a tiny random Qwen2."""
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -313,19 +314,6 @@ def test_toy_model_end_to_end_with_stop_switch(local_sandbox):
         assert tok.decode(tr.response_ids) == tr.text
 
 
-class _RoundsOnly:
-    """The same engine seen without `generate_interactive`: forces the round-based scheduler."""
-
-    def __init__(self, eng):
-        self.eng, self.tokenizer, self.supports_stop_switch = eng, eng.tokenizer, True
-
-    def generate(self, *a, **kw):
-        return self.eng.generate(*a, **kw)
-
-    def load_weights(self, sd):
-        pass
-
-
 class _ShuffledSandbox:
     """Completes executions in a scrambled order and at scrambled times (a thread per call with a
     random short delay), so rows resume while others decode, pause or finish."""
@@ -377,7 +365,7 @@ def test_interactive_rollout_equals_rounds(local_sandbox, max_calls, cap):
     sp = SamplingParams(0.0, 1.0, cap)
     timings: dict = {}
     fast = run_tool_rollout(eng, _ShuffledSandbox(local_sandbox), ps, t, cfg, sp, timings)
-    slow = run_tool_rollout(_RoundsOnly(eng), local_sandbox, ps, t, cfg, sp)
+    slow = run_tool_rollout(eng, local_sandbox, ps, t, replace(cfg, scheduler="rounds"), sp)
     assert sum(len(tr.tool_calls) for tr in fast) >= 6  # the comparison exercised pauses and resumes
     for a, b in zip(fast, slow):
         assert a.response_ids == b.response_ids and a.action_mask == b.action_mask
@@ -448,3 +436,11 @@ def test_interactive_sandbox_failure_retried_then_excluded(local_sandbox):
     assert sb.calls == 2 * 3  # first try + 2 retries per trajectory
     assert all(tr.excluded and tr.finish_reason == "sandbox_error" for tr in trajs)
     assert all("```output" not in tr.text and tr.tool_calls == [] for tr in trajs)
+
+
+def test_scheduler_interactive_requires_support(local_sandbox):
+    ps, t = prompts(1)
+    with pytest.raises(ValueError, match="rollout.scheduler=interactive"):
+        run_tool_rollout(
+            ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(scheduler="interactive"), SamplingParams()
+        )

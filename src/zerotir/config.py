@@ -71,6 +71,8 @@ class RolloutConfig(_Section):
     overflow: Literal["replace", "truncate"] = "replace"
     exec_timeout_s: float = Field(5.0, gt=0)
     stateful: bool = False
+    scheduler: Literal["auto", "interactive", "rounds"] = "auto"
+    """auto: one decode loop where the engine supports it (the HF engine), else rounds."""
     void_turn_filter: bool = False
     """SimpleTIR: drop trajectories with a turn that produced neither code nor an answer."""
     sandbox_fail_threshold: float = Field(0.2, ge=0.0, le=1.0)

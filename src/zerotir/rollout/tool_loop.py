@@ -43,6 +43,8 @@ class ToolLoopConfig:
     stateful: bool = False
     """Replay earlier successful blocks of the same response before each new one."""
     sandbox_retries: int = 2
+    scheduler: str = "auto"
+    """auto | interactive (one decode loop; the engine must support it) | rounds."""
 
 
 @dataclass
@@ -154,7 +156,13 @@ def run_tool_rollout(
     timings = timings if timings is not None else {}
     timings.setdefault("sandbox_s", 0.0)
     timings.setdefault("generate_s", 0.0)
-    if hasattr(engine, "generate_interactive") and (sandbox is None or hasattr(sandbox, "submit")):
+    can_interact = hasattr(engine, "generate_interactive") and (sandbox is None or hasattr(sandbox, "submit"))
+    if cfg.scheduler == "interactive" and not can_interact:
+        raise ValueError(
+            f"rollout.scheduler=interactive needs an engine with generate_interactive and a sandbox with submit "
+            f"(got {type(engine).__name__}, {type(sandbox).__name__}); use rollout.scheduler=auto or rounds"
+        )
+    if can_interact and cfg.scheduler != "rounds":
         driver = _ToolDriver(states, sandbox, template, cfg, tok, timings)
         t0 = time.perf_counter()
         engine.generate_interactive(

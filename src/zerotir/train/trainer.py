@@ -91,6 +91,7 @@ def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolL
         overflow=r.overflow,
         exec_timeout_s=r.exec_timeout_s,
         stateful=r.stateful,
+        scheduler=r.scheduler,
     )
 
 
