@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_result  # noqa: E402
 
-STEPS_DEFAULT = 12
+STEPS_DEFAULT = 24
 LR = 5e-5
 MAX_LEN = 96
 PROMPTS, GROUP = 8, 8
