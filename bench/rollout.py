@@ -10,7 +10,7 @@ Same model (the shipped toy base model) and prompts. For each repeat:
 Both schedulers are measured: `interactive` (the HF engine's one decode loop: rows pause in the
 batch while their code runs and resume with the output fed into their KV cache) and `rounds`
 (generate to the next stop, execute the batch, re-prefill everything for the next round; what
-engines without `generate_interactive` use). The real sandbox is also run once per repeat and its
+engines without `generate_interactive` use, and `rollout.scheduler=rounds`). The real sandbox is also run once per repeat and its
 wall-clock ratio reported: on a 2-core machine its executions compete with the model for the CPU.
 
     python bench/rollout.py [--prompts 64] [--repeats 5]

@@ -96,6 +96,17 @@ CHILD_ENV = {
 }
 
 
+def _discard_standby(pid, ctl, out_r, err_r):
+    ctl.close()
+    os.close(out_r)
+    os.close(err_r)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 class Job:
     __slots__ = (
         "rid",
@@ -309,14 +320,7 @@ class ForkServer:
                 ctl.close()
                 return pid, out_r, err_r
             except OSError:  # the standby child died: reap it and use another
-                ctl.close()
-                os.close(out_r)
-                os.close(err_r)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+                _discard_standby(pid, ctl, out_r, err_r)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
@@ -327,15 +331,8 @@ class ForkServer:
         return pid, out_r, err_r
 
     def close_standby(self):
-        for pid, ctl, out_r, err_r in self.standby:
-            ctl.close()
-            os.close(out_r)
-            os.close(err_r)
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        for sb in self.standby:
+            _discard_standby(*sb)
         self.standby = []
 
     def start_job(self, req):
