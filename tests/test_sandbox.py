@@ -245,3 +245,22 @@ def test_standby_child_never_keeps_a_dead_server_alive():
         assert p.run("print(5)").stdout == "5\n"  # restarted on next use
     finally:
         p.close()
+
+
+@pytest.mark.parametrize(
+    "code,setup",
+    [
+        ("print(1)", None),
+        ("x = 'a b\\n c'\nprint(x)\n\n", "y = 2\nprint(y)"),
+        ("print('héllo ✓')\n" * 50, "import sympy"),
+        ("s = '\udcff'", None),  # a lone surrogate survives the hand-over (compile then reports it)
+    ],
+)
+def test_standby_handover_round_trip(code, setup):
+    from zerotir.sandbox._forkserver import _pack_request, _unpack_request
+
+    req = {"id": 7, "code": code, "timeout": 2.5, "memory_mb": 64, **({"setup": setup} if setup else {})}
+    got, slot, tmpdir = _unpack_request(_pack_request(req, 3, "/tmp/run 3_x"))
+    assert (slot, tmpdir) == (3, "/tmp/run 3_x")
+    assert got["code"] == code and got.get("setup") == setup
+    assert got["timeout"] == 2.5 and got["memory_mb"] == 64
