@@ -154,3 +154,44 @@ def test_client_gives_infra_error_when_down():
     out = client.run_batch_sync(["print(1)"], 1)
     assert isinstance(out[0], SandboxInfraError)
     client.close()
+
+
+def test_client_submit_futures(server):
+    """`submit` (what the one-loop rollout uses) returns concurrent futures, from plain threads."""
+    url, _ = server
+    client = HttpSandbox(url)
+    try:
+        futs = [client.submit(f"print({i} * 3)", 5.0) for i in range(12)]
+        assert [f.result(timeout=30).stdout for f in futs] == [f"{i * 3}\n" for i in range(12)]
+        assert client.submit("print(z + 1)", 5.0, session=["z = 41"]).result(timeout=30).stdout == "42\n"
+    finally:
+        client.close()
+
+
+def test_one_loop_rollout_through_http_sandbox(server):
+    """The HF engine's one-loop rollout with code executed by the HTTP service: same trajectories as
+    with the in-process sandbox (greedy decoding)."""
+    from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.sandbox.base import LocalSandbox
+    from zerotir.train.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer("toy")
+    eng = HFEngine(load_causal_lm("toy"), tok)
+    t = get_template("toy-zerotir")
+    ps = [
+        tok.encode(t.render(f"What is {e}?") + f" We compute {e} with Python.\n", add_special_tokens=False)
+        for e in ("12 * 34", "7 + 8 * 9", "100 - 37")
+    ]
+    cfg, sp = ToolLoopConfig(max_tool_calls=2, max_response_len=160), SamplingParams(0.0, 1.0, 160)
+    client, local = HttpSandbox(server[0]), LocalSandbox()
+    try:
+        via_http = run_tool_rollout(eng, client, ps, t, cfg, sp)
+        in_proc = run_tool_rollout(eng, local, ps, t, cfg, sp)
+    finally:
+        client.close()
+        local.close()
+    assert sum(len(tr.tool_calls) for tr in via_http) >= 3
+    for a, b in zip(via_http, in_proc):
+        assert a.response_ids == b.response_ids and a.action_mask == b.action_mask
+        assert [c.stdout for c in a.tool_calls] == [c.stdout for c in b.tool_calls]
