@@ -108,9 +108,9 @@ class HFEngine:
     @torch.no_grad()
     def _decode(self, prompts: list[list[int]], params: SamplingParams, budgets: list[int], drv) -> None:
         """The decode loop. A paused row stays in the batch but feeds nothing: its step columns are
-        masked out (holes in its attention mask), so its KV cache is kept without surgery. Rows that
-        resume feed their held token plus the injected ids in one multi-token step, right-aligned so
-        that every row's last column is its newest token."""
+        masked out (holes in its attention mask), so its KV cache is kept without surgery. A row that
+        resumes has its held token and the injected ids (all but the last) prefilled into free columns
+        of its own cache (`_prefill_rows`), then feeds the last one in the common one-token step."""
         B = len(prompts)
         gen = torch.Generator(device=self.device)
         if params.seed is not None:
@@ -120,9 +120,18 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         remaining = list(budgets)
-        stops = [list(drv.stops(i)) for i in range(B)]
-        max_stop = [max((len(x) for x in st), default=0) for st in stops]
+        stops: list[list[str]] = [[] for _ in range(B)]
+        max_stop = [0] * B
         texts = [""] * B
+
+        def refresh_stops(i: int) -> None:
+            # Asked at the start and after every event; later stops are searched only in text after it.
+            stops[i] = list(drv.stops(i))
+            max_stop[i] = max((len(x) for x in stops[i]), default=0)
+            texts[i] = ""
+
+        for i in range(B):
+            refresh_stops(i)
         seg_ids: list[list[int]] = [[] for _ in range(B)]
         seg_lps: list[list[float]] = [[] for _ in range(B)]
 
@@ -178,9 +187,7 @@ class HFEngine:
                             if action == "pause":
                                 held[i] = t
                                 continue
-                            stops[i] = list(drv.stops(i))
-                            max_stop[i] = max((len(x) for x in stops[i]), default=0)
-                            texts[i] = ""  # later stops are searched only in text after the event
+                            refresh_stops(i)
                     if remaining[i] <= 0:
                         drv.on_end(i, "length", *take(i))
                         drop.add(i)
@@ -194,9 +201,7 @@ class HFEngine:
                         continue
                     feed[i] = [t, *more]
                     remaining[i] -= len(more)
-                    stops[i] = list(drv.stops(i))
-                    max_stop[i] = max((len(x) for x in stops[i]), default=0)
-                    texts[i] = ""
+                    refresh_stops(i)
             if drop:
                 # Drop finished rows from the batch (and its KV cache): stragglers run alone.
                 alive = [r for r, i in enumerate(rows) if i not in drop]
@@ -343,7 +348,7 @@ def _map_cache(past, fn):
 def _cache_tensors(past) -> list[torch.Tensor]:
     """Every key and value tensor, in the order `_map_cache` visits them."""
     out: list[torch.Tensor] = []
-    _copy_cache(past, lambda t: out.append(t) or t)
+    _map_cache(past, lambda t: out.append(t) or t)  # the identity: `past` keeps its tensors
     return out
 
 

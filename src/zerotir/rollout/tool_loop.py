@@ -80,6 +80,17 @@ def _observation_ids(tokenizer, tc: ToolCall, cfg: ToolLoopConfig, exhausted: bo
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def _closed_code(st: _State, tok) -> str:
+    """The code block the trajectory just closed (decoded from the sampled ids, never re-tokenized)."""
+    return extract_last_code(tok.decode(st.traj.response_ids)) or ""
+
+
+def _failed(exc: BaseException) -> cf.Future:
+    f: cf.Future = cf.Future()
+    f.set_exception(exc)
+    return f
+
+
 def _record(st: _State, ids: list[int], lps: list[float]) -> None:
     tr = st.traj
     tr.response_ids += ids
@@ -210,7 +221,7 @@ def _rounds(engine, sandbox, states, template, cfg, params, timings) -> None:
                 to_exec.append(st)
         if not to_exec:
             continue
-        codes = [extract_last_code(tok.decode(st.traj.response_ids)) or "" for st in to_exec]
+        codes = [_closed_code(st, tok) for st in to_exec]
         t0 = time.perf_counter()
         results = _execute_with_retries(
             sandbox, codes, [s.history if cfg.stateful else None for s in to_exec], cfg
@@ -241,7 +252,7 @@ class _ToolDriver:
         action = _on_stop(st, stop, "stop", self.template, self.cfg)
         if action != "exec":
             return action
-        code = extract_last_code(self.tok.decode(st.traj.response_ids)) or ""
+        code = _closed_code(st, self.tok)
         self.pending[i] = (self._submit(i, code), code, 0)
         return "pause"
 
@@ -253,16 +264,12 @@ class _ToolDriver:
         # A future that never resolves (a wedged sandbox) must not hang the rollout.
         self.deadline[i] = time.monotonic() + self.cfg.exec_timeout_s + 60
         if self.sandbox is None:
-            f: cf.Future = cf.Future()
-            f.set_exception(SandboxFailure("no sandbox configured"))
-            return f
+            return _failed(SandboxFailure("no sandbox configured"))
         session = self.states[i].history if self.cfg.stateful else None
         try:
             return self.sandbox.submit(code, self.cfg.exec_timeout_s, session)
         except Exception as e:  # noqa: BLE001 - a pool that refuses work is an infrastructure failure
-            f = cf.Future()
-            f.set_exception(e)
-            return f
+            return _failed(e)
 
     def poll(self, block: bool) -> dict[int, list[int] | None]:
         out: dict[int, list[int] | None] = {}
