@@ -292,17 +292,28 @@ class ForkServer:
         os._exit(code)
 
     # ---------------------------------------------------------------- parent
-    def spawn_standby(self):
+    def _fork_child(self, body):
+        """Fork a child with its own stdout/stderr pipes that runs `body(out_w, err_w)` (which ends in
+        os._exit); returns (pid, stdout read end, stderr read end)."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        ctl, ctl_child = socket.socketpair()
         pid = os.fork()
         if pid == 0:
-            ctl.close()
-            self._standby(ctl_child, out_w, err_w)
-        ctl_child.close()
+            body(out_w, err_w)
+            os._exit(120)
         os.close(out_w)
         os.close(err_w)
+        return pid, out_r, err_r
+
+    def spawn_standby(self):
+        ctl, ctl_child = socket.socketpair()
+
+        def body(out_w, err_w):
+            ctl.close()
+            self._standby(ctl_child, out_w, err_w)
+
+        pid, out_r, err_r = self._fork_child(body)
+        ctl_child.close()
         self.standby.append((pid, ctl, out_r, err_r))
 
     def _standby(self, ctl, out_w, err_w):
@@ -341,23 +352,16 @@ class ForkServer:
     def _dispatch(self, req, slot, tmpdir):
         """Hand the request to a standby child, or fork one for it when none is waiting (then the
         child has the request in memory: no message). Returns (pid, stdout fd, stderr fd)."""
+        data = _pack_request(req, slot, tmpdir) if self.standby else b""
         while self.standby:
             pid, ctl, out_r, err_r = self.standby.pop(0)
-            data = _pack_request(req, slot, tmpdir)
             try:
                 ctl.sendall(data)
                 ctl.close()
                 return pid, out_r, err_r
             except OSError:  # the standby child died: reap it and use another
                 _discard_standby(pid, ctl, out_r, err_r)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            self._child(req, slot, out_w, err_w, tmpdir)
-        os.close(out_w)
-        os.close(err_w)
-        return pid, out_r, err_r
+        return self._fork_child(lambda out_w, err_w: self._child(req, slot, out_w, err_w, tmpdir))
 
     def close_standby(self):
         for sb in self.standby:
