@@ -9,6 +9,16 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def run_cli(*args, timeout: float = 120):
+    """`zerotir ...` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "zerotir.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="session")
 def pool():
     from zerotir.sandbox.pool import ExecutorPool, PoolConfig

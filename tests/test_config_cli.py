@@ -1,8 +1,6 @@
-import subprocess
-import sys
-
 import pytest
 
+from conftest import run_cli
 from zerotir.config import ConfigError, build_config, list_presets
 
 
@@ -75,12 +73,6 @@ def test_yaml_file_typo(tmp_path):
     f.write_text("trainer:\n  totl_steps: 3\n")
     with pytest.raises(ConfigError, match="trainer.total_steps"):
         build_config("toy-zerotir", f)
-
-
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "zerotir.cli", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_cli_help_and_print_config():

@@ -2,11 +2,10 @@
 tools on MATH500, the grader audit, and clear errors on bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_cli
 from zerotir.eval.runner import evaluate_rows
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
 from zerotir.rollout.engine import Completion
@@ -66,31 +65,24 @@ def test_known_accuracies_and_estimators():
 @pytest.mark.slow
 def test_cli_eval_tiny_model_math500_with_tools(tiny_model_dir, tmp_path):
     out = tmp_path / "ev"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "zerotir.cli",
-            "eval",
-            "--model",
-            tiny_model_dir,
-            "--benchmarks",
-            "math500",
-            "--limit",
-            "5",
-            "--max-tokens",
-            "24",
-            "--max-tool-calls",
-            "1,2",
-            "--n",
-            "2",
-            "--temperature",
-            "1.0",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    r = run_cli(
+        "eval",
+        "--model",
+        tiny_model_dir,
+        "--benchmarks",
+        "math500",
+        "--limit",
+        "5",
+        "--max-tokens",
+        "24",
+        "--max-tool-calls",
+        "1,2",
+        "--n",
+        "2",
+        "--temperature",
+        "1.0",
+        "--out",
+        out,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-2000:]
@@ -116,37 +108,7 @@ def test_grader_audit_math500():
 def test_cli_eval_bad_inputs(tmp_path, tiny_model_dir):
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"problem": "x", "answer": "1"}\nnot json\n')
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "zerotir.cli",
-            "eval",
-            "--model",
-            str(tmp_path / "missing"),
-            "--benchmarks",
-            "math500",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_cli("eval", "--model", tmp_path / "missing", "--benchmarks", "math500")
     assert r.returncode == 2 and "no config.json" in r.stderr
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "zerotir.cli",
-            "eval",
-            "--model",
-            tiny_model_dir,
-            "--benchmarks",
-            str(bad),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_cli("eval", "--model", tiny_model_dir, "--benchmarks", bad, "--out", tmp_path / "o", timeout=300)
     assert r.returncode == 2 and "b.jsonl:2: malformed JSON" in r.stderr

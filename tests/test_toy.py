@@ -2,11 +2,11 @@
 metrics; the demo's quick mode writes a valid summary."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_cli
+from zerotir.eval.runner import SUMMARY_KEYS
 from zerotir.reward import math_reward
 from zerotir.toy import world
 from zerotir.toy.corpus import corpus_stream
@@ -75,24 +75,12 @@ def test_shipped_base_model_reproduces_recorded_metrics():
 @pytest.mark.slow
 def test_demo_quick_writes_valid_summary(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run(
-        [sys.executable, "-m", "zerotir.cli", "demo", "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    r = run_cli("demo", "--quick", "--out", out, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     for arm in ("zerotir", "zerorl"):
         for stage in ("base", "final"):
-            for k in (
-                "accuracy",
-                "accuracy_easy",
-                "accuracy_hard",
-                "code_ratio",
-                "tool_calls_mean",
-                "response_len_mean",
-            ):
+            for k in SUMMARY_KEYS:
                 assert 0.0 <= s[arm][stage][k] < 1e4
         assert s[arm]["steps"] == 3 and s[arm]["seconds"] > 0
         assert len((out / arm / "metrics.jsonl").read_text().splitlines()) == 3
