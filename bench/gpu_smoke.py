@@ -88,7 +88,7 @@ def check_logprobs(dev, sandbox, dtype) -> dict:
     }
 
 
-def overhead(dev, repeats=5, n=256) -> dict:  # noqa: D103
+def overhead(dev, repeats=5, n=256) -> dict:
     tok = load_tokenizer("toy")
     eng = HFEngine(load_causal_lm("toy", "float32", dev), tok, device=dev)
     ps, tmpl = toy_prompts(tok, n)
