@@ -264,3 +264,63 @@ def test_standby_handover_round_trip(code, setup):
     assert (slot, tmpdir) == (3, "/tmp/run 3_x")
     assert got["code"] == code and got.get("setup") == setup
     assert got["timeout"] == 2.5 and got["memory_mb"] == 64
+
+
+def test_executions_are_named_and_get_private_temp_dirs(pool):
+    r = pool.run(
+        "import os\nprint(open('/proc/self/comm').read().strip(), os.getcwd() == os.environ['TMPDIR'])"
+    )
+    assert r.stdout == "zerotir-exec True\n"
+    dirs = {pool.run("import os\nprint(os.getcwd())").stdout for _ in range(3)}
+    assert len(dirs) == 3  # a new directory each time (and removed after: the next test checks)
+
+
+def test_temp_dir_with_files_is_removed(pool):
+    r = pool.run("import os\nopen('f.txt', 'w').write('x'); os.mkdir('d'); print(os.getcwd())")
+    r2 = pool.run(f"import os\nprint(os.path.exists({r.stdout.strip()!r}))")
+    assert r2.stdout == "False\n"
+
+
+@pytest.mark.parametrize("lib", ["", "import numpy\n", "import sympy\n"])
+def test_user_forks_run_the_real_after_fork_hooks(pool, lib):
+    """The server silences threading's and logging's after-fork hooks for its own forks; a child
+    restores them, so that a fork by user code (multiprocessing) still clears the dead threads."""
+    code = lib + (
+        "import os, threading, logging, time\n"
+        "ev = threading.Event()\n"
+        "t = threading.Thread(target=ev.wait)\n"
+        "t.start()\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    logging.getLogger('x').warning('child logs')\n"
+        "    os.write(w, str(threading.active_count()).encode())\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "ev.set(); t.join()\n"
+        "print(threading.active_count(), os.read(r, 8).decode())"
+    )
+    r = pool.run(code, timeout_s=10)
+    assert r.status == "ok", r.stderr
+    assert r.stdout == "1 1\n"  # the forked grandchild sees one thread, not the parent's two
+    assert "child logs" in r.stderr
+
+
+def test_huge_page_setting_is_reported_and_optional():
+    from zerotir.sandbox.pool import ExecutorPool, PoolConfig
+
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    supported = os.path.exists(thp) and "[never]" not in open(thp).read()
+    for huge in (False, True):
+        p = ExecutorPool(
+            PoolConfig(slots_per_worker=2, huge_pages=huge, light_worker=False, numpy_worker=False)
+        )
+        try:
+            assert p.run("import sympy\nprint(sympy.factorint(360))").stdout == "{2: 3, 3: 2, 5: 1}\n"
+            mb = p.servers[0].info["huge_page_mb"]
+            if not huge:
+                assert mb == 0
+            elif supported and tuple(int(v) for v in os.uname().release.split(".")[:2]) >= (6, 1):
+                assert mb > 0  # MADV_COLLAPSE exists from Linux 6.1
+        finally:
+            p.close()
