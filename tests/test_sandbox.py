@@ -275,6 +275,16 @@ def test_executions_are_named_and_get_private_temp_dirs(pool):
     assert len(dirs) == 3  # a new directory each time (and removed after: the next test checks)
 
 
+@pytest.mark.parametrize("lib", ["", "import numpy\n", "import sympy\n"])
+def test_tempfile_writes_into_the_private_dir(pool, lib):
+    code = (
+        lib
+        + "import os, tempfile\nf = tempfile.NamedTemporaryFile(delete=False)\nprint(os.path.dirname(f.name) == os.getcwd())"
+    )
+    r = pool.run(code)
+    assert (r.status, r.stdout) == ("ok", "True\n"), r.stderr
+
+
 def test_temp_dir_with_files_is_removed(pool):
     r = pool.run("import os\nopen('f.txt', 'w').write('x'); os.mkdir('d'); print(os.getcwd())")
     r2 = pool.run(f"import os\nprint(os.path.exists({r.stdout.strip()!r}))")

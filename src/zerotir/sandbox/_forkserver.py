@@ -354,6 +354,8 @@ class ForkServer:
                 n = len(_procs_of_uid(os.getuid()))
                 resource.setrlimit(resource.RLIMIT_NPROC, (n + self.nproc, n + self.nproc))
             os.environ["HOME"] = os.environ["TMPDIR"] = tmpdir  # the rest was cleared in the server
+            # tempfile cached the server's /tmp (shared, not writable by this uid): point it here.
+            tempfile.tempdir = tmpdir
             # sys.stdin/stdout/stderr are the server's own objects, configured before forking; their
             # descriptors now point at /dev/null and this execution's pipes. New wrappers would cost
             # ~50 copy-on-write faults (~0.5 ms) per execution.

@@ -116,6 +116,11 @@ def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool) -> list[str]:
         "--setenv",
         "PYTHONDONTWRITEBYTECODE",
         "1",
+        # Resolve every library symbol at load time: lazy binding would write the symbol tables on
+        # each function's first call, a copy-on-write fault in every forked child.
+        "--setenv",
+        "LD_BIND_NOW",
+        "1",
         "--chdir",
         "/tmp",
     ]

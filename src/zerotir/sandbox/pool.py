@@ -124,6 +124,7 @@ class _ForkServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, "LD_BIND_NOW": "1"},  # see isolation.bwrap_command
         )
         deadline = time.monotonic() + self.cfg.start_timeout_s
         line = b""
