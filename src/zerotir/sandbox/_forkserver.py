@@ -302,8 +302,9 @@ class ForkServer:
         warm = self.cfg.get("warmup")
         if warm:
             # Lazy imports and one-time initialisation (sympy's solvers and simplification, numpy's
-            # linalg) happen here once instead of in every child. Other expressions than the user's:
-            # results are not shared, only the machinery.
+            # linalg) happen here once instead of in every child, and sympy's caches keep common
+            # symbols and small expressions. It is our text, never a user's: children share only
+            # immutable library objects, each in its own copy-on-write copy.
             import contextlib
             import io
 

@@ -46,6 +46,22 @@ NUMPY_WARMUP = (
 )
 
 
+# Typical math-code idioms with the symbol names models use most. Besides lazy imports and one-time
+# set-up (solvers, simplification, polys domains), this leaves sympy's caches holding the common
+# symbols and their small expressions, which every child then finds ready: measured here, 12-16%
+# less time per sympy execution on snippets that appear nowhere in this text.
+SYMPY_WARMUP = """
+from sympy import *
+x, y, z, n, k, a, b, c, t = symbols('x y z n k a b c t')
+solve(x**2 + 3*x - 4, x); solve(Eq(2*x + 3, 11), x); solve([x + y - 5, x - y - 1], [x, y])
+simplify(sin(x)**4 - cos(x)**4); simplify((x**2 - 1)/(x - 1)); trigsimp(sin(y)**2 + cos(y)**2)
+simplify(tan(x)*cos(x)); expand((x + y)**4); factor(x**4 - 16); diff(sin(x)*exp(x), x)
+integrate(x**3, (x, 0, 2)); summation(k**2, (k, 1, n)); limit(sin(x)/x, x, 0); Rational(2, 3) * sqrt(12)
+w = Symbol('w'); simplify(tan(w)**2 + 1); factor(w**3 - 1); integrate(w**2, (w, 0, 3)); nsimplify(0.375)
+Matrix([[1, 2], [3, 5]]).det(); N(pi, 20); isprime(97); binomial(10, 3); factorint(360)
+"""
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     workers: int = 1
@@ -63,12 +79,7 @@ class PoolConfig:
     max_file_bytes: int = 16 << 20
     tmp_size_mb: int = 256
     preimport: tuple[str, ...] = (*STDLIB_PREIMPORT, "numpy", "sympy")
-    warmup: str = (
-        NUMPY_WARMUP + "import sympy as _sp\n_w, _z = _sp.symbols('w z')\n_sp.solve(_w**2 - 3*_w - 10, _w)\n"
-        "_sp.simplify(_sp.tan(_z)**2 + 1); _sp.factor(_w**3 - 1); _sp.expand((_w + 2)**3)\n"
-        "_sp.integrate(_w**2, (_w, 0, 3)); _sp.Rational(3, 7) + _sp.sqrt(8); _sp.nsimplify(0.375)\n"
-        "_sp.Matrix([[1, 2], [3, 5]]).det(); _sp.N(_sp.pi, 20); _sp.isprime(97); _sp.binomial(10, 3)\n"
-    )
+    warmup: str = NUMPY_WARMUP + SYMPY_WARMUP
     """Run once in each fork server before forking, so children start with warm library internals."""
     light_worker: bool = True
     """Route code that imports no heavy library to an extra small fork server (lower latency)."""
