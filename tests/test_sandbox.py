@@ -293,8 +293,8 @@ def test_temp_dir_with_files_is_removed(pool):
 
 @pytest.mark.parametrize("lib", ["", "import numpy\n", "import sympy\n"])
 def test_user_forks_run_the_real_after_fork_hooks(pool, lib):
-    """The server silences threading's and logging's after-fork hooks for its own forks; a child
-    restores them, so that a fork by user code (multiprocessing) still clears the dead threads."""
+    """The server forks without CPython's after-fork hooks (glibc's _Fork); a fork by user code
+    (multiprocessing) goes through os.fork and still clears the dead threads and logging locks."""
     code = lib + (
         "import os, threading, logging, time\n"
         "ev = threading.Event()\n"
@@ -334,3 +334,13 @@ def test_huge_page_setting_is_reported_and_optional():
                 assert mb > 0  # MADV_COLLAPSE exists from Linux 6.1
         finally:
             p.close()
+
+
+@pytest.mark.parametrize("lib", ["", "import numpy\n", "import sympy\n"])
+def test_every_execution_draws_fresh_random_numbers(pool, lib):
+    """As in a new interpreter: forked children would otherwise all continue the server's stream."""
+    draws = ["random.random()"] + (["numpy.random.rand()", "numpy.random.randint(1 << 30)"] if lib else [])
+    for draw in draws:
+        code = lib + f"import random, numpy\nprint({draw})" if lib else f"import random\nprint({draw})"
+        outs = {pool.run(code).stdout for _ in range(4)}
+        assert len(outs) == 4, (draw, outs)
