@@ -144,14 +144,16 @@ def _plain_fork():
     return plain_fork
 
 
-def _reseed_random_generators(python_random):
+def _reseed_random(python_random, code):
     """Fresh entropy in a child, as a new interpreter would have: else every execution would draw
     the same "random" numbers. os.fork's hook reseeds `random` (so only without it); nothing
-    reseeds numpy's global generator."""
+    reseeds numpy's global generator, which costs ~55 copy-on-write faults (a tenth of a numpy
+    execution), so only for code that names `random` at all. Library code drawing from numpy's
+    global generator unasked (rare in math code) sees the same stream in every execution."""
     if python_random and "random" in sys.modules:
         sys.modules["random"].seed()
     np_random = sys.modules.get("numpy.random")
-    if np_random is not None:
+    if np_random is not None and "random" in code:
         # An integer seed takes numpy's C path (seed() with no argument costs twice the faults).
         np_random.seed(int.from_bytes(os.urandom(4), "little"))
 
@@ -365,6 +367,7 @@ class ForkServer:
         code = 0
         try:
             setup = req.get("setup")
+            _reseed_random(self.fork is not os.fork, req["code"] + (setup or ""))
             if setup:
                 # Replay of earlier blocks (stateful mode): their output was already shown, so hide it.
                 g = {"__name__": "__main__"}
@@ -413,7 +416,6 @@ class ForkServer:
         err_r, err_w = os.pipe()
         pid = self.fork()
         if pid == 0:
-            _reseed_random_generators(self.fork is not os.fork)
             _name_process(b"zerotir-exec")
             body(out_w, err_w)
             os._exit(120)
