@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,42 @@ SNIPPETS = {
     "sympy": "import sympy as sp\nx = sp.symbols('x')\nprint(sp.solve(x**2 - 5*x + 6, x), sp.simplify(sp.sin(x)**2 + sp.cos(x)**2))",
     "numpy": "import numpy as np\na = np.arange(10000).reshape(100, 100)\nprint(int((a @ a.T).trace()))",
 }
+
+
+FLOOR_SCRIPT = r"""
+import contextlib, io, json, os, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+cfg = json.loads(sys.argv[1])
+for m in cfg["preimport"]:
+    __import__(m)
+with contextlib.redirect_stdout(io.StringIO()):
+    exec(cfg["warmup"], {"__name__": "__warmup__"})
+    code = compile(cfg["code"], "<code>", "exec")
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        exec(code, {"__name__": "__main__"})
+        times.append(time.perf_counter() - t)
+print(json.dumps(times))
+"""
+
+
+def compute_floor(code: str, pool: ExecutorPool) -> dict:
+    """The snippet's own compute, outside any sandbox, in an interpreter that imported and warmed
+    up like a fork server: its first run there is what each forked child must do at least (fork,
+    copy-on-write and teardown come on top), its repeat runs show what sympy's caches save once
+    the very same expressions were built before."""
+    server = pool.servers_for(code)[0]  # the imports and warm-up of the server this code runs in
+    spec = {"preimport": list(server.preimport), "warmup": server.warmup, "code": code}
+    out = subprocess.run(
+        [sys.executable, "-c", FLOOR_SCRIPT, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    times = json.loads(out.stdout)
+    return {"first_run_ms": 1000 * times[0], "repeat_run_ms": 1000 * statistics.median(times[1:])}
 
 
 def measure(run_one, n: int, conc: int) -> tuple[float, list[float], bool]:
@@ -83,7 +120,14 @@ def main() -> None:
     for code in SNIPPETS.values():  # warm-up
         pool.run(code)
     cells = []
+    floors = {}
     for name, code in SNIPPETS.items():
+        floors[name] = floor = compute_floor(code, pool)
+        print(
+            f"{name:6s} compute floor (no sandbox, warm interpreter): first run {floor['first_run_ms']:.2f} ms, "
+            f"repeat {floor['repeat_run_ms']:.2f} ms",
+            flush=True,
+        )
         for conc in (1, 16, 64):
             n_ours = max(conc, int((300 if name == "print" else 100) * scale))
             n_base = max(conc, int((40 if name == "print" else 12) * scale) if conc == 1 else conc)
@@ -144,6 +188,7 @@ def main() -> None:
         "sandbox",
         {
             "cells": cells,
+            "compute_floor_ms": floors,
             "memory": mem,
             "targets": {
                 "print_c16_speedup": 3.5,

@@ -257,13 +257,7 @@ class ExecutorPool:
             req["setup"] = setup
         if memory_mb:
             req["memory_mb"] = int(memory_mb)
-        pool = self.servers
-        text = code if not setup else f"{setup}\n{code}"
-        if self.light and not HEAVY_CODE.search(text):
-            pool = self.light
-        elif self.numpy and not NON_NUMPY_HEAVY.search(text):
-            pool = self.numpy
-        server = min(pool, key=lambda s: s.load)
+        server = min(self.servers_for(code, setup), key=lambda s: s.load)
         raw = server.submit(rid, req)
         out: cf.Future = cf.Future()
 
@@ -276,6 +270,16 @@ class ExecutorPool:
 
         raw.add_done_callback(_done)
         return out
+
+    def servers_for(self, code: str, setup: str | None = None) -> list[_ForkServer]:
+        """The fork servers that run this code: the smallest whose imports cover the libraries it
+        names (a replayed earlier block counts)."""
+        text = code if not setup else f"{setup}\n{code}"
+        if self.light and not HEAVY_CODE.search(text):
+            return self.light
+        if self.numpy and not NON_NUMPY_HEAVY.search(text):
+            return self.numpy
+        return self.servers
 
     def run(self, code: str, timeout_s: float = 10.0, setup: str | None = None) -> ToolCall:
         return self.submit(code, timeout_s, setup).result(timeout=timeout_s + 30)
