@@ -31,11 +31,27 @@ def main() -> None:
                 f"`subprocess.run` {b['throughput_per_s']:.1f}/s; {b['p50_ms']:.0f}/{b['p99_ms']:.0f} | "
                 f"{c['speedup']:.1f}× | {target} |"
             )
+        fl = sb.get("compute_floor_ms", {}).get("sympy")
+        if fl:
+            rows.append(
+                f"| sympy snippet's own compute, no sandbox, warm interpreter (first run; repeat) | "
+                f"{fl['first_run_ms']:.1f} ms; {fl['repeat_run_ms']:.1f} ms | | | |"
+            )
         m = sb["memory"]
         rows.append(
             f"| sandbox memory (PSS): numpy+sympy / numpy / light fork server | "
             f"{m['forkserver_pss_mb_per_worker']} / {m.get('numpy_forkserver_pss_mb', '-')} / "
             f"{m['light_forkserver_pss_mb']} MB | | | |"
+        )
+    wu = load("sandbox_warmup")
+    if wu:
+        sm = wu["summary"]
+        rows.append(
+            f"| sympy time per execution, 9 held-out snippets (sum of medians): default warm-up | "
+            f"{sm['default_warmup']['heldout_sum_ms']:.0f} ms | imports only {sm['imports_only']['heldout_sum_ms']:.0f} ms; "
+            f"rare symbol names {sm['machinery_only']['heldout_sum_ms']:.0f} ms | "
+            f"{sm['imports_only']['heldout_sum_ms'] / sm['default_warmup']['heldout_sum_ms']:.1f}×; "
+            f"{sm['machinery_only']['heldout_sum_ms'] / sm['default_warmup']['heldout_sum_ms']:.2f}× |  |"
         )
     ro = load("rollout")
     if ro:
