@@ -30,13 +30,11 @@ SNIPPETS = {
 
 
 FLOOR_SCRIPT = r"""
-import contextlib, io, json, os, sys, time
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import contextlib, io, json, sys, time
+from zerotir.sandbox._forkserver import ForkServer
 cfg = json.loads(sys.argv[1])
-for m in cfg["preimport"]:
-    __import__(m)
+ForkServer(cfg).preimport()  # the fork server's own imports, warm-up and settings
 with contextlib.redirect_stdout(io.StringIO()):
-    exec(cfg["warmup"], {"__name__": "__warmup__"})
     code = compile(cfg["code"], "<code>", "exec")
     times = []
     for _ in range(7):

@@ -99,8 +99,9 @@ class PoolConfig:
 LIGHT_PREIMPORT = (*STDLIB_PREIMPORT, "random", "re", "locale")
 NUMPY_PREIMPORT = (*STDLIB_PREIMPORT, "numpy")
 LIGHT_WARMUP = "open('/dev/null', 'w').close()\n"  # initialises the text-I/O machinery children use for print
-HEAVY_CODE = re.compile(r"\b(numpy|sympy|scipy|mpmath|pandas|matplotlib|networkx)\b")
-NON_NUMPY_HEAVY = re.compile(r"\b(sympy|scipy|mpmath|pandas|matplotlib|networkx)\b")
+_NON_NUMPY_LIBS = "sympy|scipy|mpmath|pandas|matplotlib|networkx"
+HEAVY_CODE = re.compile(rf"\b(numpy|{_NON_NUMPY_LIBS})\b")
+NON_NUMPY_HEAVY = re.compile(rf"\b({_NON_NUMPY_LIBS})\b")
 
 
 class _ForkServer:

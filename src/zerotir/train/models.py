@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from zerotir.errors import ModelLoadError  # noqa: E402 - re-exported
+from zerotir.errors import ModelLoadError  # also importable from here, as before
 
 TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "toy" / "base_model"
 
