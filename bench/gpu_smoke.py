@@ -30,12 +30,12 @@ from rollout import InstantSandbox  # noqa: E402
 
 from zerotir.config import build_config  # noqa: E402
 from zerotir.data import load_dataset_rows  # noqa: E402
+from zerotir.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout  # noqa: E402
 from zerotir.rollout.hf_engine import HFEngine  # noqa: E402
 from zerotir.sandbox.base import LocalSandbox  # noqa: E402
 from zerotir.sandbox.pool import PoolConfig  # noqa: E402
 from zerotir.train.batch import collate, response_logits, token_logprobs  # noqa: E402
-from zerotir.train.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerotir.train.trainer import Trainer  # noqa: E402
 
 

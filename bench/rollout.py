@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_result  # noqa: E402
 
 from zerotir.data import load_dataset_rows  # noqa: E402
+from zerotir.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout  # noqa: E402
 from zerotir.rollout.hf_engine import HFEngine  # noqa: E402
 from zerotir.sandbox.base import LocalSandbox  # noqa: E402
-from zerotir.train.models import load_causal_lm, load_tokenizer  # noqa: E402
 from zerotir.types import ToolCall  # noqa: E402
 
 _ARITH = re.compile(r"print\([\d\s+\-*/().]{1,80}\)\s*")

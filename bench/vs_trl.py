@@ -64,9 +64,9 @@ def run_trl(steps: int, out: Path) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from zerotir.data import load_dataset_rows
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.reward import math_reward
     from zerotir.rollout import get_template
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(2)
     tmpl = get_template("toy-zerorl")

@@ -279,8 +279,8 @@ def test_engine_stop_strings_and_budgets(tiny_qwen):
 def test_toy_model_end_to_end_with_stop_switch(local_sandbox):
     """The shipped toy model, nudged into a code answer, writes a block; the HF engine switches from
     the opening-fence stop to the closing one inside one call; the loop executes and injects."""
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout.hf_engine import HFEngine
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer("toy")
     eng = HFEngine(load_causal_lm("toy"), tok)
@@ -355,8 +355,8 @@ def test_interactive_rollout_equals_rounds(local_sandbox, max_calls, cap):
     """Greedy decoding: the one-loop scheduler (rows pause in the batch, resume with the output fed
     into their KV cache, in whatever order executions finish) yields exactly the trajectories of the
     round-based scheduler (re-prefill per round)."""
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout.hf_engine import HFEngine
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer("toy")
     eng = HFEngine(load_causal_lm("toy"), tok)
@@ -381,9 +381,9 @@ def test_interactive_rollout_equals_rounds(local_sandbox, max_calls, cap):
 def test_interactive_logprobs_match_trainer_recompute(local_sandbox):
     """Sampled (T=0.8, top-p 0.9) tool rollouts from the one-loop scheduler: the trainer's recomputed
     logprobs equal the engine's on every model token, across the injected outputs (fp32, 1e-4)."""
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout.hf_engine import HFEngine
     from zerotir.train.batch import collate, response_logits, token_logprobs
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer("toy")
     model = load_causal_lm("toy")
@@ -422,8 +422,8 @@ class _FailingSubmits:
 
 
 def test_interactive_sandbox_failure_retried_then_excluded(local_sandbox):
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout.hf_engine import HFEngine
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer("toy")
     eng = HFEngine(load_causal_lm("toy"), tok)

@@ -171,10 +171,10 @@ def test_client_submit_futures(server):
 def test_one_loop_rollout_through_http_sandbox(server):
     """The HF engine's one-loop rollout with code executed by the HTTP service: same trajectories as
     with the in-process sandbox (greedy decoding)."""
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout
     from zerotir.rollout.hf_engine import HFEngine
     from zerotir.sandbox.base import LocalSandbox
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer("toy")
     eng = HFEngine(load_causal_lm("toy"), tok)

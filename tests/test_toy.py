@@ -7,11 +7,11 @@ import pytest
 
 from conftest import run_cli
 from zerotir.eval.runner import SUMMARY_KEYS
+from zerotir.models import TOY_MODEL_DIR
 from zerotir.reward import math_reward
 from zerotir.toy import world
 from zerotir.toy.corpus import corpus_stream
 from zerotir.toy.world import evaluate_expression, generate_problems, train_split
-from zerotir.train.models import TOY_MODEL_DIR
 
 
 def test_generator_and_grader_agree_on_every_answer():
@@ -46,9 +46,9 @@ def test_shipped_base_model_reproduces_recorded_metrics():
 
     from zerotir.data import load_dataset_rows
     from zerotir.eval.runner import evaluate_rows
+    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
     from zerotir.rollout.hf_engine import HFEngine
-    from zerotir.train.models import load_causal_lm, load_tokenizer
 
     rec = json.loads((TOY_MODEL_DIR / "base_metrics.json").read_text())
     size = TOY_MODEL_DIR.joinpath("model.safetensors").stat().st_size

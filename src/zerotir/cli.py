@@ -13,8 +13,8 @@ DESCRIPTION = """Agent RL with spontaneous code execution (ZeroTIR).
   zerotir demo                                   toy world: code use emerges on a laptop CPU
   zerotir train --preset toy-zerotir --run-dir runs/a [key.sub=value ...]
   zerotir train --resume runs/a                  continue from the newest valid checkpoint
-  zerotir eval --model PATH --benchmarks math500,aime24
-  zerotir sandbox serve --port 8080              the sandboxed Python execution service
+  zerotir eval --model PATH --benchmarks math500,aime24 [--preset toy-zerotir] [key.sub=value ...]
+  zerotir sandbox serve --port 8080 [--preset NAME] [key.sub=value ...]   the sandboxed Python service
   zerotir analyze runs/a runs/b --out report/    curves, scaling fits, report.html
 """
 
@@ -55,8 +55,50 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_DEFAULTS: dict = {
+    "rollout": {"template": "boxed-tir", "max_response_len": 2048, "max_tool_calls": 4},
+    "eval": {"seed": 42, "batch_size": 32},
+}
+"""What `zerotir eval` uses where neither a preset/config nor a flag says otherwise."""
+
+_EVAL_FLAGS = {
+    "model": "model.path",
+    "template": "rollout.template",
+    "n": "eval.n_samples",
+    "temperature": "eval.temperature",
+    "top_p": "eval.top_p",
+    "max_tokens": "rollout.max_response_len",
+    "seed": "eval.seed",
+    "engine": "rollout.engine",
+    "problem_key": "data.problem_key",
+    "answer_key": "data.answer_key",
+}
+_SERVE_FLAGS = {
+    "workers": "sandbox.workers",
+    "slots": "sandbox.slots",
+    "isolation": "sandbox.isolation",
+    "max_queue": "sandbox.server_max_queue",
+    "timeout": "sandbox.server_timeout_s",
+}
+
+
+def _config_with_flags(a: argparse.Namespace, flags: dict[str, str], base: dict | None = None):
+    """--preset / --config / key=value overrides, then the explicit flags (a flag left unset keeps
+    the preset's value): one config tree for train, eval and sandbox serve."""
+    from zerotir.config import build_config
+
+    over = list(a.overrides or [])
+    over += [f"{key}={getattr(a, attr)}" for attr, key in flags.items() if getattr(a, attr) is not None]
+    return build_config(a.preset, a.config, over, base=base)
+
+
+def eval_config(a: argparse.Namespace):
+    return _config_with_flags(a, _EVAL_FLAGS, EVAL_DEFAULTS)
+
+
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from zerotir.eval.benchmark import audit_grader, run_benchmarks
+    from zerotir.eval.benchmark import run_benchmarks
+    from zerotir.reward.audit import audit_grader
 
     benches = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
     if a.audit_grader:
@@ -72,25 +114,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         return 0
     if not a.model:
         raise SystemExit("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
-    budgets = [int(x) for x in str(a.max_tool_calls).split(",")]
-    n = a.n
-    res = run_benchmarks(
-        a.model,
-        benches,
-        a.out,
-        a.template,
-        n,
-        a.temperature,
-        a.top_p,
-        budgets,
-        a.max_tokens,
-        a.seed,
-        a.engine,
-        a.limit,
-        problem_key=a.problem_key,
-        answer_key=a.answer_key,
-        missing_answer=a.missing_answer,
-    )
+    cfg = eval_config(a)
+    budgets = [int(x) for x in str(a.max_tool_calls).split(",")] if a.max_tool_calls is not None else None
+    res = run_benchmarks(cfg, benches, a.out, budgets, a.limit, missing_answer=a.missing_answer)
     from zerotir.eval.benchmark import results_markdown
 
     print(results_markdown(res))
@@ -99,9 +125,12 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(a: argparse.Namespace) -> int:
-    from zerotir.sandbox.server import serve
+    import uvicorn
 
-    serve(a.host, a.port, a.workers, a.slots, a.isolation, a.max_queue, a.timeout)
+    from zerotir.build import make_sandbox_app
+
+    cfg = _config_with_flags(a, _SERVE_FLAGS)
+    uvicorn.run(make_sandbox_app(cfg), host=a.host, port=a.port, log_level="warning")
     return 0
 
 
@@ -122,6 +151,11 @@ def _cmd_toy(a: argparse.Namespace) -> int:
     rec["base_metrics"] = record_base_metrics(a.out)
     print(json.dumps(rec, indent=2))
     return 0
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a shipped preset (its protocol: template, budgets, timeouts, caps)")
+    p.add_argument("--config", help="a YAML config file (applied over the preset)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model on math benchmarks (avg@k, pass@k, maj@k, code use)")
     e.add_argument("--model", help="local model directory, hub name, or `toy`")
+    _config_args(e)
     e.add_argument(
         "--benchmarks",
         default="math500",
@@ -158,21 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--template",
-        default="boxed-tir",
-        help="zerotir | zerorl | boxed | boxed-tir | toy-zerotir | toy-zerorl",
+        help="zerotir | zerorl | boxed | boxed-tir | toy-zerotir | toy-zerorl (default: the preset's, else boxed-tir)",
     )
-    e.add_argument("--n", type=int, default=1, help="samples per problem (avg@n, pass@k, maj@n)")
-    e.add_argument("--temperature", type=float, default=0.0)
-    e.add_argument("--top-p", type=float, default=1.0)
-    e.add_argument("--max-tool-calls", default="4", help="a budget or a comma list (sweep), e.g. 1,2,4,8,16")
-    e.add_argument("--max-tokens", type=int, default=2048)
-    e.add_argument("--seed", type=int, default=42)
-    e.add_argument("--engine", choices=["hf", "vllm"], default="hf")
-    e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    e.add_argument("--n", type=int, help="samples per problem (avg@n, pass@k, maj@n); eval.n_samples")
+    e.add_argument("--temperature", type=float, help="eval.temperature (default 0)")
+    e.add_argument("--top-p", type=float, help="eval.top_p (default 1)")
     e.add_argument(
-        "--problem-key", default="problem", help="field holding the problem in your .jsonl/.parquet"
+        "--max-tool-calls",
+        help="a budget or a comma list (sweep), e.g. 1,2,4,8,16 (default: the preset's, else 4)",
     )
-    e.add_argument("--answer-key", default="answer", help="field holding the reference answer")
+    e.add_argument("--max-tokens", type=int, help="rollout.max_response_len (default: the preset's, else 2048)")
+    e.add_argument("--seed", type=int, help="eval.seed (default 42)")
+    e.add_argument("--engine", choices=["hf", "vllm"], help="rollout.engine (default hf)")
+    e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    e.add_argument("--problem-key", help="field holding the problem in your .jsonl/.parquet (data.problem_key)")
+    e.add_argument("--answer-key", help="field holding the reference answer (data.answer_key)")
     e.add_argument(
         "--missing-answer",
         choices=["skip", "error"],
@@ -181,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--audit-grader", action="store_true", help="grade reference answers against themselves")
+    e.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)")
     e.set_defaults(fn=_cmd_eval)
 
     s = sub.add_parser("sandbox", help="the sandboxed code-execution service")
@@ -190,11 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
-    sv.add_argument("--workers", type=int, default=1, help="fork-server processes (each in its own sandbox)")
-    sv.add_argument("--slots", type=int, default=8, help="concurrent executions per worker")
-    sv.add_argument("--isolation", choices=["auto", "bwrap", "none"], default="auto")
-    sv.add_argument("--max-queue", type=int, default=1024, help="executions in flight before 429")
-    sv.add_argument("--timeout", type=float, default=10.0, help="default per-execution timeout (s)")
+    _config_args(sv)
+    sv.add_argument("--workers", type=int, help="fork-server processes (each in its own sandbox; default 1)")
+    sv.add_argument("--slots", type=int, help="concurrent executions per worker (default 8)")
+    sv.add_argument("--isolation", choices=["auto", "bwrap", "none"], help="default auto")
+    sv.add_argument("--max-queue", type=int, help="executions in flight before 429 (default 1024)")
+    sv.add_argument("--timeout", type=float, help="default per-execution timeout in s (default 10)")
+    sv.add_argument("overrides", nargs="*", help="config overrides, e.g. sandbox.memory_mb=2048")
     sv.set_defaults(fn=_cmd_sandbox)
 
     an = sub.add_parser("analyze", help="curves, scaling-law fits and report.html from run directories")

@@ -22,14 +22,17 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Each field's docstring is its description (the one-line doc a generated reference shows).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class ModelConfig(_Section):
     path: str = "toy"
     """Local directory saved with save_pretrained, a hub name, or `toy` (the shipped toy base model)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype for the policy, the reference and the vLLM engine."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
     ref_path: str | None = None
     """Reference policy for the KL term (defaults to `path`); not loaded when the KL coefficient is 0."""
     critic_path: str | None = None
@@ -42,35 +45,79 @@ class DataConfig(_Section):
     eval: str | None = "toy"
     """Held-out set evaluated every `trainer.eval_every` steps (`toy` = the toy test split)."""
     problem_key: str = "problem"
+    """Field holding the problem text in the data rows."""
     answer_key: str = "answer"
+    """Field holding the reference answer in the data rows."""
     easy_frac: float = Field(0.4, ge=0.0, le=1.0)
     """Toy world: share of easy (learnable without tools) problems."""
     train_size: int = Field(4096, ge=1)
+    """Toy world: number of training problems generated."""
     eval_size: int = Field(256, ge=1)
+    """Rows of the eval set used (the first ones)."""
     shuffle: bool = True
+    """Shuffle the training rows each epoch (seeded by trainer.seed and the epoch)."""
 
 
 class SandboxConfig(_Section):
     mode: Literal["local", "http"] = "local"
+    """local: an in-process executor pool; http: a `zerotir sandbox serve` at `url`."""
     url: str = "http://127.0.0.1:8080"
+    """Address of the sandbox service (mode=http)."""
     workers: int = Field(1, ge=1)
+    """Fork-server processes, each in its own sandbox."""
     slots: int = Field(8, ge=1)
+    """Concurrent executions per worker."""
     isolation: Literal["auto", "bwrap", "none"] = "auto"
+    """bwrap (namespaces; required on shared machines) | auto (bwrap when available) | none."""
     memory_mb: int = Field(1024, ge=64)
+    """Address-space allowance per execution, on top of the pre-imported heap."""
+    retries: int = Field(2, ge=0)
+    """Resubmissions of an execution after an infrastructure failure before its trajectory is excluded."""
+    standby: int = Field(1, ge=0)
+    """Children each fork server keeps forked ahead of requests (0: fork on arrival)."""
+    huge_pages: bool = True
+    """Back each fork server's imported heap with 2 MiB pages where the kernel allows (faster forks)."""
+    light_worker: bool = True
+    """Route code that imports no heavy library to an extra small fork server (lower latency)."""
+    client_retries: int = Field(6, ge=0)
+    """HTTP client: retries on connection errors, 5xx and 429 before a call fails (mode=http)."""
+    client_backoff_s: float = Field(0.2, gt=0)
+    """HTTP client: first retry delay, doubled each retry, jittered (Retry-After wins when longer)."""
+    client_max_connections: int = Field(64, ge=1)
+    """HTTP client: pooled connections to the service."""
+    client_batch_size: int = Field(256, ge=1)
+    """HTTP client: executions per /run_batch request."""
+    server_max_queue: int = Field(1024, ge=1)
+    """Service: executions in flight before it answers 429 (`zerotir sandbox serve`)."""
+    server_max_sessions: int = Field(4096, ge=1)
+    """Service: stateful sessions kept (least recently used dropped first)."""
+    server_timeout_s: float = Field(10.0, gt=0)
+    """Service: per-execution timeout when a request names none."""
 
 
 class RolloutConfig(_Section):
     template: str = "toy-zerotir"
+    """Prompt template (rollout/protocol.py TEMPLATES): zerotir | zerorl | boxed | boxed-tir | toy-*."""
     engine: Literal["hf", "vllm"] = "hf"
+    """hf: our transformers decode loop (CPU/one GPU); vllm: vLLM, colocated."""
     temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature (0: greedy); logprobs are of softmax(logits / temperature)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
     max_response_len: int = Field(160, ge=1)
     """Model + injected tokens per response."""
     max_tool_calls: int = Field(2, ge=0)
+    """Executed code blocks per response (0: tools off); a notice follows the last one."""
     output_max_tokens: int = Field(256, ge=1)
+    """Longest execution output shown to the model, in tokens (longer: see `overflow`)."""
     overflow: Literal["replace", "truncate"] = "replace"
+    """Output over the cap: replace by a 'too long' notice (the paper's code) or keep its tail."""
     exec_timeout_s: float = Field(5.0, gt=0)
+    """Wall-clock limit of one execution."""
+    error_lines: int = Field(3, ge=1)
+    """Traceback lines shown to the model (the last ones: the exception is what it can act on)."""
     stateful: bool = False
+    """Replay the response's earlier successful blocks before each new one (variables persist)."""
     scheduler: Literal["auto", "interactive", "rounds"] = "auto"
     """auto: one decode loop where the engine supports it (the HF engine), else rounds."""
     void_turn_filter: bool = False
@@ -79,7 +126,10 @@ class RolloutConfig(_Section):
     """Abort the step if more than this share of trajectories hit sandbox infrastructure failures."""
     answer_outside_output: bool = False
     """Only count a \\boxed answer written by the model, not one printed inside an ```output block."""
+    reward: str | None = None
+    """A custom reward `module:function` with (response_text, answer) -> float (default: verified math)."""
     vllm_gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    """vLLM: share of GPU memory its KV cache and weights may take."""
 
 
 AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
@@ -87,37 +137,60 @@ AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_basel
 
 class AlgoConfig(_Section):
     name: AlgoName = "grpo"
+    """Advantage estimator (algos/estimators.py ESTIMATORS); ppo adds a critic."""
     group_size: int = Field(8, ge=1)
     """Samples per prompt."""
+    policy_loss: str = "clip"
+    """Policy surrogate (algos/loss.py POLICY_LOSSES): clip = PPO's clipped ratio."""
     clip_low: float = Field(0.2, ge=0.0)
+    """ε_low: the ratio is clipped below at 1 − ε_low."""
     clip_high: float = Field(0.28, ge=0.0)
     """DAPO clip-higher: ε_high > ε_low keeps entropy up."""
     dual_clip: float | None = None
+    """Dual clip c > 1: for negative advantages the loss is capped at −c·A (None: off)."""
     ratio_level: Literal["token", "sequence"] = "token"
     """`sequence` = GSPO."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses become a scalar (algos/losses.py aggregate)."""
     kl_coef: float = Field(0.0, ge=0.0)
+    """Weight of KL(π‖π_ref) (0: no reference model is loaded)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator (Schulman 2020)."""
     kl_in_reward: bool = False
     """Fold the KL penalty into the token rewards (REINFORCE++) instead of adding it to the loss."""
     entropy_coef: float = 0.0
+    """Entropy bonus weight (0: entropy only measured)."""
     gamma: float = Field(1.0, ge=0.0, le=1.0)
+    """Discount over response tokens."""
     lam: float = Field(1.0, ge=0.0, le=1.0)
     """GAE λ; the paper uses 1."""
     critic_lr: float | None = None
+    """PPO critic learning rate (required for ppo)."""
     critic_steps: int | None = None
     """Critic updates per step (paper: 12)."""
     value_clip: float | None = 0.2
+    """PPO value clipping around the old values (None: off)."""
+    recompute_logprobs: Literal["auto", "always", "never"] = "auto"
+    """Behaviour logprobs for the ratio: auto = recompute unless the engine declares exact_logprobs."""
     filter: Literal["none", "accuracy_band", "dynamic"] = "none"
+    """Group filter (algos/filters.py GROUP_FILTERS)."""
     filter_low: float = Field(0.2, ge=0.0, le=1.0)
+    """accuracy_band: drop groups with accuracy below this."""
     filter_high: float = Field(0.8, ge=0.0, le=1.0)
+    """accuracy_band: drop groups with accuracy above this."""
     max_resample_rounds: int = Field(2, ge=0)
     """Dynamic sampling: extra prompt batches drawn to refill filtered groups."""
     overlong: Literal["none", "mask", "soft"] = "none"
+    """Responses cut by the length budget: keep, mask from the loss, or DAPO's soft penalty."""
     overlong_cache: int = Field(32, ge=1)
+    """Soft overlong penalty: tokens before the budget over which it ramps to −1."""
 
     @model_validator(mode="after")
     def _check(self) -> AlgoConfig:
+        from zerotir.algos.loss import POLICY_LOSSES
+
+        if self.policy_loss not in POLICY_LOSSES:
+            raise ValueError(f"algo.policy_loss={self.policy_loss!r}: choose one of {sorted(POLICY_LOSSES)}")
         if self.name in ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline") and self.group_size < 2:
             raise ValueError(
                 f"algo.name={self.name} normalises within a prompt group: algo.group_size must be >= 2 "
@@ -139,20 +212,33 @@ class TrainerConfig(_Section):
     total_steps: int = Field(60, ge=0)
     """Number of RL steps (rollout + update)."""
     prompts_per_step: int = Field(8, ge=1)
+    """Prompt groups trained on per step."""
     ppo_epochs: int = Field(1, ge=1)
+    """Optimizer passes over each step's batch."""
     micro_batch_size: int = Field(16, ge=1)
+    """Sequences per forward/backward (gradients accumulate over a step)."""
     lr: float = 5e-5
+    """Policy learning rate (AdamW)."""
     weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
     warmup_steps: int = Field(0, ge=0)
+    """Linear LR warm-up steps."""
     schedule: Literal["constant", "cosine"] = "constant"
+    """LR after warm-up."""
     grad_clip: float = Field(1.0, gt=0)
+    """Max gradient norm (policy and critic)."""
     seed: int = 0
+    """Seeds torch, numpy, python, the data order and the rollout sampling."""
     save_every: int = Field(20, ge=0)
     """Checkpoint period in steps (0: only at the end and on SIGTERM/SIGINT)."""
     keep_checkpoints: int = Field(2, ge=1)
+    """Newest checkpoints kept on disk."""
     eval_every: int = Field(0, ge=0)
+    """Evaluate on data.eval every this many steps (0: never during training)."""
     device: str = "cpu"
+    """torch device of the learner and the HF engine."""
     bf16: bool = False
+    """bfloat16 autocast for the policy forward (CUDA only)."""
     threads: int = Field(0, ge=0)
     """torch CPU threads (0: leave torch's default)."""
 
@@ -165,29 +251,62 @@ class TrainerConfig(_Section):
 
 class EvalConfig(_Section):
     n_samples: int = Field(1, ge=1)
+    """Samples per problem (avg@n, pass@k, maj@n)."""
     temperature: float = Field(0.0, ge=0.0)
+    """Eval sampling temperature (0: greedy)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Eval nucleus mass."""
     max_tool_calls: int | None = None
     """Defaults to rollout.max_tool_calls."""
+    seed: int | None = None
+    """Eval sampling seed (defaults to trainer.seed)."""
+    batch_size: int = Field(64, ge=1)
+    """Prompts per rollout batch (the seed advances per batch, so it is part of the protocol)."""
 
 
 class LogConfig(_Section):
     tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
     wandb: bool = False
+    """Log to Weights & Biases."""
     wandb_project: str = "zerotir"
+    """W&B project name."""
     progress: bool = True
+    """Show a progress bar."""
 
 
 class RunConfig(_Section):
     name: str = "run"
+    """Run name (the default run directory is runs/<name>)."""
     model: ModelConfig = ModelConfig()
+    """Policy, reference and critic weights."""
     data: DataConfig = DataConfig()
+    """Training and held-out problems."""
     sandbox: SandboxConfig = SandboxConfig()
+    """Where and how code runs (pool, service, client)."""
     rollout: RolloutConfig = RolloutConfig()
+    """The tool-use protocol and sampling (shared by training and evaluation)."""
     algo: AlgoConfig = AlgoConfig()
+    """Advantages, loss, filters."""
     trainer: TrainerConfig = TrainerConfig()
+    """Optimisation, schedule, checkpoints, device."""
     eval: EvalConfig = EvalConfig()
+    """Evaluation sampling (the protocol itself is `rollout`)."""
     log: LogConfig = LogConfig()
+    """Metrics sinks."""
+
+
+def undocumented_fields(model: type[BaseModel] = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]
+    """Dotted names of config fields without a description (a test keeps this empty)."""
+    model = model or RunConfig
+    out = []
+    for name, f in model.model_fields.items():
+        if not (f.description or "").strip():
+            out.append(prefix + name)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += undocumented_fields(ann, f"{prefix}{name}.")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ loading

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 
@@ -31,3 +34,48 @@ def soft_overlong_penalty(lengths: torch.Tensor, max_len: int, cache: int) -> to
     start = max_len - cache
     pen = -(lengths.float() - start) / max(cache, 1)
     return torch.where(lengths > start, pen.clamp(min=-1.0), torch.zeros_like(pen))
+
+
+@dataclass(frozen=True)
+class GroupFilter:
+    """A rule that keeps or drops whole prompt groups after grading.
+
+    `keep(rewards (B,), correct (B,), group_size, low, high) -> (n_groups,) bool`. `refill`: dropped
+    groups are replaced by sampling more prompts (DAPO dynamic sampling, up to
+    `algo.max_resample_rounds` extra rounds), and at most `prompts_per_step` groups are kept."""
+
+    keep: Callable[[torch.Tensor, torch.Tensor, int, float, float], torch.Tensor]
+    refill: bool = False
+
+
+def _keep_all(rewards: torch.Tensor, correct: torch.Tensor, group_size: int, low: float, high: float):
+    return torch.ones(rewards.numel() // group_size, dtype=torch.bool)
+
+
+GROUP_FILTERS: dict[str, GroupFilter] = {
+    "none": GroupFilter(_keep_all),
+    "accuracy_band": GroupFilter(lambda r, c, g, lo, hi: accuracy_band_keep(c, g, lo, hi)),
+    "dynamic": GroupFilter(lambda r, c, g, lo, hi: nonuniform_keep(r, g), refill=True),
+}
+"""Group filters by name (`algo.filter`), so the loop never branches on a filter's name."""
+
+
+Overlong = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _overlong_none(lengths, truncated, max_len, cache):
+    return torch.zeros(lengths.shape), torch.zeros(lengths.shape, dtype=torch.bool)
+
+
+def _overlong_mask(lengths, truncated, max_len, cache):
+    return torch.zeros(lengths.shape), truncated.bool()
+
+
+def _overlong_soft(lengths, truncated, max_len, cache):
+    pen = soft_overlong_penalty(lengths, max_len, cache)
+    return torch.where(truncated.bool(), pen, torch.zeros_like(pen)), torch.zeros(lengths.shape, dtype=torch.bool)
+
+
+OVERLONG: dict[str, Overlong] = {"none": _overlong_none, "mask": _overlong_mask, "soft": _overlong_soft}
+"""Overlong handling by name (`algo.overlong`): `(lengths (B,), truncated (B,), max_len, cache) ->
+(reward penalty (B,), exclude (B,) bool)` for responses cut by the length budget."""

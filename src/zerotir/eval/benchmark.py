@@ -10,11 +10,16 @@ import json
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from zerotir.data import load_benchmark, load_dataset_rows
+from zerotir import build
+from zerotir.config import RunConfig
+from zerotir.data import load_dataset_rows
 from zerotir.eval.runner import evaluate_rows
-from zerotir.reward import extract_boxed, math_reward
-from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
+from zerotir.reward.audit import audit_grader
+from zerotir.rollout import SamplingParams
+
+__all__ = ["audit_grader", "grader_version", "results_markdown", "run_benchmarks"]
 
 
 def grader_version() -> str:
@@ -25,73 +30,69 @@ def grader_version() -> str:
 
 
 def run_benchmarks(
-    model: str,
+    cfg: RunConfig,
     benchmarks: list[str],
     out_dir: str | Path,
-    template: str = "boxed-tir",
-    n: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
     budgets: list[int] | None = None,
-    max_tokens: int = 2048,
-    seed: int = 42,
-    engine: str = "hf",
     limit: int | None = None,
-    batch_size: int = 32,
-    device: str = "cpu",
-    problem_key: str = "problem",
-    answer_key: str = "answer",
     missing_answer: str = "skip",
+    engine: Any = None,
+    sandbox: Any = None,
 ) -> dict:
-    from zerotir.sandbox.base import LocalSandbox
-    from zerotir.train.models import load_causal_lm, load_tokenizer
+    """Evaluate `cfg.model.path` under `cfg`'s protocol (`rollout.*`: template, response budget,
+    exec timeout, output cap, scheduler; `eval.*`: n, temperature, top-p, seed, batch size) for each
+    tool-call budget. `engine` / `sandbox` replace the built ones (tests, an already loaded model)."""
+    from zerotir.models import load_causal_lm, load_tokenizer
 
-    budgets = budgets or [4]
-    tok = load_tokenizer(model)
-    if engine == "vllm":
-        from zerotir.rollout.vllm_engine import VLLMEngine
-
-        eng = VLLMEngine(model, tok)
-    else:
-        from zerotir.rollout.hf_engine import HFEngine
-
-        eng = HFEngine(load_causal_lm(model, device=device), tok, device=device)
-    tmpl = get_template(template)
-    sandbox = LocalSandbox() if tmpl.uses_tools and max(budgets) > 0 else None
+    e, r = cfg.eval, cfg.rollout
+    budgets = budgets or [r.max_tool_calls]
+    seed = cfg.trainer.seed if e.seed is None else e.seed
+    if engine is None:
+        tok = load_tokenizer(cfg.model.path)
+        policy = None if r.engine == "vllm" else load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.trainer.device)
+        engine = build.make_engine(cfg, policy, tok)
+    task = build.make_task(cfg, engine.tokenizer)
+    own_sandbox = sandbox is None
+    if own_sandbox:
+        sandbox = build.make_sandbox(cfg, max_tool_calls=max(budgets))
     results: dict = {
         "settings": {
-            "model": model,
-            "template": template,
-            "n": n,
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
+            "model": cfg.model.path,
+            "template": r.template,
+            "n": e.n_samples,
+            "temperature": e.temperature,
+            "top_p": e.top_p,
+            "max_tokens": r.max_response_len,
             "seed": seed,
             "budgets": budgets,
-            "engine": engine,
+            "engine": r.engine,
             "grader": grader_version(),
             "limit": limit,
+            "exec_timeout_s": r.exec_timeout_s,
+            "output_max_tokens": r.output_max_tokens,
         },
         "benchmarks": {},
     }
     t0 = time.time()
+    d = cfg.data
     try:
         for name in benchmarks:
             rows = load_dataset_rows(
-                name, problem_key, answer_key, missing_answer, toy_size=256, toy_split="test"
+                name, d.problem_key, d.answer_key, missing_answer, toy_size=256, toy_split="test"
             )
             rows = rows[:limit] if limit else rows
             for b in budgets:
-                tool_cfg = ToolLoopConfig(max_tool_calls=b, max_response_len=max_tokens)
                 res = evaluate_rows(
-                    eng,
+                    engine,
                     sandbox,
                     rows,
-                    tmpl,
-                    tool_cfg,
-                    SamplingParams(temperature, top_p, max_tokens, seed),
-                    n=n,
-                    batch_size=batch_size,
+                    task.template,
+                    build.tool_loop_config(cfg, max_tool_calls=b),
+                    SamplingParams(e.temperature, e.top_p, r.max_response_len, seed),
+                    n=e.n_samples,
+                    batch_size=e.batch_size,
+                    task=task,
+                    tool=build.make_tool(cfg),
                 )
                 results["benchmarks"].setdefault(name, {})[str(b)] = res["metrics"]
                 out = Path(out_dir)
@@ -100,7 +101,7 @@ def run_benchmarks(
                     for s in res["samples"]:
                         f.write(json.dumps(s) + "\n")
     finally:
-        if sandbox is not None:
+        if own_sandbox and sandbox is not None:
             sandbox.close()
     results["seconds"] = round(time.time() - t0, 1)
     results["average"] = {
@@ -134,53 +135,3 @@ def results_markdown(results: dict) -> str:
             + f" | {100 * sum(accs) / len(accs):.1f} | {sum(code) / len(code):.3f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-_REWRITES = [
-    ("\\frac", "\\dfrac"),
-]
-
-
-def audit_grader(benchmarks: list[str]) -> dict:
-    """Grade each reference answer against itself, against its solution's last \\boxed{}, and against
-    simple rewrites; report false negatives (a correct grader scores all of them 1)."""
-    report: dict = {}
-    for name in benchmarks:
-        rows = load_benchmark(name)
-        checks = fails = 0
-        failures = []
-        for r in rows:
-            cands = [("self", r["answer"])]
-            sol = r.get("solution")
-            if sol and extract_boxed(sol) is not None:
-                cands.append(("solution_boxed", extract_boxed(sol)))
-            for a, b in _REWRITES:
-                if a in r["answer"]:
-                    cands.append((f"rewrite {a}->{b}", r["answer"].replace(a, b)))
-            if _is_decimal_fraction(r["answer"]):
-                cands.append(("fraction->decimal", _to_decimal(r["answer"])))
-            for kind, cand in cands:
-                checks += 1
-                if math_reward(f"The answer is \\boxed{{{cand}}}.", r["answer"]) < 1.0:
-                    fails += 1
-                    failures.append({"id": r["id"], "kind": kind, "answer": r["answer"], "candidate": cand})
-        report[name] = {
-            "checks": checks,
-            "false_negatives": fails,
-            "false_negative_rate": fails / max(1, checks),
-            "failures": failures[:50],
-        }
-    return report
-
-
-def _is_decimal_fraction(ans: str) -> bool:
-    import re
-
-    return re.fullmatch(r"\\d?frac\{(\d+)\}\{(\d+)\}", ans.strip()) is not None
-
-
-def _to_decimal(ans: str) -> str:
-    import re
-
-    m = re.fullmatch(r"\\d?frac\{(\d+)\}\{(\d+)\}", ans.strip())
-    return repr(int(m.group(1)) / int(m.group(2)))

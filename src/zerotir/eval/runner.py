@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from zerotir.eval.metrics import avg_at_k, maj_at_k, max_at_k, pass_at_k
-from zerotir.reward import extract_boxed, math_reward
+from zerotir.reward import extract_boxed
 from zerotir.rollout.engine import Engine, SamplingParams
 from zerotir.rollout.metrics import rollout_metrics
 from zerotir.rollout.protocol import Template
-from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
+from zerotir.rollout.tool_loop import ToolLoopConfig
+from zerotir.rollout.tools import Tool
+from zerotir.task import MathTask, Task, sample_rows
 
 SUMMARY_KEYS = (
     "accuracy",
@@ -32,23 +34,23 @@ def evaluate_rows(
     n: int = 1,
     batch_size: int = 64,
     answer_outside_output: bool = False,
+    task: Task | None = None,
+    tool: Tool | None = None,
 ) -> dict:
     """Returns {"metrics": {...}, "samples": [...]} with accuracy (avg@n), pass@k, maj@n, max@n,
-    code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field."""
-    tok = engine.tokenizer
+    code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field.
+
+    `task` renders and scores (default: the math task of `template`, the same one training uses)."""
+    task = task if task is not None else MathTask(template, engine.tokenizer, None, answer_outside_output)
     items = [(i, j) for i in range(len(rows)) for j in range(n)]
     trajs = []
     for b in range(0, len(items), batch_size):
         chunk = items[b : b + batch_size]
-        prompts = [
-            tok.encode(template.render(rows[i]["problem"]), add_special_tokens=False) for i, _ in chunk
-        ]
         sp = params if params.seed is None else replace(params, seed=params.seed + b)
-        out = run_tool_rollout(engine, sandbox, prompts, template, tool_cfg, sp)
+        out = sample_rows(task, engine, sandbox, [rows[i] for i, _ in chunk], tool_cfg, sp, tool=tool)
         for (i, _), tr in zip(chunk, out):
             tr.prompt_index = i
-            tr.answer = rows[i]["answer"]
-            tr.reward = math_reward(tr.text, tr.answer, require_outside_output=answer_outside_output)
+            tr.reward = task.score(tr)
             tr.correct = tr.reward >= 1.0
         trajs.extend(out)
     per_problem: dict[int, list] = {}

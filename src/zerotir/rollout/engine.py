@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from zerotir.types import CompletionReason
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -26,7 +28,7 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: str
-    """eos | stop | length."""
+    """A `CompletionReason`: eos | stop | length."""
     stop_str: str | None = None
 
 
@@ -58,8 +60,35 @@ class Interaction(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can do beyond `generate`, stated instead of discovered by `hasattr`."""
+
+    interactive: bool = False
+    """Implements `generate_interactive`: a whole tool rollout in one decode loop (see `Interaction`)."""
+    stop_switch: bool = False
+    """`generate(..., stop_switch=)` switches a row's stop strings mid-generation instead of finishing."""
+    exact_logprobs: bool = False
+    """Its logprobs come from the trainer's own module and kernels, so the trainer need not recompute
+    them for the PPO ratio (it still logs the mismatch). False for vLLM (other kernels, other dtype)."""
+
+
+NO_CAPABILITIES = EngineCapabilities()
+
+
+def capabilities_of(engine: object) -> EngineCapabilities:
+    """The engine's declared capabilities; an engine that declares none (a test double) has none."""
+    caps = getattr(engine, "capabilities", NO_CAPABILITIES)
+    if not isinstance(caps, EngineCapabilities):
+        raise TypeError(f"{type(engine).__name__}.capabilities must be an EngineCapabilities, got {caps!r}")
+    return caps
+
+
 @runtime_checkable
 class Engine(Protocol):
+    """Batched token-in/token-out sampling. `capabilities` (optional, default none) says which of the
+    extra entry points below exist: `generate(..., stop_switch=)` and `generate_interactive`."""
+
     tokenizer: object
 
     def generate(
@@ -71,3 +100,42 @@ class Engine(Protocol):
     ) -> list[Completion]: ...
 
     def load_weights(self, state_dict: dict) -> None: ...
+
+
+class InteractiveEngine(Engine, Protocol):
+    """An engine with `capabilities.interactive`: runs a multi-turn rollout in one decode loop."""
+
+    capabilities: EngineCapabilities
+
+    def generate_interactive(
+        self, prompts: list[list[int]], params: SamplingParams, budgets: list[int], driver: Interaction
+    ) -> None: ...
+
+
+@runtime_checkable
+class AsyncEngine(Protocol):
+    """The asynchronous shape (one coroutine per trajectory) for servers such as vLLM's AsyncLLM:
+    each trajectory awaits its own segments, so a slow tool call holds back nothing else.
+    `zerotir.rollout.async_loop.run_trajectory` drives one trajectory through it."""
+
+    tokenizer: object
+    capabilities: EngineCapabilities
+
+    async def generate_one(
+        self, prompt: list[int], params: SamplingParams, stops: list[str], max_tokens: int
+    ) -> Completion: ...
+
+    def load_weights(self, state_dict: dict) -> None: ...
+
+
+__all__ = [
+    "AsyncEngine",
+    "Completion",
+    "CompletionReason",
+    "Engine",
+    "EngineCapabilities",
+    "InteractiveEngine",
+    "Interaction",
+    "SamplingParams",
+    "capabilities_of",
+]

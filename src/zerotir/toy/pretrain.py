@@ -100,39 +100,49 @@ def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_respons
     Greedy without tools (deterministic: the regression reference for the shipped weights) and
     sampled with tools (how often the base model spontaneously writes code: the rare habit RL amplifies).
     """
-    from zerotir.data import load_dataset_rows
+    from zerotir import build
+    from zerotir.config import build_config
     from zerotir.eval.runner import SUMMARY_KEYS as keys
     from zerotir.eval.runner import evaluate_rows
-    from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
-    from zerotir.rollout.hf_engine import HFEngine
-    from zerotir.sandbox.base import LocalSandbox
-    from zerotir.train.models import load_causal_lm, load_tokenizer
+    from zerotir.models import load_causal_lm, load_tokenizer
+    from zerotir.rollout import SamplingParams
+    from zerotir.toy.world import test_split
 
     model_dir = Path(model_dir)
-    tok, model = load_tokenizer(str(model_dir)), load_causal_lm(str(model_dir))
-    eng = HFEngine(model, tok)
-    rows = load_dataset_rows("toy", toy_size=eval_size, toy_split="test")
+    cfg = build_config(
+        overrides=[
+            f"model.path={model_dir}",
+            "rollout.template=toy-zerotir",
+            f"rollout.max_response_len={max_response_len}",
+            "rollout.max_tool_calls=2",
+        ]
+    )
+    tok = load_tokenizer(str(model_dir))
+    eng = build.make_engine(cfg, load_causal_lm(str(model_dir)), tok)
+    rows = [p.to_row() for p in test_split(eval_size, cfg.data.easy_frac)]
+    no_tools = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"template": "toy-zerorl"})})
     greedy = evaluate_rows(
         eng,
         None,
         rows,
-        get_template("toy-zerorl"),
-        ToolLoopConfig(max_tool_calls=0, max_response_len=max_response_len),
+        build.make_task(no_tools, tok).template,
+        build.tool_loop_config(no_tools, max_tool_calls=0),
         SamplingParams(0.0, 1.0, max_response_len, seed=0),
     )["metrics"]
-    sb = LocalSandbox()
+    sb = build.make_sandbox(cfg)
     try:
         sampled = evaluate_rows(
             eng,
             sb,
             rows,
-            get_template("toy-zerotir"),
-            ToolLoopConfig(max_tool_calls=2, max_response_len=max_response_len),
+            build.make_task(cfg, tok).template,
+            build.tool_loop_config(cfg),
             SamplingParams(1.0, 1.0, max_response_len, seed=0),
             n=4,
         )["metrics"]
     finally:
-        sb.close()
+        if sb is not None:
+            sb.close()
     rec = {
         "eval_size": eval_size,
         "max_response_len": max_response_len,

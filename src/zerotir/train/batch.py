@@ -16,32 +16,33 @@ from zerotir.types import Trajectory
 
 @dataclass
 class TokenBatch:
+    """Two logprob fields, never swapped silently: `rollout_logprobs` are the engine's, as returned;
+    `recomputed_logprobs` are the trainer's on the same tokens (set when the engine's cannot serve
+    as the behaviour policy, e.g. vLLM's other kernels). `old_logprobs`, the PPO ratio's
+    denominator, is the recomputation when there is one, else the engine's."""
+
     input_ids: torch.Tensor  # (B, L) prompt + response, right padded
     attention_mask: torch.Tensor  # (B, L)
     resp_start: torch.Tensor  # (B,) prompt lengths
     action_mask: torch.Tensor  # (B, T) 1 on model-sampled response tokens
     response_ids: torch.Tensor  # (B, T)
-    old_logprobs: torch.Tensor  # (B, T)
+    rollout_logprobs: torch.Tensor  # (B, T) as the engine returned them
+    recomputed_logprobs: torch.Tensor | None = None  # (B, T) the trainer's, when recomputed
 
     @property
     def T(self) -> int:
         return self.action_mask.size(1)
 
+    @property
+    def old_logprobs(self) -> torch.Tensor:
+        """The behaviour policy's logprobs for the ratio (see the class docstring)."""
+        return self.recomputed_logprobs if self.recomputed_logprobs is not None else self.rollout_logprobs
+
     def select(self, idx: torch.Tensor | list[int]) -> TokenBatch:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return TokenBatch(
-            *(
-                getattr(self, f)[idx]
-                for f in (
-                    "input_ids",
-                    "attention_mask",
-                    "resp_start",
-                    "action_mask",
-                    "response_ids",
-                    "old_logprobs",
-                )
-            )
-        )
+        fields = ("input_ids", "attention_mask", "resp_start", "action_mask", "response_ids", "rollout_logprobs")
+        rec = self.recomputed_logprobs
+        return TokenBatch(*(getattr(self, f)[idx] for f in fields), None if rec is None else rec[idx])
 
 
 def collate(trajs: list[Trajectory], pad_id: int) -> TokenBatch:
@@ -63,7 +64,7 @@ def collate(trajs: list[Trajectory], pad_id: int) -> TokenBatch:
         if n:
             amask[i, :n] = torch.tensor(t.action_mask, dtype=torch.float32)
             rids[i, :n] = torch.tensor(t.response_ids, dtype=torch.long)
-            old[i, :n] = torch.tensor(t.old_logprobs, dtype=torch.float32)
+            old[i, :n] = torch.tensor(t.rollout_logprobs, dtype=torch.float32)
         if t.excluded:
             amask[i] = 0.0
     return TokenBatch(ids, attn, start, amask, rids, old)

@@ -1,0 +1,88 @@
+"""The `Task` seam: how a data row becomes a prompt and how a finished trajectory is scored.
+
+Training and evaluation share it (and `sample_rows`, the render -> rollout -> attach-answer step),
+so a custom task or reward changes both at once. `MathTask` is the ZeroTIR task: the template's
+prompt, the verified math reward on the final \\boxed{} answer, or a custom
+`reward(response_text, answer) -> float` named in config (`rollout.reward: module:function`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from zerotir.reward import math_reward
+from zerotir.rollout.engine import Engine, SamplingParams
+from zerotir.rollout.protocol import Template
+from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
+from zerotir.rollout.tools import Tool
+from zerotir.types import Trajectory
+
+RewardFn = Callable[[str, str], float]
+
+
+@runtime_checkable
+class Task(Protocol):
+    template: Template
+    """The prompt template; its `uses_tools` and stop strings shape the rollout."""
+
+    def prompt_ids(self, row: dict) -> list[int]:
+        """Token ids of the prompt for one data row."""
+        ...
+
+    def score(self, traj: Trajectory) -> float:
+        """The outcome reward of a finished trajectory (`traj.answer` holds the row's answer)."""
+        ...
+
+
+@dataclass
+class MathTask:
+    template: Template
+    tokenizer: Any
+    reward_fn: RewardFn | None = None
+    """Replaces the verified math reward when set."""
+    answer_outside_output: bool = False
+    """Only a \\boxed answer the model wrote counts, not one printed in an output block."""
+
+    def prompt_ids(self, row: dict) -> list[int]:
+        return self.tokenizer.encode(self.template.render(row["problem"]), add_special_tokens=False)
+
+    def score(self, traj: Trajectory) -> float:
+        if self.reward_fn is not None:
+            return float(self.reward_fn(traj.text, traj.answer))
+        return math_reward(traj.text, traj.answer, require_outside_output=self.answer_outside_output)
+
+
+def load_reward(path: str) -> RewardFn:
+    """`package.module:function` -> the function, with a clear error when it is not there."""
+    mod_name, sep, fn_name = path.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise ValueError(f"rollout.reward={path!r}: expected `module:function`")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"rollout.reward={path!r}: cannot import it ({e})") from e
+    if not callable(fn):
+        raise ValueError(f"rollout.reward={path!r} is not callable")
+    return fn
+
+
+def sample_rows(
+    task: Task,
+    engine: Engine,
+    sandbox: Any,
+    rows: list[dict],
+    tool_cfg: ToolLoopConfig,
+    params: SamplingParams,
+    timings: dict[str, float] | None = None,
+    tool: Tool | None = None,
+) -> list[Trajectory]:
+    """One trajectory per row (repeat rows for groups), each carrying its row's answer; not scored
+    (training zeroes excluded trajectories, evaluation does not)."""
+    prompts = [task.prompt_ids(r) for r in rows]
+    trajs = run_tool_rollout(engine, sandbox, prompts, task.template, tool_cfg, params, timings, tool)
+    for tr, row in zip(trajs, rows):
+        tr.answer = row["answer"]
+    return trajs

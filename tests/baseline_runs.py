@@ -1,0 +1,53 @@
+"""The two configurations whose first steps pin the redesign's behaviour (same seed, same numbers).
+
+`python tests/baseline_runs.py OUT.json` runs both and writes their non-time metrics; the recorded
+file tests/data/baseline_metrics.json was produced by this script on the code before the redesign
+(commit 63a78d1) and tests/test_baseline.py re-runs it and compares.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+SMALL = [
+    "trainer.total_steps=3",
+    "trainer.prompts_per_step=4",
+    "algo.group_size=8",
+    "rollout.max_response_len=160",
+    "trainer.eval_every=2",
+    "data.eval_size=4",
+    "trainer.save_every=0",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "trainer.threads=1",
+    "rollout.scheduler=rounds",  # the interactive scheduler resumes rows in sandbox-finish order (timing)
+]
+RUNS = {
+    "toy-zerotir": SMALL,
+    "toy-zerotir-ppo-kl": SMALL
+    + ["algo.name=ppo", "algo.critic_lr=1e-4", "algo.critic_steps=2", "algo.kl_coef=0.01"],
+}
+
+
+def nontime(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith(("time/", "tokens/"))}
+
+
+def run_all() -> dict[str, list[dict]]:
+    from zerotir.config import build_config
+    from zerotir.logger import read_metrics
+    from zerotir.train.trainer import train
+
+    out = {}
+    for name, ov in RUNS.items():
+        with tempfile.TemporaryDirectory() as d:
+            train(build_config("toy-zerotir", overrides=ov), Path(d))
+            out[name] = [nontime(r) for r in read_metrics(Path(d))]
+    return out
+
+
+if __name__ == "__main__":
+    Path(sys.argv[1]).write_text(json.dumps(run_all(), indent=1, sort_keys=True))
