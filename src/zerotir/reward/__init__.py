@@ -1,10 +1,12 @@
 """Outcome rewards: final-answer extraction and verified equivalence."""
 
-from zerotir.reward.boxed import extract_boxed, strip_output_blocks
+from zerotir.reward.boxed import MultiBox, extract_boxed, final_boxes, strip_output_blocks
 from zerotir.reward.verify import answers_equivalent, grade_many, math_reward, normalize_answer
 
 __all__ = [
+    "MultiBox",
     "extract_boxed",
+    "final_boxes",
     "strip_output_blocks",
     "answers_equivalent",
     "math_reward",
