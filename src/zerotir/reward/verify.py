@@ -178,10 +178,6 @@ def math_reward(
     return 1.0 if answers_equivalent(pred, answer, left) else 0.0
 
 
-def _grade_one(args: tuple[str, str, bool]) -> float:
-    return math_reward(args[0], args[1], require_outside_output=args[2])
-
-
 def grade_many(
     responses: list[str],
     answers: list[str],
@@ -189,26 +185,25 @@ def grade_many(
     require_outside_output: bool = False,
     processes: int = 0,
     timeout_s: float = 10.0,
+    multi_box: MultiBox | str = MultiBox.ALL,
 ) -> list[float]:
-    """Grade many responses; with `processes > 0` in a process pool (safe off the main thread).
+    """Grade many responses; with `processes > 0` in a `GradingPool` (safe off the main thread).
 
-    A response whose grading exceeds `timeout_s` scores 0 and the pool is rebuilt.
+    A response whose grading exceeds `timeout_s` scores 0; its worker is killed and replaced, and
+    every other response is graded as usual.
     """
+    if len(responses) != len(answers):
+        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
     if processes <= 0:
         return [
-            math_reward(r, a, require_outside_output=require_outside_output)
+            math_reward(
+                r, a, require_outside_output=require_outside_output, timeout_s=timeout_s, multi_box=multi_box
+            )
             for r, a in zip(responses, answers)
         ]
-    import concurrent.futures as cf
-    import multiprocessing as mp
+    from zerotir.reward.pool import GradingPool
 
-    ctx = mp.get_context("spawn")
-    out: list[float] = []
-    with cf.ProcessPoolExecutor(processes, mp_context=ctx) as ex:
-        futs = [ex.submit(_grade_one, (r, a, require_outside_output)) for r, a in zip(responses, answers)]
-        for f in futs:
-            try:
-                out.append(f.result(timeout=timeout_s))
-            except Exception:  # noqa: BLE001
-                out.append(0.0)
-    return out
+    with GradingPool(processes, timeout_s=timeout_s) as pool:
+        return pool.grade(
+            responses, answers, require_outside_output=require_outside_output, multi_box=multi_box
+        )
