@@ -84,7 +84,9 @@ def test_slow_response_does_not_zero_the_others():
 def test_stuck_and_dying_workers_are_killed_reaped_and_replaced():
     before = _open_fds()
     with GradingPool(2, timeout_s=1, grace_s=0.5, grade_fn=hang_or_grade) as pool:
-        out = pool.grade(["HANG", B % "1/2", "DIE", B % "3", "HANG", B % "4"], ["1", "0.5", "1", "3", "1", "5"])
+        out = pool.grade(
+            ["HANG", B % "1/2", "DIE", B % "3", "HANG", B % "4"], ["1", "0.5", "1", "3", "1", "5"]
+        )
         assert out == [0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
         assert pool.stats.by_index == {0: "timeout", 2: "crash", 4: "timeout"}
         assert (pool.stats.timeouts, pool.stats.crashes, pool.stats.restarts) == (2, 1, 3)

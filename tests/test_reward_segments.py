@@ -65,7 +65,9 @@ def test_answer_printed_by_a_tool_does_not_count_by_default(tok):
 
 
 def test_model_answer_after_tool_output_counts(tok):
-    tr = _trajectory(tok, [(CODE, 1), (wrap_output("5"), 0), ("So the roots are \\boxed{-2} and \\boxed{1}.", 1)])
+    tr = _trajectory(
+        tok, [(CODE, 1), (wrap_output("5"), 0), ("So the roots are \\boxed{-2} and \\boxed{1}.", 1)]
+    )
     segs = segments_from_trajectory(tr, tok)
     assert trajectory_answer(segs) == "-2,1"
     assert trajectory_answer(segs, multi_box="last") == "1"
@@ -73,7 +75,10 @@ def test_model_answer_after_tool_output_counts(tok):
 
 
 def test_answer_inside_the_models_own_code_does_not_count():
-    segs = [Segment("```python\nprint('\\\\boxed{5}')\n```", Role.MODEL), Segment("\n```output\n\n```\n", Role.TOOL)]
+    segs = [
+        Segment("```python\nprint('\\\\boxed{5}')\n```", Role.MODEL),
+        Segment("\n```output\n\n```\n", Role.TOOL),
+    ]
     assert answer_text(segs) == ""
     assert trajectory_reward(segs, "5") == 0.0
 

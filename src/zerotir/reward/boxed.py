@@ -107,8 +107,7 @@ def final_boxes(text: str, multi_box: MultiBox | str = MultiBox.ALL) -> list[str
             content = _content(text, b).strip()
             between = text[b.close + 1 : later.start]
             if not (
-                len(between) < 10
-                or (content != out[-1] and len(between) < 70 and _SEPARATOR.search(between))
+                len(between) < 10 or (content != out[-1] and len(between) < 70 and _SEPARATOR.search(between))
             ):
                 break
             if content != out[-1]:

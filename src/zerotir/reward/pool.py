@@ -140,9 +140,7 @@ class GradingPool:
         self._workers[self._workers.index(w)] = self._spawn()
         self.stats.restarts += 1
 
-    def grade(
-        self, responses: list[str], answers: list[str], **options: Any
-    ) -> list[float]:
+    def grade(self, responses: list[str], answers: list[str], **options: Any) -> list[float]:
         """Scores of `responses` against `answers`, in order; `options` go to `grade_fn` (the pool
         sets its `timeout_s`). A response that times out or kills its worker scores 0."""
         if self._closed:

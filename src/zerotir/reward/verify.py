@@ -69,10 +69,7 @@ def _not_an_answer(pred: str) -> bool:
     `1 2` as 3)."""
     if _LOGIC.search(pred):
         return True
-    return any(
-        not _SPACED_THOUSANDS.fullmatch(m.group())
-        for m in re.finditer(r"-?\d+(?:\s+\d+)+", pred)
-    )
+    return any(not _SPACED_THOUSANDS.fullmatch(m.group()) for m in re.finditer(r"-?\d+(?:\s+\d+)+", pred))
 
 
 def _in_main_thread() -> bool:
