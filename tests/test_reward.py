@@ -207,3 +207,19 @@ def test_multi_box_does_not_reward_hedging():
 def test_unknown_multi_box_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="multibox|MultiBox|'first'"):
         extract_boxed("\\boxed{1}", multi_box="first")
+
+
+@pytest.mark.timeout(60)
+def test_math_verify_timeouts_still_apply_in_the_main_thread():
+    # sympy kept busy by a tower of powers: math-verify's own alarm, given our budget, ends it.
+    assert math_reward(B % "9^{9^{9}}", "1", timeout_s=1) == 0.0
+
+
+def test_grading_off_the_main_thread_needs_no_signals():
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(math_reward(B % "\\frac{1}{2}", "0.5", timeout_s=5)))
+    t.start()
+    t.join()
+    assert out == [1.0]
