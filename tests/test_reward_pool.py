@@ -134,3 +134,16 @@ def test_bad_arguments_are_clear_errors():
         GradingPool(0)
     with pytest.raises(ValueError, match="2 responses but 1 answers"):
         grade_many(["a", "b"], ["1"])
+
+
+@pytest.mark.timeout(120)
+def test_worker_lost_while_idle_is_replaced_without_costing_a_response():
+    with GradingPool(1) as pool:
+        assert pool.grade([B % "1"], ["1"]) == [1.0]
+        pid = pool._workers[0].process.pid
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):  # dead once it is a zombie (the pool reaps it)
+            time.sleep(0.05)
+        assert pool.grade([B % "2", B % "3"], ["2", "3"]) == [1.0, 1.0]
+        assert pool.stats.by_index == {} and pool.stats.restarts == 1
+    assert _children() == []

@@ -9,7 +9,10 @@ time over a pipe and waits with a deadline; a worker that misses it is killed wi
 A worker that dies (OOM, segfault) is handled the same way. No `Manager`, no executor threads: the
 whole protocol is one pipe per worker and `multiprocessing.connection.wait`.
 
-Workers die with the parent (`PR_SET_PDEATHSIG` on Linux, and EOF on their pipe elsewhere).
+Workers die with the parent (`PR_SET_PDEATHSIG` on Linux, and EOF on their pipe elsewhere). Linux
+sends that signal when the *thread* that started a worker ends, so create the pool, and call
+`grade`, from a long-lived thread (the main thread); a worker lost while idle is replaced and its next
+response graded by the new one.
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ class GradingPool:
         scores: list[float | None] = [None] * len(responses)
         self.stats.by_index = {}
         todo = deque(range(len(responses)))
+        lost_idle = 0
         try:
             while todo or any(w.task is not None for w in self._workers):
                 for w in self._workers:
@@ -159,8 +163,15 @@ class GradingPool:
                         w.task, w.deadline = i, time.monotonic() + self.timeout_s + self.grace_s
                         try:
                             w.conn.send((i, responses[i], answers[i], options))
-                        except (BrokenPipeError, OSError):
-                            self._fail(w, scores, "crash")
+                        except OSError:  # the worker died while idle: not this response's doing
+                            w.task = None
+                            todo.appendleft(i)
+                            lost_idle += 1
+                            if lost_idle > 2 * self.processes:
+                                raise RuntimeError(
+                                    "grading workers keep dying before they get work"
+                                ) from None
+                            self._replace(w)
                 self._wait(scores)
         except BaseException:
             self.close()
