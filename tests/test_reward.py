@@ -116,8 +116,13 @@ def test_boxed_inside_code_output():
 
 
 def test_several_boxes_last_wins():
-    assert math_reward("\\boxed{5} no wait \\boxed{6}", "6") == 1.0
-    assert math_reward("\\boxed{5} no wait \\boxed{6}", "5") == 0.0
+    # A revised answer, far from the first box and with no list separator between: the last box.
+    text = "\\boxed{5}. Let me recheck this from the start. Indeed \\boxed{6}"
+    assert math_reward(text, "6") == 1.0
+    assert math_reward(text, "5") == 0.0
+    # Close together they are one answer (math-verify's rule) unless multi_box="last".
+    assert math_reward("\\boxed{5} no wait \\boxed{6}", "6") == 0.0
+    assert math_reward("\\boxed{5} no wait \\boxed{6}", "6", multi_box="last") == 1.0
 
 
 def test_adversarial_latex_does_not_hang():
@@ -137,3 +142,84 @@ def test_grade_many_in_process_pool():
 
 def test_case_count():
     assert len(EQUIVALENT) + len(NOT_EQUIVALENT) + len(EXTRACTION) >= 60
+
+
+def _spin(*args, **kwargs):
+    while True:
+        pass
+
+
+@pytest.mark.timeout(30)
+def test_deadline_covers_extraction(monkeypatch):
+    import zerotir.reward.verify as v
+
+    monkeypatch.setattr(v, "extract_boxed", _spin)
+    assert math_reward("\\boxed{5}", "5", timeout_s=0.5) == 0.0  # hung forever before
+
+
+# --- Lenient false positives (issue 15, finding 10) ---
+
+
+@pytest.mark.parametrize(
+    "pred,gold",
+    [
+        ("1 2", "12"),
+        ("1 2", "3"),  # math-verify reads "1 2" as 3
+        ("32, 349", "32349"),
+        ("5 \\lor 7", "7"),
+        ("x=1 \\lor x=2", "2"),
+        (".", ""),  # an empty reference matches nothing
+        ("\\ ", ""),
+        ("5", ""),
+        ("5", "$$"),
+    ],
+)
+def test_false_positives(pred, gold):
+    assert math_reward(B % pred, gold) == 0.0
+
+
+@pytest.mark.parametrize("pred,gold", [("1 000", "1000"), ("1,000,000", "1000000"), ("12 345", "12345")])
+def test_thousands_separators_still_equivalent(pred, gold):
+    assert math_reward(B % pred, gold) == 1.0
+
+
+# --- Answers split across several boxes (math-verify's rule), with the multi_box switch ---
+
+MULTI = [
+    ("The roots are $x_1 = \\boxed{-2}$ and $x_2 = \\boxed{1}$.", "1, -2"),
+    ("So $\\boxed{(1, 2)}, \\boxed{(3, 4)}$.", "(1,2),(3,4)"),
+    ("The integers are \\boxed{-2} and \\boxed{1}.", "-2,1"),
+    ("$\\boxed{1}\\boxed{2}$", "1,2"),
+]
+
+
+@pytest.mark.parametrize("text,gold", MULTI)
+def test_multi_box_answers(text, gold):
+    assert math_reward(text, gold) == 1.0
+    assert math_reward(text, gold, multi_box="last") == 0.0
+
+
+def test_multi_box_does_not_reward_hedging():
+    assert math_reward("It is \\boxed{1}, \\boxed{2} or \\boxed{3}.", "2") == 0.0
+    assert math_reward("\\boxed{2}, \\boxed{2}", "2") == 1.0  # a repeated box counts once
+
+
+def test_unknown_multi_box_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="multibox|MultiBox|'first'"):
+        extract_boxed("\\boxed{1}", multi_box="first")
+
+
+@pytest.mark.timeout(60)
+def test_math_verify_timeouts_still_apply_in_the_main_thread():
+    # sympy kept busy by a tower of powers: math-verify's own alarm, given our budget, ends it.
+    assert math_reward(B % "9^{9^{9}}", "1", timeout_s=1) == 0.0
+
+
+def test_grading_off_the_main_thread_needs_no_signals():
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(math_reward(B % "\\frac{1}{2}", "0.5", timeout_s=5)))
+    t.start()
+    t.join()
+    assert out == [1.0]

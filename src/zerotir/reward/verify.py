@@ -1,26 +1,47 @@
 """Outcome reward: is the final boxed answer equivalent to the reference?
 
 Correctness of the grader matters more than speed: a false negative teaches the policy that a right
-answer was wrong. A cheap normalised-string check catches the common case; everything else goes to
-math-verify (sympy-backed equivalence of fractions, decimals, radicals, intervals, sets, ...).
+answer was wrong, a false positive that a wrong one was right. A cheap normalised-string check catches
+the common case; everything else goes to math-verify (sympy-backed equivalence of fractions, decimals,
+radicals, intervals, sets, ...), after a guard against answers that sympy reads too kindly (`1 2` is
+not 12 and not 3, `5 \\lor 7` is not 7, nothing equals an empty reference).
 
-math-verify's own timeouts use `signal.alarm`, which only works in a process's main thread. Here,
-`timeout_s` is passed through only in the main thread; elsewhere (servers, Ray actors, threads) use
-`grade_many` with a process pool, whose workers run in their own main threads and are killed if stuck.
+A deadline covers the whole grading of one response. math-verify's own timeouts use `signal.alarm`,
+which only works in a process's main thread: there, extraction runs under a `setitimer` alarm and each
+math-verify call gets what is left of the budget. Off the main thread (servers, Ray actors, threads)
+nothing can interrupt sympy in-process: use `zerotir.reward.pool.GradingPool` / `grade_many` with
+processes, whose workers run in their own main threads and are killed when stuck.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
+import signal
 import threading
+import time
+from collections.abc import Iterator
 
-from zerotir.reward.boxed import extract_boxed, strip_output_blocks
+from zerotir.reward.boxed import MultiBox, extract_boxed, strip_output_blocks
 
 _TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+")
+_SPACED_THOUSANDS = re.compile(r"-?\d{1,3}(?: \d{3})+")
+_DIGITS_APART = re.compile(r"\d\s+\d")
+_LOGIC = re.compile(r"\\(?:lor|land|vee|wedge|lnot|neg)(?![A-Za-z])")
+
+
+class GradingTimeout(Exception):
+    """The grading of one response ran past its deadline."""
 
 
 def normalize_answer(s: str) -> str:
-    """A conservative normal form for the string fast path (never used to say 'wrong')."""
+    """A conservative normal form for the string fast path (never used to say 'wrong').
+
+    Thousands separators are read before spaces are dropped: `1,000` and `1 000` are 1000, but
+    `32, 349` (a list) is not 32349 and `1 2` is not 12.
+    """
     s = s.strip().strip("$").strip()
     s = (
         s.replace("\\dfrac", "\\frac")
@@ -28,37 +49,91 @@ def normalize_answer(s: str) -> str:
         .replace("\\left", "")
         .replace("\\right", "")
     )
-    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", "")
+    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", " ")
     s = _TEXT_WRAPPERS.sub(r"\1", s)
     s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\%", "").replace("%", "")
+    s = s.strip().rstrip(".").strip()
+    if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
+        s = s.replace(",", "").replace(" ", "")
+    if _DIGITS_APART.search(s):
+        return s  # digits apart stay apart: no space-free form that would merge them
     s = re.sub(r"\s+", "", s)
-    s = s.rstrip(".")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+", s):
-        s = s.replace(",", "")
     if re.fullmatch(r"-?\d+\.0+", s):
         s = s.split(".")[0]
     return s
 
 
-def answers_equivalent(pred: str, gold: str, timeout_s: int | None = 5) -> bool:
-    """True if `pred` and `gold` denote the same mathematical answer."""
-    if not pred.strip():
-        return False
-    if normalize_answer(pred) == normalize_answer(gold):
+def _not_an_answer(pred: str) -> bool:
+    """Answers that sympy reads too kindly: logic connectives (math-verify reads `5 \\lor 7` as 7
+    and `x=1 \\lor x=2` as 2) and digits separated by spaces that are not thousands groups (it reads
+    `1 2` as 3)."""
+    if _LOGIC.search(pred):
         return True
-    from math_verify import parse, verify
+    return any(not _SPACED_THOUSANDS.fullmatch(m.group()) for m in re.finditer(r"-?\d+(?:\s+\d+)+", pred))
 
-    in_main = threading.current_thread() is threading.main_thread()
-    t = timeout_s if in_main else None
-    kw = {"parsing_timeout": t} if t is not None else {"parsing_timeout": None}
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise `GradingTimeout` in the block after `seconds` of wall time (main thread only; elsewhere
+    a no-op). Do not call math-verify inside: its own `signal.alarm` would cancel this one."""
+    if seconds is None or not _in_main_thread():
+        yield
+        return
+    if seconds <= 0:
+        raise GradingTimeout("no time left")
+
+    def _fire(signum, frame):
+        raise GradingTimeout(f"grading exceeded {seconds:.3g} s")
+
+    old = signal.signal(signal.SIGALRM, _fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        g = parse(f"${gold}$", **kw)
-        if not g:
-            g = parse(gold, **kw)
-        p = parse(f"$\\boxed{{{pred}}}$", **kw)
-        if not g or not p:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _left(t_end: float | None) -> int | None:
+    """math-verify's timeout argument (whole seconds) for what is left of the budget."""
+    if t_end is None or not _in_main_thread():
+        return None
+    left = t_end - time.monotonic()
+    if left <= 0:
+        raise GradingTimeout("grading budget spent")
+    return max(1, math.ceil(left))
+
+
+def answers_equivalent(pred: str, gold: str, timeout_s: float | None = 5) -> bool:
+    """True if `pred` and `gold` denote the same mathematical answer.
+
+    An empty reference (after normalisation) matches nothing: it is a data error, not a free point.
+    """
+    t_end = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        with deadline(timeout_s):
+            p, g = normalize_answer(pred), normalize_answer(gold)
+            if not p or not g:
+                return False
+            if p == g:
+                return True
+            if _not_an_answer(pred):
+                return False
+        from math_verify import parse, verify
+
+        gp = parse(f"${gold}$", parsing_timeout=_left(t_end))
+        if not gp:
+            gp = parse(gold, parsing_timeout=_left(t_end))
+        pp = parse(f"$\\boxed{{{pred}}}$", parsing_timeout=_left(t_end))
+        if not gp or not pp:
             return False
-        return bool(verify(g, p, timeout_seconds=t))
+        return bool(verify(gp, pp, timeout_seconds=_left(t_end)))
+    except GradingTimeout:
+        return False
     except Exception:  # noqa: BLE001 - an unparsable answer is simply not equivalent
         return False
 
@@ -69,24 +144,35 @@ def math_reward(
     *,
     require_outside_output: bool = False,
     no_answer_reward: float = 0.0,
-    timeout_s: int | None = 5,
+    timeout_s: float | None = 5,
+    multi_box: MultiBox | str = MultiBox.ALL,
 ) -> float:
-    r"""1.0 if the last `\boxed{}` in `response` is equivalent to `answer`, else 0.0.
+    r"""1.0 if the final `\boxed{}` answer of `response` is equivalent to `answer`, else 0.0.
+
+    Text only: it cannot know who wrote what. For trajectories, `zerotir.reward.segments` grades
+    from the model's own tokens. `timeout_s` bounds the whole grading, extraction included (main
+    thread; see the module docstring).
 
     >>> math_reward(r"... so the answer is \boxed{\frac{1}{2}}.", "0.5")
+    1.0
+    >>> math_reward(r"The roots are \boxed{-2} and \boxed{1}.", "1, -2")
     1.0
     >>> math_reward("I don't know", "3")
     0.0
     """
-    text = strip_output_blocks(response) if require_outside_output else response
-    pred = extract_boxed(text)
+    t_end = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        with deadline(timeout_s):
+            text = strip_output_blocks(response) if require_outside_output else response
+            pred = extract_boxed(text, multi_box)
+    except GradingTimeout:
+        return 0.0
     if pred is None:
         return no_answer_reward
-    return 1.0 if answers_equivalent(pred, answer, timeout_s) else 0.0
-
-
-def _grade_one(args: tuple[str, str, bool]) -> float:
-    return math_reward(args[0], args[1], require_outside_output=args[2])
+    left = None if t_end is None else t_end - time.monotonic()
+    if left is not None and left <= 0:
+        return 0.0
+    return 1.0 if answers_equivalent(pred, answer, left) else 0.0
 
 
 def grade_many(
@@ -96,26 +182,25 @@ def grade_many(
     require_outside_output: bool = False,
     processes: int = 0,
     timeout_s: float = 10.0,
+    multi_box: MultiBox | str = MultiBox.ALL,
 ) -> list[float]:
-    """Grade many responses; with `processes > 0` in a process pool (safe off the main thread).
+    """Grade many responses; with `processes > 0` in a `GradingPool` (safe off the main thread).
 
-    A response whose grading exceeds `timeout_s` scores 0 and the pool is rebuilt.
+    A response whose grading exceeds `timeout_s` scores 0; its worker is killed and replaced, and
+    every other response is graded as usual.
     """
+    if len(responses) != len(answers):
+        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
     if processes <= 0:
         return [
-            math_reward(r, a, require_outside_output=require_outside_output)
+            math_reward(
+                r, a, require_outside_output=require_outside_output, timeout_s=timeout_s, multi_box=multi_box
+            )
             for r, a in zip(responses, answers)
         ]
-    import concurrent.futures as cf
-    import multiprocessing as mp
+    from zerotir.reward.pool import GradingPool
 
-    ctx = mp.get_context("spawn")
-    out: list[float] = []
-    with cf.ProcessPoolExecutor(processes, mp_context=ctx) as ex:
-        futs = [ex.submit(_grade_one, (r, a, require_outside_output)) for r, a in zip(responses, answers)]
-        for f in futs:
-            try:
-                out.append(f.result(timeout=timeout_s))
-            except Exception:  # noqa: BLE001
-                out.append(0.0)
-    return out
+    with GradingPool(processes, timeout_s=timeout_s) as pool:
+        return pool.grade(
+            responses, answers, require_outside_output=require_outside_output, multi_box=multi_box
+        )

@@ -108,5 +108,11 @@ def format_output(stdout: str, stderr: str, status: str, *, error_lines: int = 3
 
 
 def wrap_output(body: str) -> str:
-    """The injected block, as in the paper's code: \\n```output\\n…\\n```\\n."""
-    return f"\n```output\n{body}\n```\n"
+    """The injected block, as in the paper's code: \\n```output\\n…\\n```\\n.
+
+    The fence is longer than any backtick run in `body` (CommonMark), so output that prints ```
+    cannot close the block early and pass as model text; without backtick runs it is the paper's.
+    """
+    longest = max((len(r) for r in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"\n{fence}output\n{body}\n{fence}\n"
