@@ -101,7 +101,14 @@ def make_task(cfg: RunConfig, tokenizer: Any, reward_fn: RewardFn | None = None)
     r = cfg.rollout
     if reward_fn is None and r.reward:
         reward_fn = load_reward(r.reward)
-    return MathTask(get_template(r.template), tokenizer, reward_fn, r.answer_outside_output)
+    return MathTask(
+        get_template(r.template),
+        tokenizer,
+        reward_fn,
+        allow_printed_answers=r.allow_printed_answers,
+        multi_box=r.multi_box,
+        timeout_s=r.grader_timeout_s,
+    )
 
 
 def load_rows(cfg: RunConfig, split: str) -> list[dict]:

@@ -124,8 +124,12 @@ class RolloutConfig(_Section):
     """SimpleTIR: drop trajectories with a turn that produced neither code nor an answer."""
     sandbox_fail_threshold: float = Field(0.2, ge=0.0, le=1.0)
     """Abort the step if more than this share of trajectories hit sandbox infrastructure failures."""
-    answer_outside_output: bool = False
-    """Only count a \\boxed answer written by the model, not one printed inside an ```output block."""
+    allow_printed_answers: bool = False
+    """Also count a \\boxed answer printed by executed code (default: only model-written tokens)."""
+    multi_box: Literal["all", "last"] = "all"
+    """Several boxes ending the answer: all of them as a set/tuple (math-verify's grouping) or the last."""
+    grader_timeout_s: float = Field(5.0, gt=0)
+    """Budget for extracting and verifying one response's answer."""
     reward: str | None = None
     """A custom reward `module:function` with (response_text, answer) -> float (default: verified math)."""
     vllm_gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from zerotir.reward import math_reward
+from zerotir.reward import MultiBox, segments_from_trajectory, trajectory_answer, trajectory_reward
 from zerotir.rollout.engine import Engine, SamplingParams
 from zerotir.rollout.protocol import Template
 from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
@@ -36,6 +36,10 @@ class Task(Protocol):
         """The outcome reward of a finished trajectory (`traj.answer` holds the row's answer)."""
         ...
 
+    def answer(self, traj: Trajectory) -> str | None:
+        """The final answer `score` grades, or None (maj@k votes on it)."""
+        ...
+
 
 @dataclass
 class MathTask:
@@ -43,8 +47,12 @@ class MathTask:
     tokenizer: Any
     reward_fn: RewardFn | None = None
     """Replaces the verified math reward when set."""
-    answer_outside_output: bool = False
-    """Only a \\boxed answer the model wrote counts, not one printed in an output block."""
+    allow_printed_answers: bool = False
+    """Count a \\boxed answer printed by executed code too (default: only the model's own tokens)."""
+    multi_box: MultiBox | str = MultiBox.ALL
+    """Several final boxes: all as a set/tuple (math-verify's grouping) or the last one."""
+    timeout_s: float = 5.0
+    """Budget for extracting and verifying one answer."""
 
     def prompt_ids(self, row: dict) -> list[int]:
         return self.tokenizer.encode(self.template.render(row["problem"]), add_special_tokens=False)
@@ -52,7 +60,23 @@ class MathTask:
     def score(self, traj: Trajectory) -> float:
         if self.reward_fn is not None:
             return float(self.reward_fn(traj.text, traj.answer))
-        return math_reward(traj.text, traj.answer, require_outside_output=self.answer_outside_output)
+        # The answer is read from the tokens the model sampled (the action mask), never re-parsed
+        # from the text: printed output cannot close a block early or supply the answer.
+        return trajectory_reward(
+            segments_from_trajectory(traj, self.tokenizer),
+            traj.answer,
+            allow_printed_answers=self.allow_printed_answers,
+            multi_box=self.multi_box,
+            timeout_s=self.timeout_s,
+        )
+
+    def answer(self, traj: Trajectory) -> str | None:
+        """The final answer `score` grades (for maj@k and logs)."""
+        return trajectory_answer(
+            segments_from_trajectory(traj, self.tokenizer),
+            allow_printed_answers=self.allow_printed_answers,
+            multi_box=self.multi_box,
+        )
 
 
 def load_reward(path: str) -> RewardFn:

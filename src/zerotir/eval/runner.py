@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from zerotir.eval.metrics import avg_at_k, maj_at_k, max_at_k, pass_at_k
-from zerotir.reward import extract_boxed
 from zerotir.rollout.engine import Engine, SamplingParams
 from zerotir.rollout.metrics import rollout_metrics
 from zerotir.rollout.protocol import Template
@@ -33,7 +32,6 @@ def evaluate_rows(
     params: SamplingParams,
     n: int = 1,
     batch_size: int = 64,
-    answer_outside_output: bool = False,
     task: Task | None = None,
     tool: Tool | None = None,
 ) -> dict:
@@ -41,7 +39,7 @@ def evaluate_rows(
     code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field.
 
     `task` renders and scores (default: the math task of `template`, the same one training uses)."""
-    task = task if task is not None else MathTask(template, engine.tokenizer, None, answer_outside_output)
+    task = task if task is not None else MathTask(template, engine.tokenizer)
     items = [(i, j) for i in range(len(rows)) for j in range(n)]
     trajs = []
     for b in range(0, len(items), batch_size):
@@ -72,7 +70,7 @@ def evaluate_rows(
     }
     corrects = {i: [t.correct for t in ts] for i, ts in per_problem.items()}
     metrics[f"maj@{n}"] = sum(
-        maj_at_k([extract_boxed(t.text) for t in ts], corrects[i]) for i, ts in per_problem.items()
+        maj_at_k([task.answer(t) for t in ts], corrects[i]) for i, ts in per_problem.items()
     ) / max(1, len(rows))
     metrics[f"max@{n}"] = sum(max_at_k(c) for c in corrects.values()) / max(1, len(rows))
     for k in sorted({1, min(4, n), n}):
