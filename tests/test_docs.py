@@ -161,3 +161,25 @@ def test_config_reference_covers_every_field():
     page, _ = refgen.config_reference()
     missing = [k for k in leaves(RunConfig) if f"| `{k}` |" not in page]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("level", ["warn", "info"])
+def test_undocumented_fields_are_reported_at_the_configured_level(level, monkeypatch, caplog):
+    pytest.importorskip("mkdocs")
+    import logging
+
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import Files
+
+    sys.path.insert(0, str(DOCS / "_hooks"))
+    import hooks
+
+    monkeypatch.setattr(hooks.refgen, "config_reference", lambda: ("# page", ["algo.made_up"]))
+    cfg = load_config(str(ROOT / "mkdocs.yml"))
+    cfg["extra"]["undocumented_config_fields"] = level
+    cfg.plugins._current_plugin = None  # set by mkdocs while it runs hooks; File.generated reads it
+    with caplog.at_level(logging.INFO, logger="mkdocs"):
+        files = hooks.on_files(Files([]), cfg)
+    [rec] = [r for r in caplog.records if "algo.made_up" in r.getMessage()]
+    assert rec.levelno == (logging.WARNING if level == "warn" else logging.INFO)
+    assert {f.src_uri for f in files} == {"reference/config.md", "reference/cli.md"}

@@ -13,6 +13,7 @@ import argparse
 import ast
 import enum
 import inspect
+import os
 import textwrap
 import types
 import typing
@@ -119,7 +120,9 @@ def _section_model(ann: object) -> type[BaseModel] | None:
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
 
-def walk_config(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[BaseModel], list[FieldDoc]]]:
+def walk_config(
+    model: type[BaseModel], prefix: str = ""
+) -> list[tuple[str, type[BaseModel], list[FieldDoc]]]:
     """[(section key, section model, its leaf fields)] in declaration order, depth first."""
     leaves: list[FieldDoc] = []
     nested: list[tuple[str, type[BaseModel], list[FieldDoc]]] = []
@@ -130,14 +133,20 @@ def walk_config(model: type[BaseModel], prefix: str = "") -> list[tuple[str, typ
             nested += walk_config(sub, key + ".")
             continue
         leaves.append(
-            FieldDoc(key, type_name(field.annotation), _default(field), _constraints(field), field_doc(model, name))
+            FieldDoc(
+                key, type_name(field.annotation), _default(field), _constraints(field), field_doc(model, name)
+            )
         )
     head = [(prefix.rstrip("."), model, leaves)] if leaves else []
     return head + nested
 
 
 def _cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    """Safe inside a Markdown table cell: pipes escaped, one line, `<...>` shown (outside code spans)."""
+    parts = s.replace("|", "\\|").replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
 
 
 def config_reference() -> tuple[str, list[str]]:
@@ -211,9 +220,7 @@ def _command_section(parser: argparse.ArgumentParser, path: list[str], level: in
     if level > 1:
         lines += ["```text", parser.format_usage().strip(), "```", ""]
     rows = [
-        a
-        for a in parser._actions
-        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
     ]
     if rows:
         lines += ["| argument | default | choices | help |", "|---|---|---|---|"]
@@ -233,7 +240,18 @@ def cli_reference() -> str:
     """Markdown for every command and option of `zerotir`, from the real parser."""
     from zerotir.cli import build_parser
 
-    parser = build_parser()
+    # argparse wraps usage to the terminal's width: keep the page the same wherever it is built
+    saved, os.environ["COLUMNS"] = os.environ.get("COLUMNS"), "100"
+    try:
+        return _cli_page(build_parser())
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+
+
+def _cli_page(parser: argparse.ArgumentParser) -> str:
     lines = [
         "# CLI reference",
         "",
