@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import enum
+import functools
 import inspect
 import os
 import textwrap
@@ -32,6 +33,7 @@ class FieldDoc:
     doc: str
 
 
+@functools.cache
 def attribute_docstrings(cls: type) -> dict[str, str]:
     """The string literal written right under each annotated attribute of `cls` (PEP 257 style)."""
     try:
@@ -58,7 +60,7 @@ def field_doc(model: type[BaseModel], name: str) -> str:
     if desc:
         return inspect.cleandoc(desc)
     for klass in model.__mro__:
-        if isinstance(klass, type) and issubclass(klass, BaseModel):
+        if issubclass(klass, BaseModel) and klass is not BaseModel:
             doc = attribute_docstrings(klass).get(name)
             if doc:
                 return doc
