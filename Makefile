@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zerotir-installed
 
-.PHONY: demo test test-unit typecheck setup lint bench clean
+.PHONY: demo test test-unit typecheck setup lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -39,9 +39,12 @@ typecheck: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/rollout.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
