@@ -28,6 +28,7 @@ from zerotir.config import RunConfig, config_to_yaml
 from zerotir.data import load_dataset_rows
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
 from zerotir.eval.runner import evaluate_rows
+from zerotir.inspect import SampleWriter
 from zerotir.logger import MetricsLogger
 from zerotir.reward import math_reward
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, rollout_metrics, run_tool_rollout
@@ -166,6 +167,10 @@ class Trainer:
             cfg.name,
             cfg.model_dump(mode="json"),
             resume_from_step=self.step if resume else None,
+        )
+        self.samples = SampleWriter(
+            self.run_dir, self.tokenizer.decode, cfg.log.samples_per_step, cfg.log.samples_max_per_run,
+            t.total_steps, cfg.rollout.answer_outside_output,
         )
         (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self._stop_requested = False
@@ -355,8 +360,9 @@ class Trainer:
         B = len(trajs)
         n_tokens = mask.sum().clamp(min=1.0)
         acc: dict[str, float] = {}
+        train_lp = torch.zeros_like(mask)  # first-epoch logprobs: same weights that sampled
         self.policy.train()
-        for _ in range(t.ppo_epochs):
+        for epoch in range(t.ppo_epochs):
             self.opt.zero_grad(set_to_none=True)
             for idx in micro_batches(B, t.micro_batch_size):
                 mb = batch.select(idx)
@@ -368,6 +374,8 @@ class Trainer:
                 ):
                     logits = response_logits(self.policy, mb, self.device)
                 lp = token_logprobs(logits, mb.response_ids, temp).cpu()  # .cpu() is a no-op on CPU
+                if epoch == 0:
+                    train_lp[idx] = lp.detach()
                 # weight so that the sum over micro-batches equals the full-batch aggregate
                 w = (m.sum() / n_tokens) if a.loss_agg == "token-mean" else torch.tensor(len(idx) / B)
                 out = policy_loss(
@@ -415,6 +423,7 @@ class Trainer:
         if self.critic is not None:
             acc["train/value_loss"] = self._update_critic(batch, returns, values)
         acc["train/adv_abs_mean"] = float(masked_mean(adv.abs(), mask))
+        self.last_update_tokens = {"advantages": adv, "trainer_logprobs": train_lp}  # for the inspector
         self.engine.load_weights(self.policy.state_dict())  # a no-op when the engine shares the module
         return acc
 
@@ -453,9 +462,11 @@ class Trainer:
         metrics = rollout_metrics(sampled)
         metrics.update(fstats)
         t1 = time.perf_counter()
+        update_tokens: dict = {}
         if kept:
             self._apply_overlong(kept)
             metrics.update(self.update(kept))
+            update_tokens = self.last_update_tokens
         t_train = time.perf_counter() - t1
         step_s = time.perf_counter() - t0
         n_tok = sum(len(tr.response_ids) for tr in sampled)
@@ -470,6 +481,7 @@ class Trainer:
                 "data/position": self.data_pos,
             }
         )
+        self.samples.record_step(self.step, sampled, kept, policy_version=self.step, **update_tokens)
         return metrics
 
     def evaluate(self, max_tool_calls: int | None = None) -> dict[str, float]:
