@@ -75,7 +75,7 @@ function readHash() {
   if (p.has("hi")) S.hi = num("hi");
   for (const k of ["outcome", "code", "tool", "finish", "q"]) if (p.has(k)) S[k] = p.get(k);
   if (p.has("sample")) S.sel = p.get("sample");
-  if (p.has("view")) S.view = p.get("view") === "compare" ? "compare" : "samples";
+  S.view = p.get("view") === "compare" ? "compare" : "samples";
 }
 function writeHash() {
   const p = new URLSearchParams();
@@ -307,7 +307,7 @@ function renderTokens(s) {
     const a = t.advantages[k] / scale;
     return a >= 0 ? `rgba(28,138,74,${(0.05 + 0.75 * a).toFixed(3)})` : `rgba(192,57,43,${(0.05 + 0.75 * -a).toFixed(3)})`;
   };
-  const sel = el("select", { id: "tok-mode", oninput: (e) => { S.mode = e.target.value; update(); } },
+  const sel = el("select", { class: "tok-mode", oninput: (e) => { S.mode = e.target.value; update(); } },
     Object.entries(MODES).map(([k, lab]) => el("option", { value: k, selected: k === mode, disabled: !avail[k] }, lab + (avail[k] ? "" : " (not recorded)"))));
   const legend = el("span", { class: "legend" });
   if (mode === "mask") legend.append(el("span", { class: "sw", style: "background:rgba(28,138,74,.16)" }), "model, trained (1)",
