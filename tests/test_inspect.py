@@ -87,6 +87,15 @@ def test_token_roles_split_output_and_exhausted_notice():
     assert segs[0]["end"] == len(CODE) and segs[-1]["text"] == r"So \boxed{7}."
 
 
+def test_notice_cut_by_the_length_cap_is_still_a_notice():
+    cut = wrap_output("7") + EXHAUSTED_NOTICE[:-9]  # "...no longer call the" : the cap hit mid-notice
+    pieces = list(cut)
+    roles = token_roles(pieces, [0] * len(pieces))
+    first = len(wrap_output("7")) + 1  # the notice text starts after its leading newline
+    assert set(roles[:first]) == {"tool"} and set(roles[first:]) == {"notice"}
+    assert set(token_roles(list(wrap_output("Tool")), [0] * 20)) == {"tool"}  # output that is not a notice
+
+
 def test_record_carries_tokens_advantages_and_verdict():
     tr = code_traj(correct=False)
     T = len(tr.response_ids)

@@ -39,7 +39,8 @@ def token_pieces(decode: Callable[[list[int]], str], ids: Sequence[int], window:
 
 def token_roles(pieces: Sequence[str], mask: Sequence[int]) -> list[str]:
     """`model` where mask is 1; among injected tokens, `notice` for those inside an exhausted notice
-    (located by text, since the notice is tokenized together with the output block), else `tool`."""
+    (located by text, since the notice is tokenized together with the output block; a notice cut
+    short by the length cap still counts), else `tool`."""
     roles = ["model" if m else "tool" for m in mask]
     notice = EXHAUSTED_NOTICE.strip()
     i = 0
@@ -50,8 +51,7 @@ def token_roles(pieces: Sequence[str], mask: Sequence[int]) -> list[str]:
         j = i
         while j < len(mask) and not mask[j]:
             j += 1
-        text = "".join(pieces[i:j])
-        at = text.find(notice)
+        at = _notice_start("".join(pieces[i:j]), notice)
         if at >= 0:
             pos = 0
             for k in range(i, j):
@@ -60,6 +60,18 @@ def token_roles(pieces: Sequence[str], mask: Sequence[int]) -> list[str]:
                 pos += len(pieces[k])
         i = j
     return roles
+
+
+def _notice_start(text: str, notice: str, min_prefix: int = 8) -> int:
+    """Where the notice starts in an injected run, also when the length cap cut it short (-1: none)."""
+    at = text.find(notice)
+    if at >= 0:
+        return at
+    tail = text.rstrip()
+    for k in range(min(len(notice), len(tail)), min_prefix - 1, -1):
+        if tail.endswith(notice[:k]):
+            return len(tail) - k
+    return -1
 
 
 def segments(pieces: Sequence[str], roles: Sequence[str]) -> list[dict]:

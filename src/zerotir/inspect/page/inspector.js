@@ -25,7 +25,11 @@ const svgEl = (tag, attrs) => {
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
   return e;
 };
-const fmt = (x, d = 3) => (x === null || x === undefined || Number.isNaN(x)) ? "–" : Number(x).toFixed(d);
+const fmt = (x, d = 3) => {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  const a = Math.abs(x);
+  return a > 0 && a < Math.pow(10, -d) ? Number(x).toExponential(1) : Number(x).toFixed(d);
+};
 
 // ---------------------------------------------------------------- samples: keys, derived fields
 RUNS.forEach((run, r) => run.samples.forEach((s, i) => {
@@ -168,7 +172,7 @@ function renderCurves() {
 
 // ---------------------------------------------------------------- list
 function badges(s) {
-  const f = toolFlags(s), out = [el("span", { class: "badge step" }, "step " + s.step)];
+  const f = toolFlags(s), out = [el("span", { class: "badge step", title: `policy version ${s.policy_version}, prompt group ${s.group_id}` }, "step " + s.step)];
   out.push(el("span", { class: "badge " + (s.correct ? "ok" : "bad") }, s.correct ? "✓ correct" : "✗ incorrect"));
   if (s.tool_calls.length) out.push(el("span", { class: "badge code" }, `code ×${s.tool_calls.length}`));
   if (f.error) out.push(el("span", { class: "badge err" }, "tool error"));
@@ -181,7 +185,8 @@ function filtered() { return RUNS[S.run] ? RUNS[S.run].samples.filter((s) => pas
 function renderList() {
   const list = $("list"), items = filtered(), cap = 400;
   list.replaceChildren(el("div", { class: "count", id: "count" },
-    `${items.length} of ${RUNS[S.run] ? RUNS[S.run].samples.length : 0} samples` + (items.length > cap ? ` (first ${cap} shown)` : "")));
+    `${items.length} of ${RUNS[S.run] ? RUNS[S.run].samples.length : 0} samples` + (items.length > cap ? ` (first ${cap} shown)` : ""),
+    el("span", { style: "float:right" }, "j / k to move")));
   if (items.length && !items.some((s) => s._key === S.sel)) S.sel = items[0]._key;
   if (!items.length) S.sel = null;
   for (const s of items.slice(0, cap)) {
@@ -313,6 +318,7 @@ function renderTokens(s) {
   if (mode === "mask") legend.append(el("span", { class: "sw", style: "background:rgba(28,138,74,.16)" }), "model, trained (1)",
     el("span", { class: "sw", style: "background:rgba(124,141,214,.30)" }), "sandbox output (0)",
     el("span", { class: "sw", style: "background:rgba(217,164,0,.32)" }), "notice (0)");
+  else if (mode === "adv" && scale <= 1e-6) legend.append("every advantage is 0: the group's rewards were all equal, so this sample gives no gradient");
   else if (mode === "adv") legend.append(`−${fmt(scale, 3)}`, el("span", { class: "grad", style: "background:linear-gradient(90deg,rgba(192,57,43,.8),#fff,rgba(28,138,74,.8))" }), `+${fmt(scale, 3)}`);
   else legend.append("0", el("span", { class: "grad", style: `background:linear-gradient(90deg,#fff,${mode === "gap" ? "rgba(192,57,43,.9)" : "rgba(123,63,191,.85)"})` }), fmt(scale, 4), " (injected tokens grey)");
   const stats = [];
@@ -417,4 +423,15 @@ function update() {
 }
 readHash(); initControls();
 window.addEventListener("hashchange", () => { readHash(); update(); });
+// j / k or the arrow keys walk the list; Escape clears the search
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.matches("input, select, textarea")) { if (ev.key === "Escape") { S.q = ""; $("f-q").blur(); update(); } return; }
+  if (S.view !== "samples") return;
+  const items = filtered(), i = items.findIndex((s) => s._key === S.sel);
+  const d = ev.key === "j" || ev.key === "ArrowDown" ? 1 : ev.key === "k" || ev.key === "ArrowUp" ? -1 : 0;
+  if (!d || !items.length) return;
+  ev.preventDefault();
+  S.sel = items[Math.min(items.length - 1, Math.max(0, i + d))]._key; update();
+  const c = document.querySelector(`#list .card[data-key="${S.sel}"]`); if (c) c.scrollIntoView({ block: "nearest" });
+});
 update();
