@@ -347,6 +347,8 @@ def test_page_shows_code_output_notice_and_compares_runs(tmp_path, page, artifac
     assert "ZeroTIR" in cols.nth(0).inner_text() and "ZeroRL" in cols.nth(1).inner_text()
     page.click("#cmp-early-late")
     assert "step 0 vs step 5" in page.inner_text("#cmp-note")
+    page.click("#cmp-two-runs")
+    assert "Same question at step 0: ZeroTIR vs ZeroRL" in page.inner_text("#cmp-note")
     page.screenshot(path=str(artifacts / "compare.png"))
     # the advantage colouring is not offered where the sample was not trained on
     page.goto(out.as_uri() + "#run=0&step=5")

@@ -134,7 +134,9 @@ function renderCurves() {
     if (!steps.length) return;
     const x0 = Math.min(...steps), x1 = Math.max(...steps), W = 600, H = 78, pad = 4;
     const X = (s) => pad + (x1 === x0 ? 0.5 : (s - x0) / (x1 - x0)) * (W - 2 * pad);
-    const Y = (v) => H - 12 - v * (H - 20);
+    // fractions, scaled to the run's largest value so that a rise from 0.02 to 0.1 is visible
+    const top = Math.max(0.05, ...run.metrics.flatMap((m) => CURVE_KEYS.map(([k]) => m[k] ?? 0))) * 1.08;
+    const Y = (v) => H - 12 - (v / top) * (H - 20);
     const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "data-run": r });
     if (r === S.run && S.lo !== null) {
       const lo = S.lo, hi = S.hi ?? x1;
@@ -166,7 +168,7 @@ function renderCurves() {
     svg.addEventListener("click", (ev) => { S.run = r; S.lo = S.hi = stepAt(ev); S.sel = null; S.view = "samples"; update(); });
     const keys = CURVE_KEYS.map(([, c, lab]) => el("span", {}, el("span", { class: "key", style: `background:${c}` }), lab));
     box.append(el("div", { class: "curve" + (r === S.run ? " cur" : "") },
-      el("div", { class: "ttl" }, el("b", {}, run.label), ...keys, el("span", {}, "· ticks: sampled steps")), svg));
+      el("div", { class: "ttl" }, el("b", {}, run.label), ...keys, el("span", {}, `· y 0–${fmt(top, 2)} · ticks: sampled steps, click one`)), svg));
   });
 }
 
@@ -272,7 +274,7 @@ function renderDetail(box, s, compact) {
     el("span", { class: "badge dim" }, `policy v${s.policy_version}`),
     el("span", { class: "badge dim" }, `${s.model_tokens} model / ${s.total_tokens} total tokens`),
     compact ? null : el("span", { class: "actions" },
-      el("button", { id: "btn-same-prompt", onclick: () => { compareSamePrompt(s); update(); } }, "compare: same prompt elsewhere"),
+      el("button", { id: "btn-same-prompt", onclick: () => { compareSamePrompt(s); update(); } }, "compare: same question elsewhere"),
       el("button", { onclick: () => { S.cmp = [s._key, S.cmp[1]]; S.view = "compare"; update(); } }, "pin left"),
       el("button", { onclick: () => { S.cmp = [S.cmp[0], s._key]; S.view = "compare"; update(); } }, "pin right"))));
   box.append(renderVerdict(s));
@@ -354,39 +356,44 @@ function hideTip() { $("tip").style.display = "none"; }
 
 // ---------------------------------------------------------------- compare: same prompt early vs late, two runs
 const all = () => RUNS.flatMap((r) => r.samples);
+// Samples are matched by their question (the problem text), so runs with different templates
+// (ZeroTIR's prompt names the tool, ZeroRL's does not) still line up.
 function compareSamePrompt(s) {
-  const same = all().filter((o) => o.prompt === s.prompt && o._key !== s._key);
-  const otherRun = same.filter((o) => o._run !== s._run && o.step === s.step);
+  const same = all().filter((o) => o._question === s._question && o._key !== s._key);
+  const otherRun = same.filter((o) => o._run !== s._run).sort((a, b) => Math.abs(a.step - s.step) - Math.abs(b.step - s.step));
   const otherStep = same.filter((o) => o.step !== s.step).sort((a, b) => Math.abs(b.step - s.step) - Math.abs(a.step - s.step));
   const pick = otherRun[0] || otherStep[0] || same[0];
   S.cmp = [s._key, pick ? pick._key : null];
-  S.cmpNote = pick ? "" : "No other sample of this prompt was recorded (another step, run or group member).";
+  S.cmpNote = pick ? `Same question: ${RUNS[s._run].label} step ${s.step} vs ${RUNS[pick._run].label} step ${pick.step}.`
+    : "No other sample of this question was recorded (another step, run or group member).";
   S.view = "compare";
 }
 function earlyLate(r) {
   const by = new Map();
-  for (const s of RUNS[r].samples.filter((x) => passes(x, true))) (by.get(s.prompt) || by.set(s.prompt, []).get(s.prompt)).push(s);
+  for (const s of RUNS[r].samples.filter((x) => passes(x, true))) (by.get(s._question) || by.set(s._question, []).get(s._question)).push(s);
   let best = null;
   for (const list of by.values()) {
     list.sort((a, b) => a.step - b.step);
     const span = list[list.length - 1].step - list[0].step;
     if (span > 0 && (!best || span > best[2])) best = [list[0], list[list.length - 1], span];
   }
-  if (best) { S.cmp = [best[0]._key, best[1]._key]; S.cmpNote = `Same prompt, step ${best[0].step} vs step ${best[1].step}.`; return; }
+  if (best) { S.cmp = [best[0]._key, best[1]._key]; S.cmpNote = `Same question, step ${best[0].step} vs step ${best[1].step}.`; return; }
   const steps = RUNS[r].samples.map((s) => s.step), lo = Math.min(...steps), hi = Math.max(...steps);
   const first = RUNS[r].samples.find((s) => s.step === lo && passes(s, true)), last = RUNS[r].samples.filter((s) => s.step === hi && passes(s, true)).pop();
   S.cmp = [first && first._key, last && last._key];
-  S.cmpNote = "No prompt of this run was sampled at two different steps (prompts repeat only across epochs); showing the earliest and latest step instead.";
+  S.cmpNote = "No question of this run was sampled at two different steps (questions repeat only across epochs); showing the earliest and latest step instead.";
 }
 function twoRuns(step) {
   if (RUNS.length < 2) { S.cmpNote = "Only one run loaded: pass two run directories to zerotir inspect."; return; }
-  const a = RUNS[0].samples.filter((s) => (step === null || s.step === step) && passes(s, true));
+  const left = byKey(S.cmp[0]), r0 = left ? left._run : 0, r1 = r0 === 0 ? 1 : 0;
+  const a = RUNS[r0].samples.filter((s) => (step === null || s.step === step) && passes(s, true));
+  if (left && a.includes(left)) a.unshift(left);
   for (const s of a) {
-    const b = RUNS[1].samples.find((o) => o.prompt === s.prompt && o.step === s.step);
-    if (b) { S.cmp = [s._key, b._key]; S.cmpNote = `Same prompt at step ${s.step}: ${RUNS[0].label} vs ${RUNS[1].label}.`; return; }
+    const b = RUNS[r1].samples.find((o) => o._question === s._question && o.step === s.step);
+    if (b) { S.cmp = [s._key, b._key]; S.cmpNote = `Same question at step ${s.step}: ${RUNS[r0].label} vs ${RUNS[r1].label}.`; return; }
   }
-  const b = RUNS[1].samples.find((o) => step === null || o.step === step);
-  S.cmp = [a[0] && a[0]._key, b && b._key]; S.cmpNote = "No shared prompt; showing the first sample of each run.";
+  const b = RUNS[r1].samples.find((o) => step === null || o.step === step);
+  S.cmp = [a[0] && a[0]._key, b && b._key]; S.cmpNote = "No question shared at this step; showing the first sample of each run.";
 }
 function autoCompare() {
   const s = byKey(S.sel);
@@ -395,7 +402,7 @@ function autoCompare() {
 function renderCompare() {
   const box = $("compare"); box.replaceChildren();
   box.append(el("div", { class: "cmpbar" },
-    el("button", { id: "cmp-early-late", onclick: () => { earlyLate(S.run); update(); } }, "same prompt: earliest vs latest step"),
+    el("button", { id: "cmp-early-late", onclick: () => { earlyLate(S.run); update(); } }, "same question: earliest vs latest step"),
     el("button", { id: "cmp-two-runs", onclick: () => { const s = byKey(S.cmp[0]); twoRuns(s ? s.step : null); update(); } }, "two runs, same step"),
     el("button", { onclick: () => { S.cmp = [S.cmp[1], S.cmp[0]]; update(); } }, "swap"),
     el("span", { id: "cmp-note" }, S.cmpNote)));
