@@ -297,14 +297,31 @@ function tokenRoles(s) {
   for (const g of s.segments) for (let k = g.start; k < g.end; k++) roles[k] = g.role;
   return roles;
 }
+const SCALES = {};
+function runScale(r, what) {
+  const key = r + what;
+  if (!(key in SCALES)) {
+    let m = 0;
+    for (const s of RUNS[r].samples) {
+      const t = s.tokens;
+      if (what === "gap" && !t.trainer_logprobs) continue;
+      if (what === "adv" && !t.advantages) continue;
+      for (let k = 0; k < t.ids.length; k++) if (t.mask[k])
+        m = Math.max(m, what === "gap" ? Math.abs(t.rollout_logprobs[k] - t.trainer_logprobs[k]) : Math.abs(t.advantages[k]));
+    }
+    SCALES[key] = m;
+  }
+  return SCALES[key];
+}
 function renderTokens(s) {
   const t = s.tokens, roles = tokenRoles(s), n = t.ids.length;
   const avail = { mask: true, gap: !!t.trainer_logprobs, adv: !!t.advantages, surprisal: !!t.rollout_logprobs };
   const mode = avail[S.mode] ? S.mode : "mask";
   const onModel = (arr, f) => { let m = 0; for (let k = 0; k < n; k++) if (t.mask[k]) m = Math.max(m, f(arr, k)); return m; };
   const gap = (k) => Math.abs(t.rollout_logprobs[k] - t.trainer_logprobs[k]);
-  const scale = mode === "gap" ? Math.max(1e-3, onModel(null, (_, k) => gap(k)))
-    : mode === "adv" ? Math.max(1e-6, onModel(t.advantages, (a, k) => Math.abs(a[k])))
+  // gap and advantage share one scale per run, so colours compare across samples and steps
+  const scale = mode === "gap" ? Math.max(1e-3, runScale(s._run, "gap"))
+    : mode === "adv" ? (onModel(t.advantages, (a, k) => Math.abs(a[k])) > 1e-6 ? runScale(s._run, "adv") : 0)
     : mode === "surprisal" ? Math.max(1e-3, onModel(t.rollout_logprobs, (a, k) => -a[k])) : 1;
   const colour = (k) => {
     if (mode === "mask") return roles[k] === "model" ? "rgba(28,138,74,.16)" : roles[k] === "notice" ? "rgba(217,164,0,.32)" : "rgba(124,141,214,.30)";
@@ -321,12 +338,12 @@ function renderTokens(s) {
     el("span", { class: "sw", style: "background:rgba(124,141,214,.30)" }), "sandbox output (0)",
     el("span", { class: "sw", style: "background:rgba(217,164,0,.32)" }), "notice (0)");
   else if (mode === "adv" && scale <= 1e-6) legend.append("every advantage is 0: the group's rewards were all equal, so this sample gives no gradient");
-  else if (mode === "adv") legend.append(`−${fmt(scale, 3)}`, el("span", { class: "grad", style: "background:linear-gradient(90deg,rgba(192,57,43,.8),#fff,rgba(28,138,74,.8))" }), `+${fmt(scale, 3)}`);
-  else legend.append("0", el("span", { class: "grad", style: `background:linear-gradient(90deg,#fff,${mode === "gap" ? "rgba(192,57,43,.9)" : "rgba(123,63,191,.85)"})` }), fmt(scale, 4), " (injected tokens grey)");
+  else if (mode === "adv") legend.append(`−${fmt(scale, 3)}`, el("span", { class: "grad", style: "background:linear-gradient(90deg,rgba(192,57,43,.8),#fff,rgba(28,138,74,.8))" }), `+${fmt(scale, 3)} (run max; injected grey)`);
+  else legend.append("0", el("span", { class: "grad", style: `background:linear-gradient(90deg,#fff,${mode === "gap" ? "rgba(192,57,43,.9)" : "rgba(123,63,191,.85)"})` }), fmt(scale, 4), mode === "gap" ? " (run max; injected tokens grey)" : " (this sample's max; injected grey)");
   const stats = [];
   if (avail.gap) {
     let m = 0, c = 0; for (let k = 0; k < n; k++) if (t.mask[k]) { m += gap(k); c++; }
-    stats.push(`mean |Δ| ${fmt(c ? m / c : 0, 4)} · max ${fmt(mode === "gap" ? scale : onModel(null, (_, k) => gap(k)), 4)}`);
+    stats.push(`this sample: mean |Δ| ${fmt(c ? m / c : 0, 4)} · max ${fmt(onModel(null, (_, k) => gap(k)), 4)}`);
   }
   const view = el("div", { class: "tokens", "data-mode": mode });
   const frag = document.createDocumentFragment();
