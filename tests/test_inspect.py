@@ -200,6 +200,34 @@ def test_cli_inspect_writes_the_page_and_rejects_a_missing_run(tmp_path):
     assert r.returncode != 0 and "not a run directory" in r.stderr
 
 
+def test_cli_inspect_serves_only_the_page_on_localhost(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    run = synthetic_run(tmp_path / "a", "a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zerotir.cli", "inspect", str(run), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = None
+        for _ in range(3):
+            m = re.search(r"(http://127\.0\.0\.1:\d+)/inspector\.html", proc.stdout.readline())
+            if m:
+                url = m.group(1)
+                break
+        assert url, proc.stderr.read() if proc.poll() is not None else "no URL printed"
+        r = httpx.get(url + "/inspector.html")
+        assert r.status_code == 200 and "zerotir rollout inspector" in r.text
+        assert httpx.get(url + "/samples.jsonl").status_code == 404  # the run directory is not exposed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_report_links_sampled_steps_to_the_inspector(tmp_path):
     from zerotir.analysis.report import analyze
 
