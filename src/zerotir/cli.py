@@ -16,6 +16,7 @@ DESCRIPTION = """Agent RL with spontaneous code execution (ZeroTIR).
   zerotir eval --model PATH --benchmarks math500,aime24 [--preset toy-zerotir] [key.sub=value ...]
   zerotir sandbox serve --port 8080 [--preset NAME] [key.sub=value ...]   the sandboxed Python service
   zerotir analyze runs/a runs/b --out report/    curves, scaling fits, report.html
+  zerotir inspect runs/a [runs/b]                sampled trajectories token by token, in the browser
 """
 
 
@@ -144,6 +145,21 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(a: argparse.Namespace) -> int:
+    from zerotir.inspect.page import build_page, serve
+
+    try:
+        page, n = build_page(a.runs, a.out or a.runs[0])
+    except FileNotFoundError as e:
+        raise SystemExit(f"zerotir inspect: {e}") from None
+    if n == 0:
+        print("warning: no samples.jsonl records; train with log.samples_per_step > 0", file=sys.stderr)
+    print(f"inspector: {page} ({n} samples)")
+    if not a.no_serve:
+        serve(page, a.host, a.port)
+    return 0
+
+
 def _cmd_toy(a: argparse.Namespace) -> int:
     from zerotir.toy.pretrain import pretrain, record_base_metrics
 
@@ -240,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default="runs/analysis")
     an.add_argument("--smooth", type=float, default=0.6, help="EMA smoothing in [0, 1)")
     an.set_defaults(fn=_cmd_analyze)
+
+    ins = sub.add_parser("inspect", help="browse sampled trajectories token by token (a local page, no network)")
+    ins.add_argument("runs", nargs="+", help="run directories (each with samples.jsonl)")
+    ins.add_argument("--out", help="file or directory for inspector.html (default: the first run directory)")
+    ins.add_argument("--host", default="127.0.0.1")
+    ins.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    ins.add_argument("--no-serve", action="store_true", help="only write the page (it opens from disk too)")
+    ins.set_defaults(fn=_cmd_inspect)
 
     ty = sub.add_parser("toy", help="toy-world utilities")
     tsub = ty.add_subparsers(dest="toy_command", required=True)

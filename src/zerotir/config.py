@@ -277,6 +277,10 @@ class LogConfig(_Section):
     """W&B project name."""
     progress: bool = True
     """Show a progress bar."""
+    samples_per_step: int = Field(8, ge=0)
+    """Stratified trajectories per step written to samples.jsonl for `zerotir inspect` (0: none)."""
+    samples_max_per_run: int = Field(1000, ge=0)
+    """Cap on samples.jsonl records; beyond steps x per_step, only every k-th step is sampled."""
 
 
 class RunConfig(_Section):

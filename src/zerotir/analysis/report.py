@@ -310,6 +310,9 @@ def analyze(
         )
     body = _md_to_html(md.replace("![curves](curves.png)", ""))
     body = body.replace("</h1>", "</h1>\n" + img, 1)
+    from zerotir.inspect.report_links import inspector_section  # lazy: inspect reads run labels from here
+
+    body += inspector_section(run_dirs, out_dir, labels)
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"

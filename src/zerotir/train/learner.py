@@ -138,6 +138,9 @@ class Learner:
         B = mask.size(0)
         n_tokens = mask.sum().clamp(min=1.0)
         acc: dict[str, float] = {}
+        # The policy's logprobs of the batch before any optimizer step (epoch 0): the per-token values
+        # behind train/mismatch_kl, kept for whoever records samples (the rollout inspector).
+        self.last_train_logprobs = torch.zeros_like(mask)
         self.policy.train()
         for epoch in range(t.ppo_epochs):
             self.opt.zero_grad(set_to_none=True)
@@ -166,6 +169,7 @@ class Learner:
                 )
                 (out.loss * w).backward()  # type: ignore[no-untyped-call]
                 if epoch == 0:  # before any step: the trainer's recomputation of the engine's tokens
+                    self.last_train_logprobs[idx] = lp.detach()
                     mis = logprob_mismatch(mb.rollout_logprobs, lp, m)
                     _add(acc, "train/mismatch_kl", float(mis["mismatch_kl"]) * float(m.sum() / n_tokens))
                     _max(acc, "train/mismatch_max_abs", float(mis["mismatch_max_abs"]))

@@ -25,6 +25,7 @@ from zerotir.algos.filters import GROUP_FILTERS, OVERLONG
 from zerotir.config import RunConfig, config_to_yaml
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
 from zerotir.eval.runner import evaluate_rows
+from zerotir.inspect import SampleWriter
 from zerotir.logger import MetricsLogger
 from zerotir.rollout import SamplingParams, rollout_metrics
 from zerotir.rollout.engine import capabilities_of
@@ -71,6 +72,9 @@ class Trainer:
             self.run_dir, cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project, cfg.name,
             cfg.model_dump(mode="json"), resume_from_step=self.step if resume else None,
         )  # fmt: skip
+        self.samples = SampleWriter(self.run_dir, self.tokenizer.decode, cfg.log.samples_per_step,
+                                    cfg.log.samples_max_per_run, t.total_steps, cfg.rollout.allow_printed_answers)  # fmt: skip
+        self._update_tokens: dict[str, torch.Tensor] = {}  # the last update's per-token values, for samples
         (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self._stop_requested = False
 
@@ -151,7 +155,9 @@ class Trainer:
         mode = self.cfg.algo.recompute_logprobs
         recompute = mode == "always" or (mode == "auto" and not capabilities_of(self.engine).exact_logprobs)
         lb = self.learner.prepare(trajs, recompute=recompute)
-        metrics = self.learner.train_on_batch(lb, self.advantages(lb))
+        adv = self.advantages(lb)
+        metrics = self.learner.train_on_batch(lb, adv)
+        self._update_tokens = {"advantages": adv.advantages, "trainer_logprobs": self.learner.last_train_logprobs}
         self.engine.load_weights(self.learner.state_dict())  # a no-op when the engine shares the module
         return metrics
 
@@ -159,6 +165,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        version = self.learner.version  # the weights that sample this step
         kept, sampled, fstats = self.collect(self.step, timings)
         t_roll = time.perf_counter() - t0
         fail = sum(tr.finish_reason == FinishReason.SANDBOX_ERROR for tr in sampled) / max(1, len(sampled))
@@ -170,6 +177,7 @@ class Trainer:
             )
         metrics = {**rollout_metrics(sampled), **fstats}
         t1 = time.perf_counter()
+        self._update_tokens = {}
         if kept:
             self._apply_overlong(kept)
             metrics.update(self.update(kept))
@@ -187,6 +195,7 @@ class Trainer:
                 "data/position": self.cursor.pos,
             }
         )
+        self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
     def evaluate(self, max_tool_calls: int | None = None) -> dict[str, float]:
