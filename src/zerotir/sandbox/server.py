@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from zerotir.sandbox.base import replay_setup
+from zerotir.sandbox.base import as_request
 from zerotir.sandbox.pool import ExecutorPool, PoolConfig, SandboxInfraError
 from zerotir.types import ToolCall
 
@@ -128,7 +128,7 @@ def create_app(
 
     async def execute(req: RunRequest) -> dict:
         hist = session_history(req.session_id)
-        fut = get_pool().submit(req.code, req.timeout or default_timeout, replay_setup(hist))
+        fut = get_pool().submit_request(as_request(req.code, req.timeout or default_timeout, hist))
         tc: ToolCall = await asyncio.wrap_future(fut)
         state["metrics"].observe(tc)
         if hist is not None and tc.status == "ok":
