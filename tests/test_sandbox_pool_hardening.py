@@ -137,3 +137,25 @@ def test_replay_time_does_not_count_against_the_new_block(sandbox):
     history = ["import time\ntime.sleep(1.5)\nz = 3"]
     r = sandbox.run_batch_sync(["print(z)"], 1.0, [history])[0]
     assert (r.status, r.stdout) == ("ok", "3\n")
+
+
+def test_fork_server_reads_a_huge_request_in_linear_time():
+    """The fork server re-copied and re-scanned its whole input buffer on every 64 KB read: a
+    96 MB request line took minutes of its single-threaded loop (32 MB: 11 s here). Split across
+    reads as a pipe delivers it, it must come out whole, and long before a hang is declared."""
+    from zerotir.sandbox._forkserver import _split_lines
+
+    big = b"x" * (96 << 20)
+    data = b'{"a": 1}\n\n' + big + b"\nlast"
+    parts: list[bytes] = []
+    lines: list[bytes] = []
+    finished = threading.Event()
+
+    def feed():
+        for i in range(0, len(data), 1 << 16):
+            lines.extend(_split_lines(parts, data[i : i + (1 << 16)]))
+        finished.set()
+
+    threading.Thread(target=feed, daemon=True).start()
+    assert finished.wait(HANG_S), "reading the request did not finish: quadratic"
+    assert lines == [b'{"a": 1}', b"", big] and parts == [b"last"]
