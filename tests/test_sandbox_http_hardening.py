@@ -21,7 +21,9 @@ HANG_S = 60
 
 def small_pool() -> ExecutorPool:
     return ExecutorPool(
-        PoolConfig(workers=1, light_worker=False, numpy_worker=False, preimport=(), warmup="", slots_per_worker=2)
+        PoolConfig(
+            workers=1, light_worker=False, numpy_worker=False, preimport=(), warmup="", slots_per_worker=2
+        )
     )
 
 
@@ -72,7 +74,9 @@ def test_queue_bound_holds_for_concurrent_batches():
 
     async def main():
         peak = 0
-        async with httpx.AsyncClient(base_url=url, timeout=HANG_S, limits=httpx.Limits(max_connections=64)) as c:
+        async with httpx.AsyncClient(
+            base_url=url, timeout=HANG_S, limits=httpx.Limits(max_connections=64)
+        ) as c:
             posts = [asyncio.ensure_future(c.post("/run_batch", json=body)) for _ in range(40)]
             while not all(p.done() for p in posts):
                 h = (await c.get("/health")).json()
@@ -106,7 +110,9 @@ def test_a_probe_is_not_queued_behind_another_clients_batch():
                 timeout=HANG_S,
             )
             time.sleep(1.0)
-            r = httpx.post(f"{url}/run", json={"code": "print(1)"}, headers={"X-Client-Id": "probe"}, timeout=HANG_S)
+            r = httpx.post(
+                f"{url}/run", json={"code": "print(1)"}, headers={"X-Client-Id": "probe"}, timeout=HANG_S
+            )
             assert r.json()["stdout"] == "1\n"
             assert not big.done(), "the probe waited for the other client's whole batch"
             assert big.result(timeout=HANG_S).status_code == 200
@@ -155,10 +161,13 @@ def test_run_code_honours_stdin_files_and_memory(app_client):
     r = app_client.post("/run_code", json={"code": "print(int(input()) * 2)", "stdin": "21\n"}).json()
     assert r["run_result"]["stdout"] == "42\n"
     files = {"data/in.txt": base64.b64encode(b"hello").decode()}
-    r = app_client.post("/run_code", json={"code": "print(open('data/in.txt').read())", "files": files}).json()
+    r = app_client.post(
+        "/run_code", json={"code": "print(open('data/in.txt').read())", "files": files}
+    ).json()
     assert r["run_result"]["stdout"] == "hello\n"
     r = app_client.post(
-        "/run_code", json={"code": "x = bytearray(300 * 1024 * 1024)\nprint('allocated')", "memory_limit_MB": 64}
+        "/run_code",
+        json={"code": "x = bytearray(300 * 1024 * 1024)\nprint('allocated')", "memory_limit_MB": 64},
     ).json()
     assert r["status"] == "Failed" and "allocated" not in r["run_result"]["stdout"]
     r = app_client.post("/run_code", json={"code": "print(1)", "files": {"../escape": ""}})
@@ -184,7 +193,7 @@ def test_client_replay_keeps_the_code_as_written(http_sandbox):
     r = sb.run_batch_sync(["from __future__ import annotations\nprint(s.count('\\n'))"], 5, [history])[0]
     assert (r.status, r.stdout) == ("ok", "1\n")
     r = sb.run_batch_sync(["x = 1\n1 / 0"], 5, [history])[0]
-    assert r.status == "error" and 'line 2' in r.stderr
+    assert r.status == "error" and "line 2" in r.stderr
     block = "import random\nv = random.random()\nprint(v)"
     first = sb.run_batch_sync([block], 5, [[]])[0]
     assert sb.run_batch_sync(["print(v)"], 5, [[block]])[0].stdout == first.stdout

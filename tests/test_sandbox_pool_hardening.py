@@ -126,7 +126,9 @@ def test_os_exit_in_a_block_does_not_poison_the_session(sandbox):
 
 
 def test_replayed_output_stays_hidden_even_at_descriptor_level(sandbox):
-    history = ["import os, sys\nos.write(1, b'fd1 ')\nos.write(2, b'fd2 ')\nprint('p', file=sys.stderr)\nw = 1"]
+    history = [
+        "import os, sys\nos.write(1, b'fd1 ')\nos.write(2, b'fd2 ')\nprint('p', file=sys.stderr)\nw = 1"
+    ]
     r = sandbox.run_batch_sync(["print(w)"], 5, [history])[0]
     assert (r.stdout, r.stderr) == ("1\n", "")
 

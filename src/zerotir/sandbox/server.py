@@ -151,7 +151,13 @@ class BodyLimit:
 
     async def _too_large(self, send) -> None:
         body = f'{{"detail": "request body over {self.max_bytes} bytes"}}'.encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -195,7 +201,9 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     metrics = _Metrics()
     admission = Admission(cfg.max_queue)
-    sessions = SessionStore(cfg.max_sessions, cfg.session_max_blocks, cfg.session_max_bytes, cfg.session_ttl_s)
+    sessions = SessionStore(
+        cfg.max_sessions, cfg.session_max_blocks, cfg.session_max_bytes, cfg.session_ttl_s
+    )
     state: dict = {"pool": pool, "scheduler": None}
 
     def get_pool() -> ExecutorPool:
@@ -281,7 +289,10 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # The offending input is left out: it may be NaN or Infinity, which JSON cannot carry.
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.post("/session")

@@ -32,7 +32,12 @@ class Session:
 
 class SessionStore:
     def __init__(self, max_sessions: int, max_blocks: int, max_bytes: int, ttl_s: float):
-        self.max_sessions, self.max_blocks, self.max_bytes, self.ttl_s = max_sessions, max_blocks, max_bytes, ttl_s
+        self.max_sessions, self.max_blocks, self.max_bytes, self.ttl_s = (
+            max_sessions,
+            max_blocks,
+            max_bytes,
+            ttl_s,
+        )
         self._sessions: dict[str, Session] = {}
 
     def __len__(self) -> int:

@@ -160,7 +160,9 @@ class ForkServerProcess:
             except Exception as e:  # noqa: BLE001 - fails this call, the next one retries the start
                 with self.lock:
                     self.queued -= 1
-                call.future.set_exception(e if isinstance(e, SandboxInfraError) else SandboxInfraError(repr(e)))
+                call.future.set_exception(
+                    e if isinstance(e, SandboxInfraError) else SandboxInfraError(repr(e))
+                )
                 continue
             with self.lock:
                 self.queued -= 1
