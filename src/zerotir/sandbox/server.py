@@ -7,9 +7,9 @@ unchanged: `stdin`, `files` and `memory_limit_MB` are honoured, `fetch_files` is
 
 Limits, all in `ServiceConfig`: request bodies past `max_body_bytes` get 413; past `max_queue`
 accepted executions (counted before anything is awaited) the server answers 429 with Retry-After;
-executions enter the pool through a fair scheduler (round-robin over clients, named by the
-`X-Client-Id` header or else the connection), optionally with a queue deadline (503). The event
-loop never blocks on the pool: `submit` only queues work.
+executions enter each group of fork servers through a fair scheduler (round-robin over clients,
+named by the `X-Client-Id` header or else the connection), optionally with a queue deadline (503).
+The event loop never blocks on the pool: `submit` only queues work.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class ServiceConfig:
     max_body_bytes: int = 16 << 20
     """Largest request body; larger ones get 413 before they are parsed."""
     dispatch_limit: int | None = None
-    """Executions let into the pool at once (None: its total slots); the rest wait, fairly."""
+    """Executions let into each fork-server group (light, numpy, full) at once (None: twice its
+    slots, enough to keep it fed); the rest wait in the server, fairly."""
     queue_deadline_s: float | None = None
     """Longest an execution may wait for a pool slot before its request gets 503 (None: no limit)."""
     max_sessions: int = 4096
@@ -204,7 +205,7 @@ def create_app(
     sessions = SessionStore(
         cfg.max_sessions, cfg.session_max_blocks, cfg.session_max_bytes, cfg.session_ttl_s
     )
-    state: dict = {"pool": pool, "scheduler": None}
+    state: dict = {"pool": pool, "schedulers": {}}
 
     def get_pool() -> ExecutorPool:
         if state["pool"] is None:
@@ -216,8 +217,12 @@ def create_app(
         if state["pool"] is None:
             state["pool"] = await asyncio.to_thread(ExecutorPool, pool_cfg or PoolConfig())
         p = state["pool"]
-        capacity = cfg.dispatch_limit or sum(p.cfg.slots_per_worker for _ in p.all_servers)
-        state["scheduler"] = FairScheduler(capacity, cfg.queue_deadline_s)
+        # One scheduler per group of fork servers that code is routed to, so that calls waiting
+        # for a busy group never hold back calls another group could run now.
+        for group in (p.servers, p.light, p.numpy):
+            if group:
+                capacity = cfg.dispatch_limit or 2 * p.cfg.slots_per_worker * len(group)
+                state["schedulers"][id(group[0])] = FairScheduler(capacity, cfg.queue_deadline_s)
 
     @app.on_event("shutdown")
     async def _shutdown() -> None:
@@ -239,11 +244,12 @@ def create_app(
 
     async def execute(req: ExecRequest, client: str) -> ExecResult:
         """One admitted execution: wait fairly for a pool slot, run, give both back."""
-        sched: FairScheduler = state["scheduler"]
         try:
+            pool = get_pool()
+            sched: FairScheduler = state["schedulers"][id(pool.servers_for(req.code, req.replay)[0])]
             await sched.acquire(client)
             try:
-                tc: ToolCall = await asyncio.wrap_future(get_pool().submit_request(req))
+                tc: ToolCall = await asyncio.wrap_future(pool.submit_request(req))
             finally:
                 sched.release()
         finally:
