@@ -174,6 +174,7 @@ def test_run_code_honours_stdin_files_and_memory(app_client):
     assert r.status_code == 422
     r = app_client.post("/run_code", json={"code": "print(1)", "fetch_files": ["out.txt"]}).json()
     assert r["status"] == "SandboxError" and "fetch_files" in r["message"]
+    assert app_client.get("/health").json()["accepted"] == 0  # every queue place given back
 
 
 @pytest.fixture(scope="module")

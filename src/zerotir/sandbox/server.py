@@ -243,19 +243,24 @@ def create_app(
         return f"{http.client.host}:{http.client.port}" if http.client else "-"
 
     async def execute(req: ExecRequest, client: str) -> ExecResult:
-        """One admitted execution: wait fairly for a pool slot, run, give both back."""
+        """One admitted execution: wait fairly for a pool slot, run, give the slot back. (Its
+        place in the queue bound is given back by the caller, see `admitted`.)"""
+        pool = get_pool()
+        sched: FairScheduler = state["schedulers"][id(pool.servers_for(req.code, req.replay)[0])]
+        await sched.acquire(client)
         try:
-            pool = get_pool()
-            sched: FairScheduler = state["schedulers"][id(pool.servers_for(req.code, req.replay)[0])]
-            await sched.acquire(client)
-            try:
-                tc: ToolCall = await asyncio.wrap_future(pool.submit_request(req))
-            finally:
-                sched.release()
+            tc: ToolCall = await asyncio.wrap_future(pool.submit_request(req))
         finally:
-            admission.give_back()
+            sched.release()
         metrics.observe(tc)
         return ExecResult(tc.status, tc.stdout, tc.stderr, tc.exit_code, tc.seconds)
+
+    def admitted(coro) -> asyncio.Future:
+        """Run one admitted execution as a task that gives its queue place back however it
+        ends, even when cancelled before it started."""
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda _: admission.give_back())
+        return task
 
     def to_exec(r: RunRequest) -> tuple[ExecRequest, Session | None]:
         session = None
@@ -313,7 +318,7 @@ def create_app(
     @app.post("/run")
     async def run(req: RunRequest, http: Request):
         prepared = to_exec(req)  # unknown session or full history: refused before queueing
-        return busy(1) or await run_one(req, prepared, client_of(http))
+        return busy(1) or await admitted(run_one(req, prepared, client_of(http)))
 
     @app.post("/run_batch")
     async def run_batch(req: RunBatchRequest, http: Request):
@@ -322,7 +327,7 @@ def create_app(
         if rejected:
             return rejected
         client = client_of(http)
-        tasks = [asyncio.ensure_future(run_one(r, p, client)) for r, p in zip(req.requests, prepared)]
+        tasks = [admitted(run_one(r, p, client)) for r, p in zip(req.requests, prepared)]
         try:
             return {"results": list(await asyncio.gather(*tasks))}
         finally:
@@ -346,7 +351,7 @@ def create_app(
         if rejected:
             return rejected
         t0 = time.monotonic()
-        res = await execute(ereq, client_of(http))
+        res = await admitted(execute(ereq, client_of(http)))
         run_status = {"timeout": "TimeLimitExceeded"}.get(res.status, "Finished")
         if res.status in ("error", "killed") and res.exit_code < 0:
             run_status = "Error"
