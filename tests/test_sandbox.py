@@ -216,6 +216,8 @@ def test_dead_forkserver_is_infra_error_then_restarts():
     p = ExecutorPool(PoolConfig(slots_per_worker=2))
     try:
         fut = p.submit("import time; time.sleep(5)", 10)
+        while not any(s.pending for s in p.all_servers):  # written to its fork server, in flight
+            time.sleep(0.01)
         for pid in p.worker_pids():  # heavy and light fork servers alike
             os.killpg(os.getpgid(pid), signal.SIGKILL)
         with pytest.raises(SandboxInfraError):

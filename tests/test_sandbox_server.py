@@ -23,10 +23,12 @@ def test_run_and_batch(server):
 
 def test_session_replay(server):
     url, _ = server
-    httpx.post(f"{url}/run", json={"code": "y = 5", "session_id": "s1"})
-    r = httpx.post(f"{url}/run", json={"code": "print(y * 2)", "session_id": "s1"}).json()
+    sid = httpx.post(f"{url}/session").json()["session_id"]
+    other = httpx.post(f"{url}/session").json()["session_id"]
+    httpx.post(f"{url}/run", json={"code": "y = 5", "session_id": sid})
+    r = httpx.post(f"{url}/run", json={"code": "print(y * 2)", "session_id": sid}).json()
     assert r["stdout"] == "10\n"
-    r = httpx.post(f"{url}/run", json={"code": "print(y)", "session_id": "other"}).json()
+    r = httpx.post(f"{url}/run", json={"code": "print(y)", "session_id": other}).json()
     assert r["status"] == "error"
 
 

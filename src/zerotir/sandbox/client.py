@@ -3,7 +3,10 @@
 Connection pooling (one httpx.AsyncClient), batching (`/run_batch`), retries with exponential
 backoff on connection errors, 5xx and 429 (honouring Retry-After), and a per-call deadline. Only
 after the retries are spent does a call fail, with `SandboxInfraError`, which the rollout turns into
-an excluded trajectory rather than an observation.
+an excluded trajectory rather than an observation. A session's earlier blocks travel as the
+request's `replay` list (the server stays stateless for rollouts) and are replayed there exactly as
+the in-process sandbox does; every request names this client (`X-Client-Id`) for the server's fair
+scheduling.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import random
+import secrets
 import threading
 
 import httpx
 
 from zerotir.sandbox.pool import SandboxInfraError
+from zerotir.sandbox.types import ExecResult, check_timeout
 from zerotir.types import ToolCall
 
 
@@ -37,13 +42,16 @@ class HttpSandbox:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self.client_id = secrets.token_hex(8)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             limits = httpx.Limits(
                 max_connections=self.max_connections, max_keepalive_connections=self.max_connections
             )
-            self._client = httpx.AsyncClient(base_url=self.url, limits=limits, timeout=None)
+            self._client = httpx.AsyncClient(
+                base_url=self.url, limits=limits, timeout=None, headers={"X-Client-Id": self.client_id}
+            )
         return self._client
 
     async def _post(self, path: str, payload: dict, deadline_s: float) -> dict:
@@ -67,17 +75,16 @@ class HttpSandbox:
         return (await self.run_batch([code], timeout_s, [session]))[0]
 
     async def run_batch(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall]:
+        timeout_s = check_timeout(timeout_s, 300.0)  # the server's own bound on a timeout
         sessions = sessions or [None] * len(codes)
         out: list[ToolCall] = []
         for i in range(0, len(codes), self.batch_size):
             chunk = codes[i : i + self.batch_size]
             reqs = []
             for c, s in zip(chunk, sessions[i : i + self.batch_size]):
-                setup = "\n".join(s) if s else None
-                # Replay is client-side here so that the server stays stateless for rollouts.
-                reqs.append({"code": (f"{_hide(setup)}\n{c}" if setup else c), "timeout": timeout_s})
-            data = await self._post("/run_batch", {"requests": reqs}, deadline_s=timeout_s * 2 + 30)
-            out.extend(ToolCall.from_result(c, r) for c, r in zip(chunk, data["results"]))
+                reqs.append({"code": c, "timeout": timeout_s, **({"replay": list(s)} if s is not None else {})})
+            data = await self._post("/run_batch", {"requests": reqs}, deadline_s=timeout_s * 2 + 60)
+            out.extend(ExecResult.from_wire(r).tool_call(c) for c, r in zip(chunk, data["results"]))
         return out
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -109,11 +116,3 @@ class HttpSandbox:
         self._client = None
         self._loop = None
 
-
-def _hide(setup: str) -> str:
-    """Wrap replayed code so its prints are swallowed."""
-    import textwrap
-
-    return "import contextlib as _c, io as _io\nwith _c.redirect_stdout(_io.StringIO()):\n" + textwrap.indent(
-        "try:\n" + textwrap.indent(setup, "    ") + "\nexcept BaseException:\n    pass", "    "
-    )

@@ -1,8 +1,10 @@
 """The executor pool: warm fork servers (each inside one sandbox) and the futures that wait on them.
 
 Thread-based rather than asyncio so that the same pool serves a synchronous trainer, the async HTTP
-server and async clients (`asyncio.wrap_future`). A fork server that dies fails its in-flight
-requests with `SandboxInfraError` (never a fake "error" observation) and is restarted on next use.
+server and async clients (`asyncio.wrap_future`). `submit` never blocks: it validates the request
+and queues it for the fork server's writer thread (see `worker`). A fork server that dies, or that
+the watchdog finds silent past every deadline of its calls, fails its in-flight requests with
+`SandboxInfraError` (never a fake "error" observation) and is restarted on next use.
 """
 
 from __future__ import annotations
@@ -10,23 +12,16 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import json
-import logging
-import os
 import re
-import subprocess
 import threading
-import time
 from dataclasses import dataclass
 
-from zerotir.sandbox.isolation import forkserver_argv
+from zerotir.sandbox.prelude import build_prelude
+from zerotir.sandbox.types import ExecRequest, ExecResult, check_timeout
+from zerotir.sandbox.worker import ForkServerProcess, SandboxInfraError
 from zerotir.types import ToolCall
 
-log = logging.getLogger(__name__)
-
-
-class SandboxInfraError(RuntimeError):
-    """The sandbox itself failed (not the user's code): retry, then drop the trajectory."""
-
+__all__ = ["ExecutorPool", "PoolConfig", "SandboxInfraError"]
 
 STDLIB_PREIMPORT = (
     "math",
@@ -94,6 +89,17 @@ class PoolConfig:
     uid_base: int = 61000
     """First uid given to execution slots when running as root (slot i gets uid_base + i)."""
     start_timeout_s: float = 120.0
+    """Seconds a fork server may take to import and warm up before it counts as failed."""
+    max_timeout_s: float = 300.0
+    """Longest per-execution timeout accepted; longer ones are clamped (NaN, inf, <= 0 refused)."""
+    replay_timeout_s: float = 10.0
+    """Extra seconds a stateful call gets to replay its session's earlier blocks, so that the
+    replay does not eat into the new block's own timeout."""
+    watchdog_grace_s: float = 30.0
+    """A fork server with calls in flight that answers nothing for longer than their longest
+    timeout plus this is killed and replaced; its calls fail as infrastructure errors."""
+    watchdog_interval_s: float = 1.0
+    """How often the watchdog looks."""
 
 
 LIGHT_PREIMPORT = (*STDLIB_PREIMPORT, "random", "re", "locale")
@@ -104,132 +110,32 @@ HEAVY_CODE = re.compile(rf"\b(numpy|{_NON_NUMPY_LIBS})\b")
 NON_NUMPY_HEAVY = re.compile(rf"\b({_NON_NUMPY_LIBS})\b")
 
 
-class _ForkServer:
-    def __init__(self, cfg: PoolConfig, index: int, preimport: tuple[str, ...], warmup: str):
-        self.cfg = cfg
-        self.index = index
-        self.preimport, self.warmup = preimport, warmup
-        self.lock = threading.Lock()
-        self.pending: dict[int, cf.Future] = {}
-        self.proc: subprocess.Popen | None = None
-        self.info: dict = {}
-        self.isolation = "none"
-
-    def _start(self) -> None:
-        argv, self.isolation = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb)
-        server_cfg = {
-            "slots": self.cfg.slots_per_worker,
-            "uid_base": self.cfg.uid_base + self.index * self.cfg.slots_per_worker
-            if os.geteuid() == 0
-            else 0,
-            "max_processes": self.cfg.max_processes,
-            "memory_mb": self.cfg.memory_mb,
-            "max_file_bytes": self.cfg.max_file_bytes,
-            "preimport": list(self.preimport),
-            "warmup": self.warmup,
-            "standby": self.cfg.standby,
-            "huge_pages": self.cfg.huge_pages,
-        }
-        proc = subprocess.Popen(
-            argv + [json.dumps(server_cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env={**os.environ, "LD_BIND_NOW": "1"},  # see isolation.bwrap_command
-        )
-        deadline = time.monotonic() + self.cfg.start_timeout_s
-        line = b""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line or proc.poll() is not None:
-                break
-        try:
-            info = json.loads(line)
-            assert info.get("ready")
-        except Exception:
-            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
-            proc.kill()
-            raise SandboxInfraError(
-                f"fork server failed to start ({self.isolation}): {line[:200]!r} {err[-2000:]}"
-            ) from None
-        self.info = info
-        self.proc = proc
-        threading.Thread(target=self._read_loop, args=(proc,), daemon=True).start()
-        threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
-
-    def _drain_stderr(self, proc: subprocess.Popen) -> None:
-        for line in proc.stderr:
-            log.debug("forkserver %d: %s", self.index, line.decode(errors="replace").rstrip())
-
-    def _read_loop(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            with self.lock:
-                fut = self.pending.pop(msg.get("id"), None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-        # EOF: the server died. Fail everything in flight as an infrastructure error.
-        with self.lock:
-            if self.proc is proc:
-                self.proc = None
-            stranded, self.pending = self.pending, {}
-        for fut in stranded.values():
-            if not fut.done():
-                fut.set_exception(SandboxInfraError(f"fork server {self.index} exited (rc={proc.poll()})"))
-
-    def submit(self, rid: int, req: dict) -> cf.Future:
-        fut: cf.Future = cf.Future()
-        data = (json.dumps(req) + "\n").encode()
-        with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
-                self._start()
-            self.pending[rid] = fut
-            try:
-                self.proc.stdin.write(data)
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError) as e:
-                self.pending.pop(rid, None)
-                fut.set_exception(SandboxInfraError(f"fork server {self.index} pipe broken: {e}"))
-        return fut
-
-    @property
-    def load(self) -> int:
-        return len(self.pending)
-
-    def close(self) -> None:
-        with self.lock:
-            proc, self.proc = self.proc, None
-        if proc is not None:
-            try:
-                proc.stdin.close()
-                proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001
-                proc.kill()
-
-
 class ExecutorPool:
     """A set of warm fork servers. `submit` returns a future of a `ToolCall`."""
 
     def __init__(self, cfg: PoolConfig | None = None, *, eager: bool = True):
         self.cfg = cfg or PoolConfig()
         c = self.cfg
-        self.servers = [_ForkServer(c, i, c.preimport, c.warmup) for i in range(c.workers)]
+        self.servers = [ForkServerProcess(c, i, c.preimport, c.warmup) for i in range(c.workers)]
         # Code that imports no heavy library goes to a small fork server, numpy-only code to a numpy
         # one: forking (and tearing down) a process costs with what it has mapped (print: ~1 ms
         # light, ~7 ms with numpy and sympy).
-        self.light = [_ForkServer(c, c.workers, LIGHT_PREIMPORT, LIGHT_WARMUP)] if c.light_worker else []
-        self.numpy = [_ForkServer(c, c.workers + 1, NUMPY_PREIMPORT, NUMPY_WARMUP)] if c.numpy_worker else []
+        self.light = [ForkServerProcess(c, c.workers, LIGHT_PREIMPORT, LIGHT_WARMUP)] if c.light_worker else []
+        self.numpy = (
+            [ForkServerProcess(c, c.workers + 1, NUMPY_PREIMPORT, NUMPY_WARMUP)] if c.numpy_worker else []
+        )
         self.all_servers = self.servers + self.light + self.numpy
         self._ids = itertools.count(1)
-        self._closed = False
-        if eager:
-            for s in self.all_servers:
-                with s.lock:
-                    s._start()
+        self._closed = threading.Event()
+        try:
+            if eager:
+                for s in self.all_servers:
+                    s.ensure_started()
+        except BaseException:
+            self.close()
+            raise
+        self._watchdog = threading.Thread(target=self._watch, daemon=True, name="sandbox-watchdog")
+        self._watchdog.start()
 
     @property
     def isolation(self) -> str:
@@ -242,55 +148,83 @@ class ExecutorPool:
     def worker_pids(self) -> list[int]:
         return [s.proc.pid for s in self.all_servers if s.proc is not None]
 
+    def _watch(self) -> None:
+        while not self._closed.wait(self.cfg.watchdog_interval_s):
+            for s in self.all_servers:
+                s.check_stuck(self.cfg.watchdog_grace_s)
+
     def submit(
         self, code: str, timeout_s: float = 10.0, setup: str | None = None, memory_mb: int | None = None
     ) -> cf.Future:
-        if self._closed:
+        """`submit_request` for the common case; `setup` is one earlier block to replay."""
+        replay = (setup,) if setup else None
+        return self.submit_request(ExecRequest(code, timeout_s, replay=replay, memory_mb=memory_mb))
+
+    def submit_request(self, req: ExecRequest) -> cf.Future:
+        """Queue one execution; the future holds a `ToolCall` or raises `SandboxInfraError`.
+
+        Raises ValueError at once for a request the pool refuses (a timeout that is not a finite
+        positive number, a file name outside the working directory)."""
+        if self._closed.is_set():
             raise SandboxInfraError("executor pool is closed")
+        c = self.cfg
+        timeout = check_timeout(req.timeout_s, c.max_timeout_s)
+        if req.replay:
+            timeout += c.replay_timeout_s
+        setup = build_prelude(req)
         rid = next(self._ids)
-        req = {
-            "id": rid,
-            "code": code,
-            "timeout": float(timeout_s),
-            "max_output_bytes": self.cfg.max_output_bytes,
-        }
+        wire: dict = {"id": rid, "code": req.code, "timeout": timeout, "max_output_bytes": c.max_output_bytes}
         if setup:
-            req["setup"] = setup
-        if memory_mb:
-            req["memory_mb"] = int(memory_mb)
-        server = min(self.servers_for(code, setup), key=lambda s: s.load)
-        raw = server.submit(rid, req)
+            wire["setup"] = setup
+        if req.memory_mb and req.memory_mb > 0:
+            wire["memory_mb"] = min(int(req.memory_mb), c.memory_mb)  # a request may lower, never raise
+        server = min(self.servers_for(req.code, req.replay), key=lambda s: s.load)
+        raw: cf.Future = cf.Future()
         out: cf.Future = cf.Future()
+        code = req.code
 
         def _done(f: cf.Future) -> None:
             exc = f.exception()
             if exc is not None:
                 out.set_exception(exc)
-            else:
-                out.set_result(ToolCall.from_result(code, f.result()))
+                return
+            try:
+                out.set_result(ExecResult.from_wire(f.result()).tool_call(code))
+            except (KeyError, ValueError, TypeError) as e:
+                out.set_exception(SandboxInfraError(f"malformed result from fork server: {e!r}"))
 
         raw.add_done_callback(_done)
+        # Time on top of the timeout: process teardown, output drain, cleanup of its files.
+        server.submit(rid, (json.dumps(wire) + "\n").encode(), raw, timeout + 2.0)
         return out
 
-    def servers_for(self, code: str, setup: str | None = None) -> list[_ForkServer]:
+    def servers_for(self, code: str, replay: tuple[str, ...] | str | None = None) -> list[ForkServerProcess]:
         """The fork servers that run this code: the smallest whose imports cover the libraries it
         names (a replayed earlier block counts)."""
-        text = code if not setup else f"{setup}\n{code}"
+        if isinstance(replay, str):
+            replay = (replay,)
+        text = "\n".join((*(replay or ()), code))
         if self.light and not HEAVY_CODE.search(text):
             return self.light
         if self.numpy and not NON_NUMPY_HEAVY.search(text):
             return self.numpy
         return self.servers
 
+    def wait_bound_s(self, timeout_s: float, n: int = 1) -> float:
+        """How long a caller may wait for n executions of this timeout before giving up on them
+        (the watchdog fails a stuck call well before)."""
+        t = check_timeout(timeout_s, self.cfg.max_timeout_s) + self.cfg.replay_timeout_s
+        return t * n + self.cfg.watchdog_grace_s + 30
+
     def run(self, code: str, timeout_s: float = 10.0, setup: str | None = None) -> ToolCall:
-        return self.submit(code, timeout_s, setup).result(timeout=timeout_s + 30)
+        return self.submit(code, timeout_s, setup).result(timeout=self.wait_bound_s(timeout_s))
 
     def run_batch(self, codes: list[str], timeout_s: float = 10.0) -> list[ToolCall]:
         futs = [self.submit(c, timeout_s) for c in codes]
-        return [f.result(timeout=timeout_s * len(codes) + 60) for f in futs]
+        return [f.result(timeout=self.wait_bound_s(timeout_s, len(codes))) for f in futs]
 
     def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         for s in self.all_servers:
             s.close()
 
