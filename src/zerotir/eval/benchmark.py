@@ -42,6 +42,8 @@ def run_benchmarks(
     problem_key: str = "problem",
     answer_key: str = "answer",
     missing_answer: str = "skip",
+    dtype: str = "float32",
+    gpu_memory_utilization: float = 0.85,
 ) -> dict:
     from zerotir.sandbox.base import LocalSandbox
     from zerotir.train.models import load_causal_lm, load_tokenizer
@@ -51,11 +53,11 @@ def run_benchmarks(
     if engine == "vllm":
         from zerotir.rollout.vllm_engine import VLLMEngine
 
-        eng = VLLMEngine(model, tok)
+        eng = VLLMEngine(model, tok, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, seed=seed)
     else:
         from zerotir.rollout.hf_engine import HFEngine
 
-        eng = HFEngine(load_causal_lm(model, device=device), tok, device=device)
+        eng = HFEngine(load_causal_lm(model, dtype, device=device), tok, device=device)
     tmpl = get_template(template)
     sandbox = LocalSandbox() if tmpl.uses_tools and max(budgets) > 0 else None
     results: dict = {

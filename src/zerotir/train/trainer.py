@@ -69,13 +69,17 @@ def make_sandbox(cfg: RunConfig):
 
 def make_engine(cfg: RunConfig, policy, tokenizer):
     if cfg.rollout.engine == "vllm":
-        from zerotir.rollout.vllm_engine import VLLMEngine
+        if cfg.rollout.vllm_async:
+            from zerotir.rollout.vllm_async import AsyncVLLMEngine as VLLMEngine
+        else:
+            from zerotir.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(
             cfg.model.path,
             tokenizer,
             dtype=cfg.model.dtype,
             gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
+            seed=cfg.trainer.seed,
         )
     from zerotir.rollout.hf_engine import HFEngine
 
@@ -158,6 +162,7 @@ class Trainer:
         self.eval_rows = rows(d.eval, d.eval_size, "test")[: d.eval_size] if d.eval else None
         if restore:
             self._restore(restore)
+            self._sync_engine(self.step)  # the engine was built from model.path: give it the restored policy
         self.logger = MetricsLogger(
             self.run_dir,
             cfg.log.tensorboard,
@@ -415,8 +420,19 @@ class Trainer:
         if self.critic is not None:
             acc["train/value_loss"] = self._update_critic(batch, returns, values)
         acc["train/adv_abs_mean"] = float(masked_mean(adv.abs(), mask))
-        self.engine.load_weights(self.policy.state_dict())  # a no-op when the engine shares the module
+        acc["time/weight_sync_s"] = self._sync_engine(self.step + 1)
         return acc
+
+    def _sync_engine(self, version: int) -> float:
+        """Push the policy to the rollout engine as policy version `version` (updates applied so far);
+        a no-op copy when the engine shares the module. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        sync = getattr(self.engine, "sync_weights", None)
+        if sync is not None:
+            sync(self.policy.state_dict(), version)
+        else:
+            self.engine.load_weights(self.policy.state_dict())
+        return time.perf_counter() - t0
 
     def _update_critic(self, batch: TokenBatch, returns: torch.Tensor, old_values: torch.Tensor) -> float:
         a, t = self.cfg.algo, self.cfg.trainer
@@ -452,6 +468,9 @@ class Trainer:
             )
         metrics = rollout_metrics(sampled)
         metrics.update(fstats)
+        version = getattr(self.engine, "weight_version", None)
+        if version is not None:  # the policy version the step was sampled from (a synced engine)
+            metrics["rollout/policy_version"] = version
         t1 = time.perf_counter()
         if kept:
             self._apply_overlong(kept)
