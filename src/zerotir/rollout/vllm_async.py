@@ -60,8 +60,9 @@ class AsyncVLLMEngine:
         enforce_eager: bool | None = None,
         **kw,
     ):
-        vllm = import_vllm()
+        import_vllm()
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
 
         from zerotir.train.models import resolve_model_path
 
@@ -76,9 +77,13 @@ class AsyncVLLMEngine:
         )
 
         async def build():
-            return vllm.AsyncLLM.from_engine_args(args)
+            return AsyncLLM.from_engine_args(args)
 
-        self.llm = self._run(build())
+        try:
+            self.llm = self._run(build())
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self._ids = itertools.count()
         self.weight_version: int | None = None
@@ -274,3 +279,15 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
 async def _wait_event(ev: asyncio.Event) -> None:
     await ev.wait()
     ev.clear()
+
+
+def attach_versions(trajs, engine: AsyncVLLMEngine) -> None:
+    """Record on each trajectory of the engine's last call the policy version of each run of its
+    model tokens: `meta["policy_versions"] = [(version, n_tokens), ...]` in sampling order (version
+    None: the checkpoint the engine was built from)."""
+    if len(trajs) != len(engine.segment_versions):
+        raise ValueError(
+            f"{len(trajs)} trajectories for {len(engine.segment_versions)} rows of the last call"
+        )
+    for tr, seg in zip(trajs, engine.segment_versions):
+        tr.meta["policy_versions"] = list(seg)

@@ -69,20 +69,18 @@ def prepare_state_dict(state_dict: dict, dtype: str) -> dict[str, torch.Tensor]:
 
 def write_shm_checkpoint(tensors: dict[str, torch.Tensor], version: int) -> Path:
     """One safetensors file in a fresh directory under /dev/shm (RAM, not disk), the layout
-    `reload_weights(weights_path=...)` reads. Tied weights are stored once (safetensors refuses
-    shared storage)."""
+    `reload_weights(weights_path=...)` reads. Tied weights (embeddings and LM head) are written
+    under both names: safetensors refuses shared storage, and vLLM's layer-wise reload leaves a
+    tied LM head stale unless its own name is in the checkpoint."""
     from safetensors.torch import save_file
 
     root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     d = Path(tempfile.mkdtemp(prefix=f"zerotir-weights-v{version}-", dir=root))
-    seen: dict[int, str] = {}
+    seen: set[int] = set()
     unique = {}
     for k, v in tensors.items():
-        ptr = v.data_ptr()
-        if ptr in seen:
-            continue
-        seen[ptr] = k
-        unique[k] = v
+        unique[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     save_file(unique, str(d / "model.safetensors"))
     return d
 
