@@ -26,16 +26,14 @@ import time
 
 from zerotir.rollout.engine import Completion, Interaction, SamplingParams
 from zerotir.rollout.vllm_engine import (
+    VLLMEngineBase,
     clamp_budget,
-    completion_from,
-    engine_kwargs,
-    import_vllm,
-    logprobs_match,
     request_params,
+    sampled_logprobs,
+    to_completion,
 )
 from zerotir.rollout.vllm_sync import (
     SyncStats,
-    check_version,
     prepare_state_dict,
     remove_shm_checkpoint,
     write_shm_checkpoint,
@@ -46,35 +44,18 @@ _POLL_S = 0.002
 thread-pool futures; polling them from the loop keeps every driver call on one thread)."""
 
 
-class AsyncVLLMEngine:
-    supports_stop_switch = False
-
-    def __init__(
-        self,
-        model_path: str,
-        tokenizer,
-        dtype: str = "float32",
-        gpu_memory_utilization: float = 0.85,
-        max_model_len: int | None = None,
-        seed: int = 0,
-        enforce_eager: bool | None = None,
-        **kw,
-    ):
-        import_vllm()
+class AsyncVLLMEngine(VLLMEngineBase):
+    def _start(self, model: str, kwargs: dict) -> int:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from zerotir.train.models import resolve_model_path
-
-        self.tokenizer = tokenizer
-        self.dtype = dtype
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="zerotir-vllm-async", daemon=True)
         self._thread.start()
-        args = AsyncEngineArgs(
-            model=resolve_model_path(model_path),
-            **engine_kwargs(dtype, gpu_memory_utilization, max_model_len, seed, enforce_eager, kw),
-        )
+        self._ids = itertools.count()
+        self.segment_versions: list[list[tuple[int | None, int]]] = []
+        """Per row of the last call: (policy version, sampled tokens) runs, in order."""
+        args = AsyncEngineArgs(model=model, **kwargs)
 
         async def build():
             return AsyncLLM.from_engine_args(args)
@@ -84,14 +65,7 @@ class AsyncVLLMEngine:
         except BaseException:
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise
-        self.max_model_len = int(self.llm.model_config.max_model_len)
-        self._ids = itertools.count()
-        self.weight_version: int | None = None
-        self.sync_history: list[SyncStats] = []
-        self.segment_versions: list[list[tuple[int | None, int]]] = []
-        """Per row of the last call: (policy version, sampled tokens) runs, in order."""
-
-    logprobs_match_trainer = staticmethod(logprobs_match)
+        return int(self.llm.model_config.max_model_len)
 
     def _run(self, coro):
         if threading.current_thread() is self._thread:
@@ -109,16 +83,13 @@ class AsyncVLLMEngine:
         lps: list[float] = []
         last = None
         async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"zt-{next(self._ids)}"):
-            o = out.outputs[0]
-            c = completion_from_delta(o)
-            toks += c[0]
-            lps += c[1]
-            self._tag(row, len(c[0]))
-            last = o
+            last = out.outputs[0]
+            toks += last.token_ids
+            lps += sampled_logprobs(last)
+            self._tag(row, len(last.token_ids))
         if last is None:
             raise RuntimeError("vLLM returned no output for a request")
-        last.token_ids, last.logprobs = toks, [{t: _LP(lp)} for t, lp in zip(toks, lps)]
-        return completion_from(last)
+        return to_completion(toks, lps, last.finish_reason, last.stop_reason)
 
     def _tag(self, row: int, n: int) -> None:
         if n == 0 or row >= len(self.segment_versions):
@@ -162,10 +133,9 @@ class AsyncVLLMEngine:
         self._run(_interactive(self, prompts, params, list(budgets), driver))
 
     # ------------------------------------------------------------------ weights
-    def sync_weights(self, state_dict: dict, version: int) -> SyncStats:
-        """Reload weights, also while a rollout runs in another thread (a partial rollout: its
-        requests are paused, kept, and continue under the new version)."""
-        check_version(self.weight_version, version)
+    def _sync(self, state_dict: dict, version: int) -> SyncStats:
+        """Also while a rollout runs in another thread (a partial rollout: its requests are paused,
+        kept, and continue under the new version)."""
         t0 = time.perf_counter()
         tensors = prepare_state_dict(state_dict, self.dtype)
         d = write_shm_checkpoint(tensors, version)  # AsyncLLM's engine core is always another process
@@ -186,34 +156,24 @@ class AsyncVLLMEngine:
         finally:
             remove_shm_checkpoint(d)
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-        stats = SyncStats(version, time.perf_counter() - t0, nbytes, "shm_file")
-        self.sync_history.append(stats)
-        return stats
-
-    def load_weights(self, state_dict: dict) -> None:
-        self.sync_weights(state_dict, 0 if self.weight_version is None else self.weight_version + 1)
+        return SyncStats(version, time.perf_counter() - t0, nbytes, "shm_file")
 
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self.llm.shutdown()
+
+        async def stop():
+            self.llm.shutdown()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        self._run(stop())
+        self.llm = None  # collected now, not at interpreter exit (its __del__ shuts down again)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
-
-
-class _LP:
-    """The shape of vLLM's `Logprob` that `completion_from` reads."""
-
-    __slots__ = ("logprob",)
-
-    def __init__(self, logprob: float):
-        self.logprob = logprob
-
-
-def completion_from_delta(o) -> tuple[list[int], list[float]]:
-    lps = [next(iter(d.values())).logprob if d else 0.0 for d in (o.logprobs or [])]
-    return list(o.token_ids), lps
 
 
 async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -> None:

@@ -82,18 +82,26 @@ def clamp_budget(budget: int, prompt_len: int, max_model_len: int) -> int:
     return max(0, min(budget, max_model_len - prompt_len))
 
 
+def sampled_logprobs(o) -> list[float]:
+    """The sampled token's logprob at each position of a vLLM `CompletionOutput` (`logprobs=0`)."""
+    return [next(iter(d.values())).logprob if d else 0.0 for d in (o.logprobs or [])]
+
+
+def to_completion(token_ids: list[int], lps: list[float], finish_reason, stop_reason) -> Completion:
+    """Our `Completion` from what vLLM reports (finish: length | stop (a stop string) | eos)."""
+    if len(lps) != len(token_ids):
+        raise RuntimeError(f"vLLM returned {len(lps)} logprobs for {len(token_ids)} tokens")
+    if finish_reason == "length":
+        return Completion(token_ids, lps, "length")
+    if isinstance(stop_reason, str):
+        return Completion(token_ids, lps, "stop", stop_reason)
+    if finish_reason == "stop":
+        return Completion(token_ids, lps, "eos")
+    raise RuntimeError(f"vLLM request ended with finish_reason={finish_reason!r}")
+
+
 def completion_from(o) -> Completion:
-    """Our `Completion` from a vLLM `CompletionOutput` (finish: length | stop (a stop string) | eos)."""
-    lps = [next(iter(d.values())).logprob if d else 0.0 for d in (o.logprobs or [])]
-    if len(lps) != len(o.token_ids):
-        raise RuntimeError(f"vLLM returned {len(lps)} logprobs for {len(o.token_ids)} tokens")
-    if o.finish_reason == "length":
-        return Completion(list(o.token_ids), lps, "length")
-    if isinstance(o.stop_reason, str):
-        return Completion(list(o.token_ids), lps, "stop", o.stop_reason)
-    if o.finish_reason == "stop":
-        return Completion(list(o.token_ids), lps, "eos")
-    raise RuntimeError(f"vLLM request ended with finish_reason={o.finish_reason!r}")
+    return to_completion(list(o.token_ids), sampled_logprobs(o), o.finish_reason, o.stop_reason)
 
 
 def logprobs_match(params: SamplingParams) -> bool:
@@ -101,11 +109,13 @@ def logprobs_match(params: SamplingParams) -> bool:
     return params.temperature <= 0 or params.top_p >= 1.0
 
 
-class VLLMEngine:
-    """The synchronous engine (`vllm.LLM`): one `generate` per round of the tool loop."""
+class VLLMEngineBase:
+    """What both vLLM engines share: construction options, conventions and versioned weight sync.
+    Subclasses start their vLLM engine in `_start` and reload weights in `_sync`."""
 
     supports_stop_switch = False
     """vLLM stops a request at a stop string; the tool loop re-submits (the prefix cache makes it cheap)."""
+    logprobs_match_trainer = staticmethod(logprobs_match)
 
     def __init__(
         self,
@@ -118,21 +128,49 @@ class VLLMEngine:
         enforce_eager: bool | None = None,
         **kw,
     ):
-        vllm = import_vllm()
+        import_vllm()
         from zerotir.train.models import resolve_model_path
 
         self.tokenizer = tokenizer
         self.dtype = dtype
-        self.llm = vllm.LLM(
-            model=resolve_model_path(model_path),
-            **engine_kwargs(dtype, gpu_memory_utilization, max_model_len, seed, enforce_eager, kw),
-        )
-        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.weight_version: int | None = None
         """Policy version of the weights being sampled from (None: the checkpoint it was built from)."""
         self.sync_history: list[SyncStats] = []
+        kwargs = engine_kwargs(dtype, gpu_memory_utilization, max_model_len, seed, enforce_eager, kw)
+        self.max_model_len = self._start(resolve_model_path(model_path), kwargs)
 
-    logprobs_match_trainer = staticmethod(logprobs_match)
+    def _start(self, model: str, kwargs: dict) -> int:
+        """Start the vLLM engine; return its context window (max_model_len)."""
+        raise NotImplementedError
+
+    def _sync(self, state_dict: dict, version: int) -> SyncStats:
+        raise NotImplementedError
+
+    def sync_weights(self, state_dict: dict, version: int) -> SyncStats:
+        """Load the policy's weights (policy version `version`: the number of updates it has had) and
+        drop every cached prefix computed with the old ones."""
+        check_version(self.weight_version, version)
+        stats = self._sync(state_dict, version)
+        self.weight_version = version
+        self.sync_history.append(stats)
+        return stats
+
+    def load_weights(self, state_dict: dict) -> None:
+        """The unversioned protocol method: the next version."""
+        self.sync_weights(state_dict, 0 if self.weight_version is None else self.weight_version + 1)
+
+
+class VLLMEngine(VLLMEngineBase):
+    """The synchronous engine (`vllm.LLM`): one `generate` per round of the tool loop."""
+
+    def _start(self, model: str, kwargs: dict) -> int:
+        import vllm
+
+        self.llm = vllm.LLM(model=model, **kwargs)
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _sync(self, state_dict: dict, version: int) -> SyncStats:
+        return sync_llm(self.llm, state_dict, version, self.dtype)
 
     def generate(
         self,
@@ -163,19 +201,6 @@ class VLLMEngine:
         for i, res in zip(todo, results):
             out[i] = completion_from(res.outputs[0])
         return out
-
-    def sync_weights(self, state_dict: dict, version: int) -> SyncStats:
-        """Load the policy's weights (policy version `version`: the number of updates it has had) and
-        drop every cached prefix computed with the old ones."""
-        check_version(self.weight_version, version)
-        stats = sync_llm(self.llm, state_dict, version, self.dtype)
-        self.weight_version = version
-        self.sync_history.append(stats)
-        return stats
-
-    def load_weights(self, state_dict: dict) -> None:
-        """The unversioned protocol method: the next version."""
-        self.sync_weights(state_dict, 0 if self.weight_version is None else self.weight_version + 1)
 
     def sleep(self, level: int = 1) -> None:
         """Free accelerator memory while the trainer runs (level 1: weights to CPU, KV cache dropped;
