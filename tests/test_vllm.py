@@ -317,3 +317,95 @@ def test_eval_with_vllm_engine_matches_hf(tmp_path):
         return [json.dumps(row, sort_keys=True) for row in rows]
 
     assert texts("vllm") == texts("hf") and len(texts("hf")) == 8
+
+
+# ---------------------------------------------------------------- the async engine
+class _SlowSandbox:
+    """Answers after 0.3-0.6 s (thread per call), so that a rollout is still in flight when the test
+    syncs weights."""
+
+    def __init__(self, inner, seed=0):
+        import random
+
+        self.inner, self.rng = inner, random.Random(seed)
+
+    def submit(self, code, timeout_s=10.0, session=None):
+        import concurrent.futures as cf
+        import threading
+
+        out, delay, inner = (
+            cf.Future(),
+            0.3 + 0.3 * self.rng.random(),
+            self.inner.submit(code, timeout_s, session),
+        )
+        threading.Timer(delay, lambda: out.set_result(inner.result())).start()
+        return out
+
+
+def _model_token_versions(tr):
+    vs = [v for v, n in tr.meta["policy_versions"] for _ in range(n)]
+    assert len(vs) == sum(tr.action_mask)
+    return vs
+
+
+def test_async_engine_rollouts_sync_and_partial_rollouts(tok, hf_engine, local_sandbox):
+    """vLLM's async engine (engine core in its own process), one coroutine per trajectory:
+    greedy tool rollouts equal the transformers engine's; a sync makes the logprobs the updated
+    policy's; a sync in the middle of a rollout pauses and resumes it, and every model token is
+    tagged with the policy version that sampled it, its logprob that policy's (1e-4)."""
+    import threading
+
+    from test_rollout import _ShuffledSandbox
+    from zerotir.rollout.vllm_async import AsyncVLLMEngine, attach_versions
+
+    eng = AsyncVLLMEngine("toy", tok, dtype="float32", max_model_len=MAX_LEN, enforce_eager=True)
+    try:
+        ps, t = _toy_code_prompts(tok, 8)
+        cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
+        sp = SamplingParams(0.0, 1.0, 160)
+        ours = run_tool_rollout(eng, _ShuffledSandbox(local_sandbox), ps, t, cfg, sp)
+        ref = run_tool_rollout(hf_engine, local_sandbox, ps, t, replace(cfg, scheduler="rounds"), sp)
+        assert sum(len(tr.tool_calls) for tr in ours) >= 6
+        for a, b in zip(ours, ref):
+            assert a.response_ids == b.response_ids and a.action_mask == b.action_mask
+            torch.testing.assert_close(
+                torch.tensor(a.old_logprobs), torch.tensor(b.old_logprobs), atol=1e-4, rtol=0
+            )
+
+        m1, m2 = perturbed_policy(4), perturbed_policy(5)
+        assert greedy_fixed_sequence_gap(eng, tok, m1) > 1e-2
+        assert eng.sync_weights(m1.state_dict(), 1).transport == "shm_file"
+        assert greedy_fixed_sequence_gap(eng, tok, m1) < 1e-4
+
+        # A sampled rollout with slow executions; version 2 arrives while it runs.
+        box: dict = {}
+        sampled = SamplingParams(1.0, 1.0, 160, seed=11)
+
+        def roll():
+            box["trajs"] = run_tool_rollout(eng, _SlowSandbox(local_sandbox), ps, t, cfg, sampled)
+            attach_versions(box["trajs"], eng)
+
+        th = threading.Thread(target=roll)
+        th.start()
+        import time
+
+        deadline = time.monotonic() + 120
+        while sum(n for seg in eng.segment_versions for _, n in seg) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        eng.sync_weights(m2.state_dict(), 2)
+        th.join(timeout=300)
+        trajs = box["trajs"]
+        seen = {v for tr in trajs for v in _model_token_versions(tr)}
+        assert seen == {1, 2}, seen
+        for tr in trajs:
+            vs = _model_token_versions(tr)
+            assert vs == sorted(vs)  # a trajectory never goes back to an older policy
+            lps = [lp for lp, m in zip(tr.old_logprobs, tr.action_mask) if m]
+            for model, v in ((m1, 1), (m2, 2)):
+                # the trainer's recomputation under policy v, on the tokens policy v sampled
+                lp, _ = trainer_logprobs(model, [tr], 1.0)
+                got = [a for a, ver in zip(lps, vs) if ver == v]
+                want = [float(x) for x, ver in zip(lp, vs) if ver == v]
+                torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=0)
+    finally:
+        eng.close()
