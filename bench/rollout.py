@@ -14,6 +14,7 @@ engines without `generate_interactive` use, and `rollout.scheduler=rounds`). The
 wall-clock ratio reported: on a 2-core machine its executions compete with the model for the CPU.
 
     python bench/rollout.py [--prompts 64] [--repeats 5]
+    python bench/rollout.py --engine vllm   # vLLM's async engine: see rollout_vllm.py
 """
 
 from __future__ import annotations
@@ -67,26 +68,39 @@ class InstantSandbox:
         return [self._run(c) for c in codes]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="toy")
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    tok, model = load_tokenizer(args.model), load_causal_lm(args.model)
-    eng = HFEngine(model, tok)
-    tmpl = get_template("toy-zerotir")
-    rows = load_dataset_rows("toy", toy_size=args.prompts, toy_split="test")
-    # A code-heavy policy makes the comparison meaningful: each prompt ends with the sentence that, in
-    # the pre-training corpus, introduces a code solution, so most responses execute a block, as a
-    # trained ZeroTIR policy does.
-    prompts = [
+def code_prompts(tok, tmpl, n: int) -> list[list[int]]:
+    """A code-heavy policy makes the comparison meaningful: each prompt ends with the sentence that, in
+    the pre-training corpus, introduces a code solution, so most responses execute a block, as a
+    trained ZeroTIR policy does."""
+    rows = load_dataset_rows("toy", toy_size=n, toy_split="test")
+    return [
         tok.encode(
             tmpl.render(r["problem"]) + f" We compute {r['expression']} with Python.\n",
             add_special_tokens=False,
         )
         for r in rows
     ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=None, help="default: 5 (hf), 3 (vllm)")
+    ap.add_argument("--syncs", type=int, default=5, help="vllm: weight syncs timed")
+    args = ap.parse_args()
+    if args.engine == "vllm":
+        from rollout_vllm import run
+
+        args.repeats = args.repeats or 3
+        run(args, InstantSandbox, code_prompts, write_result)
+        return
+    args.repeats = args.repeats or 5
+    tok, model = load_tokenizer(args.model), load_causal_lm(args.model)
+    eng = HFEngine(model, tok)
+    tmpl = get_template("toy-zerotir")
+    prompts = code_prompts(tok, tmpl, args.prompts)
     instant, real = InstantSandbox(), LocalSandbox()
     cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
     arms = {

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline_runs import run_all  # noqa: E402
 
-ADDED = ("train/mismatch_",)
+ADDED = ("train/mismatch_", "rollout/policy_version")
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ class KnownAccuracyEngine:
     def __init__(self):
         self.seen: dict[str, int] = {}
 
-    def load_weights(self, sd):
+    def load_weights(self, sd, version=0):
         pass
 
     def generate(self, prompts, params, stops, max_tokens=None):

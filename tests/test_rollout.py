@@ -24,7 +24,7 @@ class ScriptedEngine:
         self.code, self.n_blocks, self.answer = code, n_blocks, answer
         self.calls = 0
 
-    def load_weights(self, sd):
+    def load_weights(self, sd, version=0):
         pass
 
     def generate(self, prompts, params, stops, max_tokens=None):

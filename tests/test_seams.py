@@ -188,7 +188,7 @@ class AsyncScripted:
         await asyncio.sleep(0)
         return self.inner.generate([prompt], params, [stops], [max_tokens])[0]
 
-    def load_weights(self, sd):
+    def load_weights(self, sd, version=0):
         pass
 
 

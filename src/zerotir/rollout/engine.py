@@ -99,7 +99,10 @@ class Engine(Protocol):
         max_tokens: list[int] | None = None,
     ) -> list[Completion]: ...
 
-    def load_weights(self, state_dict: dict) -> None: ...
+    def load_weights(self, state_dict: dict, version: int) -> None:
+        """Sample from these weights from now on; `version` is the learner's policy version (its number
+        of updates), which the engine records so every sampled token can name the weights behind it."""
+        ...
 
 
 class InteractiveEngine(Engine, Protocol):
@@ -125,7 +128,10 @@ class AsyncEngine(Protocol):
         self, prompt: list[int], params: SamplingParams, stops: list[str], max_tokens: int
     ) -> Completion: ...
 
-    def load_weights(self, state_dict: dict) -> None: ...
+    def load_weights(self, state_dict: dict, version: int) -> None:
+        """Sample from these weights from now on; `version` is the learner's policy version (its number
+        of updates), which the engine records so every sampled token can name the weights behind it."""
+        ...
 
 
 __all__ = [

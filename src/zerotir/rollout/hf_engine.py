@@ -68,7 +68,7 @@ class HFEngine:
         out = self.model(use_cache=True, **kw)
         return out.logits[:, -1], getattr(out, self._cache_kw)
 
-    def load_weights(self, state_dict: dict) -> None:
+    def load_weights(self, state_dict: dict, version: int = 0) -> None:
         """Weight sync. When the trainer and the engine share the module this is a no-op copy."""
         if state_dict is None:
             return

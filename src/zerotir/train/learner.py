@@ -219,7 +219,11 @@ class Learner:
         return self.policy.state_dict()
 
     def checkpoint_parts(self) -> dict[str, object]:
-        parts: dict[str, object] = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+        parts: dict[str, object] = {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "learner_state": {"version": self.version},
+        }
         if self.critic is not None:
             parts["critic"] = self.critic.state_dict()
             parts["critic_optimizer"] = self.critic_opt.state_dict()
@@ -229,6 +233,7 @@ class Learner:
         """`load(name)` returns the object saved under `name` by `checkpoint_parts`."""
         self.opt.load_state_dict(load("optimizer"))  # type: ignore[arg-type]
         self.sched.load_state_dict(load("scheduler"))  # type: ignore[arg-type]
+        self.version = int(load("learner_state")["version"])  # type: ignore[index]
         if self.critic is not None:
             self.critic.load_state_dict(load("critic"))  # type: ignore[arg-type]
             self.critic_opt.load_state_dict(load("critic_optimizer"))  # type: ignore[arg-type]

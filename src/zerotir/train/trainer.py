@@ -68,6 +68,7 @@ class Trainer:
             self.learner.load_checkpoint_parts(lambda name: ckpt.load_payload(restore, name))
             ckpt.set_rng_state(ckpt.load_payload(restore, "rng"))
             log.info("resumed from %s (step %d)", restore, self.step)
+            self._sync_engine()  # an engine with its own weights (vLLM) was built from model.path
         self.logger = MetricsLogger(
             self.run_dir, cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project, cfg.name,
             cfg.model_dump(mode="json"), resume_from_step=self.step if resume else None,
@@ -158,8 +159,14 @@ class Trainer:
         adv = self.advantages(lb)
         metrics = self.learner.train_on_batch(lb, adv)
         self._update_tokens = {"advantages": adv.advantages, "trainer_logprobs": self.learner.last_train_logprobs}
-        self.engine.load_weights(self.learner.state_dict())  # a no-op when the engine shares the module
+        metrics["time/weight_sync_s"] = self._sync_engine()
         return metrics
+
+    def _sync_engine(self) -> float:
+        """Give the engine the learner's weights and version (a no-op copy when they share the module)."""
+        t0 = time.perf_counter()
+        self.engine.load_weights(self.learner.state_dict(), self.learner.version)
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -175,7 +182,7 @@ class Trainer:
                 f"step {self.step}: {fail:.0%} of trajectories hit sandbox infrastructure failures "
                 f"(threshold {self.cfg.rollout.sandbox_fail_threshold:.0%}); is the sandbox at {where} healthy?"
             )
-        metrics = {**rollout_metrics(sampled), **fstats}
+        metrics = {**rollout_metrics(sampled), **fstats, "rollout/policy_version": version}
         t1 = time.perf_counter()
         self._update_tokens = {}
         if kept:

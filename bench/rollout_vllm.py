@@ -1,0 +1,137 @@
+"""`bench/rollout.py --engine vllm`: tool-integrated rollouts on vLLM's async engine.
+
+One `AsyncVLLMEngine` (the shipped toy model) serves every arm, so the arms differ only in scheduling:
+  plain      generation of exactly the tool arm's model-token counts per prompt (EOS ignored), all
+             prompts as concurrent requests;
+  tool       the tool-integrated rollout, one coroutine per trajectory, executions answered at once
+             (`InstantSandbox`): tool throughput / plain throughput, target >= 0.85;
+  async      the same rollout with a sandbox that sleeps 50-200 ms in a share of calls, one coroutine
+             per trajectory (rows go on generating while others wait);
+  lockstep   the same sleepy sandbox with `scheduler=rounds`: every row generates to its next stop,
+             the round's executions run together (in parallel), then the next round;
+             async throughput / lock-step throughput, target >= 1.3.
+Throughput counts model-sampled tokens (not injected ones) per wall second. Weight sync: the
+policy's state dict pushed `--syncs` times (pause, reload from /dev/shm, reset prefix cache, resume).
+
+    python bench/rollout.py --engine vllm [--prompts 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import random
+import statistics
+import threading
+import time
+from dataclasses import replace
+
+from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout
+
+
+class SleepySandbox:
+    """`InstantSandbox` answers, delayed by 50-200 ms in a share `p` of calls (tool latency of the order
+    of the generation time); concurrent calls sleep concurrently, as in a pool."""
+
+    def __init__(self, inner, p: float = 0.5, seed: int = 0):
+        self.inner, self.p, self.rng = inner, p, random.Random(seed)
+        self.lock = threading.Lock()
+        self.pool = cf.ThreadPoolExecutor(64)
+
+    def _delay(self) -> float:
+        with self.lock:
+            return self.rng.uniform(0.05, 0.2) if self.rng.random() < self.p else 0.0
+
+    def _run(self, code, delay):
+        time.sleep(delay)
+        return self.inner._run(code)
+
+    def submit(self, code, timeout_s=10.0, session=None) -> cf.Future:
+        return self.pool.submit(self._run, code, self._delay())
+
+    def run_batch_sync(self, codes, timeout_s=10.0, sessions=None):
+        return [f.result() for f in [self.submit(c) for c in codes]]
+
+
+def run(args, instant_sandbox_cls, prompts_fn, write_result) -> None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    import torch
+
+    from zerotir.models import load_causal_lm, load_tokenizer
+    from zerotir.rollout.vllm_async import AsyncVLLMEngine
+
+    tok = load_tokenizer(args.model)
+    t0 = time.perf_counter()
+    eng = AsyncVLLMEngine(args.model, tok, dtype="float32")
+    load_s = time.perf_counter() - t0
+    tmpl = get_template("toy-zerotir")
+    prompts = prompts_fn(tok, tmpl, args.prompts)
+    cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
+    instant = instant_sandbox_cls()
+    res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
+    res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[])
+
+    def timed(fn):
+        t = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - t
+
+    try:
+        run_tool_rollout(
+            eng, instant, prompts[:8], tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=99)
+        )  # warm-up
+        for rep in range(args.repeats):
+            sp = SamplingParams(1.0, 1.0, 160, seed=rep)
+            trajs, tool_s = timed(lambda: run_tool_rollout(eng, instant, prompts, tmpl, cfg, sp))  # noqa: B023
+            n_model = [sum(t.action_mask) for t in trajs]
+            plain_sp = SamplingParams(1.0, 1.0, 160, seed=rep, ignore_eos=True)
+            _, plain_s = timed(lambda: eng.generate(prompts, plain_sp, [[]] * len(prompts), n_model))  # noqa: B023
+            sleepy = SleepySandbox(instant, seed=rep)
+            a, async_s = timed(lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, cfg, sp))  # noqa: B023
+            rounds = replace(cfg, scheduler="rounds")
+            b, lock_s = timed(lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, rounds, sp))  # noqa: B023
+            tot = sum(n_model)
+            r_tool, r_plain = tot / tool_s, tot / plain_s
+            r_async = sum(sum(t.action_mask) for t in a) / async_s
+            r_lock = sum(sum(t.action_mask) for t in b) / lock_s
+            res["plain_tok_s"].append(r_plain)
+            res["tool_tok_s"].append(r_tool)
+            res["tool_traj_s"].append(len(trajs) / tool_s)
+            res["async_tok_s"].append(r_async)
+            res["lockstep_tok_s"].append(r_lock)
+            res["tool_over_plain"].append(r_tool / r_plain)
+            res["async_over_lockstep"].append(r_async / r_lock)
+            res["calls_per_response"].append(sum(len(t.tool_calls) for t in trajs) / len(trajs))
+            print(
+                f"repeat {rep}: tool {r_tool:.0f} tok/s vs plain {r_plain:.0f} tok/s ({r_tool / r_plain:.3f}); "
+                f"async {r_async:.0f} tok/s vs lock-step {r_lock:.0f} tok/s ({r_async / r_lock:.3f})",
+                flush=True,
+            )
+        model = load_causal_lm(args.model)
+        sync_s = []
+        for v in range(1, args.syncs + 1):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1.0 + 1e-3)
+            sync_s.append(eng.sync_weights(model.state_dict(), v).seconds)
+    finally:
+        eng.close()
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    out = {
+        "engine": "vllm-async",
+        "medians": med,
+        "runs": res,
+        "weight_sync_s": sync_s,
+        "weight_sync_s_median": statistics.median(sync_s),
+        "engine_load_s": load_s,
+        "prompts": args.prompts,
+        "repeats": args.repeats,
+        "targets": {"tool_over_plain": ">= 0.85", "async_over_lockstep": ">= 1.3"},
+        "sleepy_sandbox": "50-200 ms sleep in 50% of calls",
+        "method": "model-sampled tokens per wall second; one AsyncVLLMEngine for every arm",
+    }
+    path = write_result("rollout_vllm", out)
+    print(
+        f"median tool/plain {med['tool_over_plain']:.3f} (target >= 0.85), async/lock-step "
+        f"{med['async_over_lockstep']:.3f} (target >= 1.3), weight sync {out['weight_sync_s_median']:.3f} s; {path}"
+    )

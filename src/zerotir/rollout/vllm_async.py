@@ -1,0 +1,256 @@
+"""Asynchronous multi-turn rollouts on vLLM's `AsyncLLM`: one coroutine per trajectory.
+
+The tool loop's state machine is unchanged (`tool_loop._ToolDriver`, the same `Interaction` the HF
+engine's one decode loop drives): this engine implements `generate_interactive` with one coroutine
+per row. A row generates to its next stop; when it closes a code block the driver submits the code
+to the sandbox and the row waits for the observation while every other row keeps generating, since
+vLLM batches whatever requests are live (continuous batching), not rounds. When the output is ready
+the row re-submits prompt + response so far; prefix caching makes that a prefill of the new tokens
+only. Sandbox concurrency is bounded by the sandbox itself (the pool's slots queue submissions).
+
+Partial rollouts: `sync_weights` may be called from another thread while a rollout is in flight. It
+pauses generation (in-flight requests kept), reloads the weights, resets the prefix cache (kept
+requests are preempted and recompute their prefix under the new weights) and resumes. Each row's
+sampled tokens are tagged with the policy version that produced them (`segment_versions`).
+
+The event loop runs in a background thread owned by the engine, so the synchronous trainer and the
+tool loop call it like any other engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+
+from zerotir.rollout.engine import Completion, EngineCapabilities, Interaction, SamplingParams
+from zerotir.rollout.vllm_engine import (
+    VLLMEngineBase,
+    clamp_budget,
+    request_params,
+    sampled_logprobs,
+    to_completion,
+)
+from zerotir.rollout.vllm_sync import (
+    SyncStats,
+    prepare_state_dict,
+    remove_shm_checkpoint,
+    write_shm_checkpoint,
+)
+
+_POLL_S = 0.002
+"""How often waiting rows ask the driver for finished executions (the driver's futures are
+thread-pool futures; polling them from the loop keeps every driver call on one thread)."""
+
+
+class AsyncVLLMEngine(VLLMEngineBase):
+    capabilities = EngineCapabilities(interactive=True, stop_switch=False, exact_logprobs=False)
+    """One coroutine per trajectory behind `generate_interactive` (the tool loop's one-loop seam)."""
+
+    def _start(self, model: str, kwargs: dict) -> int:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="zerotir-vllm-async", daemon=True)
+        self._thread.start()
+        self._ids = itertools.count()
+        self.segment_versions: list[list[tuple[int | None, int]]] = []
+        """Per row of the last call: (policy version, sampled tokens) runs, in order."""
+        args = AsyncEngineArgs(model=model, **kwargs)
+
+        async def build():
+            return AsyncLLM.from_engine_args(args)
+
+        try:
+            self.llm = self._run(build())
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
+        return int(self.llm.model_config.max_model_len)
+
+    def _run(self, coro):
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("AsyncVLLMEngine methods must not be called from its own event loop")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    # ------------------------------------------------------------------ one request
+    async def _request(self, row: int, ids: list[int], params, stops, budget: int, seed) -> Completion:
+        """One request, streamed in deltas so that each token is tagged with the version it came from."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        sp = request_params(params, stops, budget, seed, output_kind=RequestOutputKind.DELTA)
+        toks: list[int] = []
+        lps: list[float] = []
+        last = None
+        async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"zt-{next(self._ids)}"):
+            last = out.outputs[0]
+            toks += last.token_ids
+            lps += sampled_logprobs(last)
+            self._tag(row, len(last.token_ids))
+        if last is None:
+            raise RuntimeError("vLLM returned no output for a request")
+        return to_completion(toks, lps, last.finish_reason, last.stop_reason)
+
+    def _tag(self, row: int, n: int) -> None:
+        if n == 0 or row >= len(self.segment_versions):
+            return
+        seg = self.segment_versions[row]
+        if seg and seg[-1][0] == self.weight_version:
+            seg[-1] = (self.weight_version, seg[-1][1] + n)
+        else:
+            seg.append((self.weight_version, n))
+
+    # ------------------------------------------------------------------ Engine protocol
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        stops: list[list[str]],
+        max_tokens: list[int] | None = None,
+    ) -> list[Completion]:
+        """All prompts as concurrent requests; returns when every one is done (a lock-step round)."""
+        budgets = max_tokens or [params.max_new_tokens] * len(prompts)
+        self.segment_versions = [[] for _ in prompts]
+
+        async def one(i: int) -> Completion:
+            b = clamp_budget(budgets[i], len(prompts[i]), self.max_model_len)
+            if b <= 0:
+                return Completion([], [], "length")
+            seed = None if params.seed is None else params.seed + i
+            return await self._request(i, prompts[i], params, stops[i], b, seed)
+
+        async def all_():
+            return list(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
+
+        return self._run(all_())
+
+    def generate_interactive(
+        self, prompts: list[list[int]], params: SamplingParams, budgets: list[int], driver: Interaction
+    ) -> None:
+        """A whole multi-turn rollout, one coroutine per row (see the module docstring). `budgets` cap
+        sampled plus fed tokens per row, as in the HF engine."""
+        self.segment_versions = [[] for _ in prompts]
+        self._run(_interactive(self, prompts, params, list(budgets), driver))
+
+    # ------------------------------------------------------------------ weights
+    def _sync(self, state_dict: dict, version: int) -> SyncStats:
+        """Also while a rollout runs in another thread (a partial rollout: its requests are paused,
+        kept, and continue under the new version)."""
+        t0 = time.perf_counter()
+        tensors = prepare_state_dict(state_dict, self.dtype)
+        d = write_shm_checkpoint(tensors, version)  # AsyncLLM's engine core is always another process
+
+        async def swap():
+            await self.llm.pause_generation(mode="keep", clear_cache=False)
+            try:
+                await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(d)})
+                if not await self.llm.reset_prefix_cache(reset_running_requests=True):
+                    raise RuntimeError("vLLM refused to reset its prefix cache after a weight sync")
+                await self.llm.update_weight_version(str(version))
+                self.weight_version = version  # set on the loop thread: later deltas get the new tag
+            finally:
+                await self.llm.resume_generation()
+
+        try:
+            self._run(swap())
+        finally:
+            remove_shm_checkpoint(d)
+        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        return SyncStats(version, time.perf_counter() - t0, nbytes, "shm_file")
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
+        async def stop():
+            self.llm.shutdown()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        self._run(stop())
+        self.llm = None  # collected now, not at interpreter exit (its __del__ shuts down again)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+
+async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -> None:
+    waiting: dict[int, asyncio.Future] = {}
+    live = len(prompts)
+    wake = asyncio.Event()
+
+    async def poller():
+        # Runs while any row lives; hands finished executions to their rows.
+        while live:
+            if waiting:
+                for i, more in driver.poll(block=False).items():
+                    fut = waiting.pop(i, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(more)
+            await asyncio.sleep(_POLL_S) if waiting else await _wait_event(wake)
+
+    async def row(i: int) -> None:
+        ids, remaining, seg = list(prompts[i]), budgets[i], 0
+        while True:
+            room = clamp_budget(remaining, len(ids), eng.max_model_len)
+            if room <= 0:
+                driver.on_end(i, "length", [], [])
+                return
+            seed = None if params.seed is None else params.seed + i + 7919 * seg
+            c = await eng._request(i, ids, params, driver.stops(i), room, seed)
+            seg += 1
+            ids += c.token_ids
+            remaining -= len(c.token_ids)
+            if c.finish_reason != "stop":
+                driver.on_end(i, c.finish_reason, c.token_ids, c.logprobs)
+                return
+            action = driver.on_stop(i, c.stop_str, c.token_ids, c.logprobs)
+            if action == "finish":
+                return
+            if action == "pause":
+                fut = asyncio.get_running_loop().create_future()
+                waiting[i] = fut
+                wake.set()
+                more = await fut
+                if more is None:
+                    return
+                ids += more
+                remaining -= len(more)
+
+    async def tracked(i: int) -> None:
+        nonlocal live
+        try:
+            await row(i)
+        finally:
+            live -= 1
+            wake.set()
+
+    poll_task = asyncio.ensure_future(poller())
+    try:
+        await asyncio.gather(*(tracked(i) for i in range(len(prompts))))
+    finally:
+        live = 0
+        wake.set()
+        await poll_task
+
+
+async def _wait_event(ev: asyncio.Event) -> None:
+    await ev.wait()
+    ev.clear()
+
+
+def attach_versions(trajs, engine: AsyncVLLMEngine) -> None:
+    """Record on each trajectory of the engine's last call the policy version of each run of its
+    model tokens: `meta["policy_versions"] = [(version, n_tokens), ...]` in sampling order (version
+    None: the checkpoint the engine was built from)."""
+    if len(trajs) != len(engine.segment_versions):
+        raise ValueError(
+            f"{len(trajs)} trajectories for {len(engine.segment_versions)} rows of the last call"
+        )
+    for tr, seg in zip(trajs, engine.segment_versions):
+        tr.meta["policy_versions"] = list(seg)
