@@ -26,16 +26,11 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
+    same = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
-        max_response_len=r.max_response_len,
-        output_max_tokens=r.output_max_tokens,
-        overflow=r.overflow,
-        exec_timeout_s=r.exec_timeout_s,
-        error_lines=r.error_lines,
-        stateful=r.stateful,
         sandbox_retries=cfg.sandbox.retries,
-        scheduler=r.scheduler,
+        **{k: getattr(r, k) for k in same},
     )
 
 
@@ -48,15 +43,8 @@ def pool_config(cfg: RunConfig) -> PoolConfig:
     from zerotir.sandbox.pool import PoolConfig
 
     s = cfg.sandbox
-    return PoolConfig(
-        workers=s.workers,
-        slots_per_worker=s.slots,
-        isolation=s.isolation,
-        memory_mb=s.memory_mb,
-        standby=s.standby,
-        huge_pages=s.huge_pages,
-        light_worker=s.light_worker,
-    )
+    same = ("workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker")
+    return PoolConfig(slots_per_worker=s.slots, **{k: getattr(s, k) for k in same})
 
 
 def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None) -> Sandbox | None:

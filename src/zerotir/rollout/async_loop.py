@@ -54,37 +54,26 @@ async def run_trajectory(
     params: SamplingParams,
     tool: Tool | None = None,
 ) -> Trajectory:
-    return await _run(engine, sandbox, prompt, template, cfg, params, tool if tool is not None else cfg.python_tool())
-
-
-async def _run(
-    engine: AsyncEngine,
-    sandbox: Any,
-    prompt: list[int],
-    template: Template,
-    cfg: ToolLoopConfig,
-    params: SamplingParams,
-    tool: Tool,
-) -> Trajectory:
+    the_tool: Tool = tool if tool is not None else cfg.python_tool()
     tok = engine.tokenizer
     st = _State(Trajectory(prompt_ids=list(prompt)))
     segment = 0
     while not st.done:
         budget = cfg.max_response_len - len(st.traj.response_ids)
         if budget <= 0:
-            _on_stop(st, None, CompletionReason.LENGTH, template, cfg, tool)
+            _on_stop(st, None, CompletionReason.LENGTH, template, cfg, the_tool)
             break
         sp = params if params.seed is None else replace(params, seed=params.seed + 7919 * segment)
         c = await engine.generate_one(
-            st.traj.prompt_ids + st.traj.response_ids, sp, _stops_for(st, template, cfg, tool), budget
+            st.traj.prompt_ids + st.traj.response_ids, sp, _stops_for(st, template, cfg, the_tool), budget
         )
         segment += 1
         _record(st, c.token_ids, c.logprobs)
-        if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, tool) != "exec":
+        if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, the_tool) != "exec":
             continue
-        code = _closed_code(st, tok, tool)
-        res = await _execute(sandbox, tool, code, cfg, st.history if cfg.stateful else None)
-        _apply_result(st, code, res, tok, cfg, tool)
+        code = _closed_code(st, tok, the_tool)
+        res = await _execute(sandbox, the_tool, code, cfg, st.history if cfg.stateful else None)
+        _apply_result(st, code, res, tok, cfg, the_tool)
     return _finish(st, tok)
 
 

@@ -85,18 +85,12 @@ class Learner:
         self.pad_id, self.temperature, self.device = pad_id, temperature, trainer.device
         self.version = 0
         """Increments with every update: which weights an engine holds."""
+        same = ("policy_loss", "clip_low", "clip_high", "dual_clip", "ratio_level", "kl_coef", "kl_estimator")
         self.settings = LossSettings(
-            policy_loss=algo.policy_loss,
-            clip_low=algo.clip_low,
-            clip_high=algo.clip_high,
-            dual_clip=algo.dual_clip,
+            **{k: getattr(algo, k) for k in (*same, "entropy_coef")},
             agg=algo.loss_agg,
-            ratio_level=algo.ratio_level,
             norm_len=norm_len,
-            kl_coef=algo.kl_coef,
-            kl_estimator=algo.kl_estimator,
             kl_in_loss=not algo.kl_in_reward,
-            entropy_coef=algo.entropy_coef,
         )
         if critic is not None:
             self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr or 0.0)
