@@ -5,6 +5,10 @@ Tiny on purpose (2 prompts x 4 samples, 64-token responses, 2-3 steps): the mach
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +62,49 @@ def test_sync_mode_matches_the_single_process_trainer(tmp_path: Path):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), k
     assert "train/mismatch_kl" in dist[0]
     assert dist[-1]["distributed/policy_version"] == 2
+
+
+def test_async_bounded_staleness_with_partial_rollouts_and_tis(tmp_path: Path):
+    from zerotir.distributed import train as dtrain
+
+    ov = [*TINY, "trainer.total_steps=3", "distributed.enabled=true", "distributed.rollout_workers=2",
+          "distributed.max_staleness=1", "distributed.off_policy=tis", "distributed.partial_rollouts=true",
+          "distributed.chunk_tokens=16"]  # fmt: skip
+    dtrain(build_config("toy-zerotir", overrides=ov), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["distributed/policy_version"] for r in rows] == [1, 2, 3]
+    assert [r["data/position"] for r in rows] == [2, 4, 6]  # prefetched rows count once they are trained
+    for r in rows:
+        assert r["async/staleness_max"] <= 1
+        assert sum(v for k, v in r.items() if k.startswith("async/token_share_lag/")) == pytest.approx(1.0)
+        assert r["is/weight_min"] <= r["is/weight_mean"] <= r["is/weight_max"]
+        assert "train/mismatch_kl" in r and r["time/learner_idle_s"] >= 0
+    # step 1's rollouts were sampled by version 0 while the learner trained step 0
+    assert rows[1]["async/staleness_share/1"] > 0
+
+
+def test_a_killed_rollout_worker_is_replaced_and_its_prompts_requeued(tmp_path: Path):
+    from zerotir.distributed.driver import DistributedTrainer
+
+    cfg = build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"])
+    tr = DistributedTrainer(cfg, tmp_path)
+    try:
+        (pid,) = tr.engine.pids()
+
+        def kill_when_busy():
+            while not tr.engine.inflight:
+                time.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        m = tr.train_step()
+        killer.join()
+        assert m["distributed/worker_restarts"] == 1
+        assert tr.engine.pids() != [pid]
+        P, G = cfg.trainer.prompts_per_step, cfg.algo.group_size
+        assert len(tr._used) == P * G and m["data/position"] == P  # nothing lost, nothing twice
+        assert m["filter/groups_sampled"] == P and not tr.engine.inflight
+        assert m["distributed/policy_version"] == 1
+    finally:
+        tr.close()

@@ -66,3 +66,15 @@ def test_bad_inputs_are_refused():
         off_policy_correction("tis", ROLL, TRAIN, MASK, cap=0)
     with pytest.raises(ValueError):
         off_policy_correction("nope", ROLL, TRAIN, MASK)
+
+
+def test_config_refuses_staleness_without_a_chosen_correction():
+    from zerotir.config import ConfigError, build_config
+
+    for bad in (["distributed.max_staleness=1"], ["distributed.max_staleness=2", "distributed.off_policy=on_policy"]):
+        with pytest.raises((ConfigError, ValueError), match="off_policy"):
+            build_config("toy-zerotir", overrides=bad)
+    with pytest.raises((ConfigError, ValueError), match="partial_rollouts"):
+        build_config("toy-zerotir", overrides=["distributed.partial_rollouts=true"])
+    ok = build_config("toy-zerotir", overrides=["distributed.max_staleness=2", "distributed.off_policy=decoupled"])
+    assert ok.distributed.off_policy == "decoupled"
