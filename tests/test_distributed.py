@@ -108,3 +108,22 @@ def test_a_killed_rollout_worker_is_replaced_and_its_prompts_requeued(tmp_path: 
         assert m["distributed/policy_version"] == 1
     finally:
         tr.close()
+
+
+def test_cli_launch_on_local_ray_and_resume_after_a_lost_learner(tmp_path: Path):
+    """`zerotir train ... distributed.enabled=true distributed.rollout_workers=2`; a run whose learner
+    died continues from its newest checkpoint with `--resume` (the driver restarts every actor)."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    ov = [o for o in TINY if not o.startswith("trainer.total_steps")]
+    first = run_cli("train", "--preset", "toy-zerotir", "--run-dir", run, *ov, "trainer.total_steps=1",
+                    "trainer.save_every=1", "distributed.enabled=true", "distributed.rollout_workers=2",
+                    timeout=400)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (run / "checkpoints" / "step_0000001").is_dir()
+    again = run_cli("train", "--resume", run, "trainer.total_steps=2", timeout=400)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = read_metrics(run)
+    assert [r["data/position"] for r in rows] == [2, 4]  # the resumed step drew the next rows
+    assert (run / "checkpoints" / "step_0000002").is_dir()
