@@ -56,10 +56,13 @@ def _seed_all(seed: int) -> None:
 
 
 def _load(cfg: RunConfig, model_src: str):
+    """(policy copy, tokenizer); no HF copy for engines that load their own weights (vLLM)."""
     from zerotir.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(model_src)
-    return load_causal_lm(model_src, cfg.model.dtype, cfg.trainer.device), tok
+    if cfg.rollout.engine != "hf":
+        return None, tok
+    return load_causal_lm(model_src, cfg.model.dtype, cfg.trainer.device).eval(), tok
 
 
 def worker_sandbox(cfg: RunConfig, index: int):
@@ -84,7 +87,7 @@ class RolloutWorker:
         if self.cfg.trainer.threads:
             torch.set_num_threads(self.cfg.trainer.threads)
         policy, self.tokenizer = _load(self.cfg, model_src)
-        self.base_engine = build.make_engine(self.cfg, policy.eval(), self.tokenizer)
+        self.base_engine = build.make_engine(self.cfg, policy, self.tokenizer)
         self.task = build.make_task(self.cfg, self.tokenizer)
         self.tool, self.tool_cfg = build.make_tool(self.cfg), build.tool_loop_config(self.cfg)
         self.sandbox = worker_sandbox(self.cfg, index)
