@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zerotir-installed
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test test-unit typecheck setup lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,19 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/zerotir demo $(ARGS)
 
-test: $(STAMP)
+# CI runs `make test`: the type check of the seams (strict, see [tool.mypy]), then every test tier.
+test: typecheck
 	$(BIN)/python -m pytest -q --timeout=900 $(ARGS)
 
+# Tiers: -m unit (seconds), -m integration, -m slow (trains for several steps).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit $(ARGS)
+
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 
 bench: $(STAMP)
 	$(BIN)/python bench/sandbox.py

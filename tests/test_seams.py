@@ -170,3 +170,44 @@ def test_learner_knows_no_prompts_tools_or_engines():
     assert not bad
     orchestrator = (SRC / "train" / "trainer.py").read_text()
     assert ".opt." not in orchestrator and "zero_grad" not in orchestrator and "backward" not in orchestrator
+
+
+class AsyncScripted:
+    """The scripted engine behind the `AsyncEngine` shape (one coroutine per segment)."""
+
+    def __init__(self):
+        from zerotir.rollout.engine import EngineCapabilities
+
+        self.inner = ScriptedEngine(n_blocks=2)
+        self.tokenizer = self.inner.tokenizer
+        self.capabilities = EngineCapabilities()
+
+    async def generate_one(self, prompt, params, stops, max_tokens):
+        import asyncio
+
+        await asyncio.sleep(0)
+        return self.inner.generate([prompt], params, [stops], [max_tokens])[0]
+
+    def load_weights(self, sd):
+        pass
+
+
+@pytest.mark.unit
+def test_async_loop_records_what_the_sync_loop_records():
+    import asyncio
+
+    from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout
+    from zerotir.rollout.async_loop import run_trajectories
+    from zerotir.rollout.engine import AsyncEngine
+
+    t = get_template("toy-zerotir")
+    ps = [ScriptedEngine().tokenizer.encode(t.render(q), add_special_tokens=False) for q in ("1+1?", "2*3?")]
+    cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=400, output_max_tokens=7)
+    eng = AsyncScripted()
+    assert isinstance(eng, AsyncEngine)
+    got = asyncio.run(run_trajectories(eng, RecordingSandbox(), ps, t, cfg, SamplingParams(seed=1)))
+    want = run_tool_rollout(ScriptedEngine(n_blocks=2), RecordingSandbox(), ps, t, cfg, SamplingParams(seed=1))
+    for a, b in zip(got, want):
+        assert (a.response_ids, a.action_mask, a.rollout_logprobs) == (b.response_ids, b.action_mask, b.rollout_logprobs)
+        assert a.finish_reason == b.finish_reason == "max_tool_calls" and len(a.tool_calls) == 2
+        assert a.tool_calls[0].output == TOO_LONG_NOTICE

@@ -7,7 +7,7 @@ trained with: template, budget, exec timeout, output cap).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zerotir.config import RunConfig
 from zerotir.rollout.protocol import get_template
@@ -15,19 +15,22 @@ from zerotir.rollout.tool_loop import ToolLoopConfig
 from zerotir.rollout.tools import PythonTool
 from zerotir.task import MathTask, RewardFn, load_reward
 
+if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
+    from fastapi import FastAPI
+
+    from zerotir.rollout.engine import Engine
+    from zerotir.sandbox.base import Sandbox
+    from zerotir.sandbox.pool import PoolConfig
+    from zerotir.train.learner import Learner
+
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
+    same = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
-        max_response_len=r.max_response_len,
-        output_max_tokens=r.output_max_tokens,
-        overflow=r.overflow,
-        exec_timeout_s=r.exec_timeout_s,
-        error_lines=r.error_lines,
-        stateful=r.stateful,
         sandbox_retries=cfg.sandbox.retries,
-        scheduler=r.scheduler,
+        **{k: getattr(r, k) for k in same},
     )
 
 
@@ -36,22 +39,15 @@ def make_tool(cfg: RunConfig) -> PythonTool:
     return PythonTool(r.output_max_tokens, r.overflow, r.error_lines)
 
 
-def pool_config(cfg: RunConfig):
+def pool_config(cfg: RunConfig) -> PoolConfig:
     from zerotir.sandbox.pool import PoolConfig
 
     s = cfg.sandbox
-    return PoolConfig(
-        workers=s.workers,
-        slots_per_worker=s.slots,
-        isolation=s.isolation,
-        memory_mb=s.memory_mb,
-        standby=s.standby,
-        huge_pages=s.huge_pages,
-        light_worker=s.light_worker,
-    )
+    same = ("workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker")
+    return PoolConfig(slots_per_worker=s.slots, **{k: getattr(s, k) for k in same})
 
 
-def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None):
+def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None) -> Sandbox | None:
     """None when the protocol never executes code (a no-tool template or a budget of 0)."""
     calls = cfg.rollout.max_tool_calls if max_tool_calls is None else max_tool_calls
     if not get_template(cfg.rollout.template).uses_tools or calls == 0:
@@ -72,7 +68,7 @@ def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None):
     return LocalSandbox(pool_config(cfg))
 
 
-def make_engine(cfg: RunConfig, policy: Any, tokenizer: Any):
+def make_engine(cfg: RunConfig, policy: Any, tokenizer: Any) -> Engine:
     """The rollout engine; the HF engine shares the learner's module (`policy`), vLLM loads its own."""
     if cfg.rollout.engine == "vllm":
         from zerotir.rollout.vllm_engine import VLLMEngine
@@ -113,7 +109,7 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
     return rows[: d.eval_size]
 
 
-def build_learner(cfg: RunConfig, model_src: str):
+def build_learner(cfg: RunConfig, model_src: str) -> tuple[Learner, Any]:
     """(learner, tokenizer) from `model_src` (the config's model, or a checkpoint's policy/). The
     load order (policy, reference, critic) is fixed: the critic's head draws from the seeded RNG."""
     from zerotir.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -124,7 +120,7 @@ def build_learner(cfg: RunConfig, model_src: str):
     tokenizer = load_tokenizer(model_src)
     policy = load_causal_lm(model_src, m.dtype, device)
     if m.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
+        policy.gradient_checkpointing_enable()  # type: ignore[operator]
     ref = None
     if cfg.algo.kl_coef > 0:
         ref = load_causal_lm(m.ref_path or m.path, m.dtype, device).eval()
@@ -148,7 +144,7 @@ def build_learner(cfg: RunConfig, model_src: str):
     return learner, tokenizer
 
 
-def make_sandbox_app(cfg: RunConfig):
+def make_sandbox_app(cfg: RunConfig) -> FastAPI:
     """The `zerotir sandbox serve` application for `cfg.sandbox` (pool, queue and session caps)."""
     from zerotir.sandbox.server import create_app
 

@@ -43,6 +43,9 @@ class LossSettings:
     entropy_coef: float = 0.0
 
 
+_SURROGATE_ARGS = ("clip_low", "clip_high", "dual_clip", "ratio_level", "norm_len")
+
+
 @dataclass
 class LossInputs:
     """(B, T) tensors of one micro-batch; `logits` (B, T, V) for the entropy; `ref_logprobs` when a
@@ -68,16 +71,7 @@ def rl_loss(x: LossInputs) -> LossOutput:
     except KeyError:
         raise ValueError(f"unknown policy loss {s.policy_loss!r}; registered: {sorted(POLICY_LOSSES)}") from None
     out = surrogate(
-        x.logprobs,
-        x.old_logprobs,
-        x.advantages,
-        x.mask,
-        clip_low=s.clip_low,
-        clip_high=s.clip_high,
-        dual_clip=s.dual_clip,
-        agg=s.agg,
-        ratio_level=s.ratio_level,
-        norm_len=s.norm_len,
+        x.logprobs, x.old_logprobs, x.advantages, x.mask, agg=s.agg, **{k: getattr(s, k) for k in _SURROGATE_ARGS}
     )
     loss = out.loss
     metrics = {

@@ -178,13 +178,16 @@ def run_tool_rollout(
         timings["generate_s"] += time.perf_counter() - t0 - driver.waited_s
     else:
         _rounds(engine, sandbox, states, template, cfg, params, timings, tool)
-    for st in states:
-        st.traj.text = tok.decode(st.traj.response_ids)
-        # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
-        st.traj.meta["void_turn"] = any(e == "length" for e in st.turn_ends[:-1]) or (
-            st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text
-        )
-    return [s.traj for s in states]
+    return [_finish(st, tok) for st in states]
+
+
+def _finish(st: _State, tok) -> Trajectory:
+    st.traj.text = tok.decode(st.traj.response_ids)
+    # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
+    st.traj.meta["void_turn"] = any(e == "length" for e in st.turn_ends[:-1]) or (
+        st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text
+    )
+    return st.traj
 
 
 def _rounds(engine, sandbox, states, template, cfg, params, timings, tool: Tool) -> None:

@@ -29,10 +29,15 @@ from zerotir.types import ToolCall
 class Tool(Protocol):
     """One tool the model calls by writing `open` ... `close` in its response."""
 
-    open: str
-    """Stop string that starts a call (the loop then waits for `close`)."""
-    close: str
-    """Stop string that ends a call (the loop then executes it)."""
+    @property
+    def open(self) -> str:
+        """Stop string that starts a call (the loop then waits for `close`)."""
+        ...
+
+    @property
+    def close(self) -> str:
+        """Stop string that ends a call (the loop then executes it)."""
+        ...
 
     def parse_call(self, text: str) -> str | None:
         """The call the response just closed (its last complete one), or None."""

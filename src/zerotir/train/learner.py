@@ -85,21 +85,15 @@ class Learner:
         self.pad_id, self.temperature, self.device = pad_id, temperature, trainer.device
         self.version = 0
         """Increments with every update: which weights an engine holds."""
+        same = ("policy_loss", "clip_low", "clip_high", "dual_clip", "ratio_level", "kl_coef", "kl_estimator")
         self.settings = LossSettings(
-            policy_loss=algo.policy_loss,
-            clip_low=algo.clip_low,
-            clip_high=algo.clip_high,
-            dual_clip=algo.dual_clip,
+            **{k: getattr(algo, k) for k in (*same, "entropy_coef")},
             agg=algo.loss_agg,
-            ratio_level=algo.ratio_level,
             norm_len=norm_len,
-            kl_coef=algo.kl_coef,
-            kl_estimator=algo.kl_estimator,
             kl_in_loss=not algo.kl_in_reward,
-            entropy_coef=algo.entropy_coef,
         )
         if critic is not None:
-            self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr)
+            self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr or 0.0)
         self.opt = torch.optim.AdamW(policy.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(trainer))
 
@@ -164,7 +158,7 @@ class Learner:
                         ref_logprobs=None if lb.ref_logprobs is None else lb.ref_logprobs[idx],
                     )
                 )
-                (out.loss * w).backward()
+                (out.loss * w).backward()  # type: ignore[no-untyped-call]
                 if epoch == 0:  # before any step: the trainer's recomputation of the engine's tokens
                     mis = logprob_mismatch(mb.rollout_logprobs, lp, m)
                     _add(acc, "train/mismatch_kl", float(mis["mismatch_kl"]) * float(m.sum() / n_tokens))
@@ -180,7 +174,7 @@ class Learner:
             self.opt.step()
         once = ("train/ratio_max", "train/grad_norm", "train/mismatch_kl", "train/mismatch_max_abs")
         acc = {k: (v / t.ppo_epochs if k not in once else v) for k, v in acc.items()}
-        acc["train/lr"] = self.sched.get_last_lr()[0]
+        acc["train/lr"] = float(self.sched.get_last_lr()[0])
         self.sched.step()
         if self.critic is not None:
             assert adv.returns is not None and lb.values is not None, "PPO needs returns and old values"
@@ -202,7 +196,7 @@ class Learner:
                 v = self.critic(mb, self.device).float().cpu()
                 out = value_loss(v, old_values[idx], returns[idx], mb.action_mask, a.value_clip)
                 w = len(idx) / B
-                (out.loss * w).backward()
+                (out.loss * w).backward()  # type: ignore[no-untyped-call]
                 total += float(out.loss.detach()) * w
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), t.grad_clip)
             self.critic_opt.step()
