@@ -71,10 +71,56 @@ def test_bad_inputs_are_refused():
 def test_config_refuses_staleness_without_a_chosen_correction():
     from zerotir.config import ConfigError, build_config
 
-    for bad in (["distributed.max_staleness=1"], ["distributed.max_staleness=2", "distributed.off_policy=on_policy"]):
+    for bad in (
+        ["distributed.max_staleness=1"],
+        ["distributed.max_staleness=2", "distributed.off_policy=on_policy"],
+    ):
         with pytest.raises((ConfigError, ValueError), match="off_policy"):
             build_config("toy-zerotir", overrides=bad)
     with pytest.raises((ConfigError, ValueError), match="partial_rollouts"):
         build_config("toy-zerotir", overrides=["distributed.partial_rollouts=true"])
-    ok = build_config("toy-zerotir", overrides=["distributed.max_staleness=2", "distributed.off_policy=decoupled"])
+    ok = build_config(
+        "toy-zerotir", overrides=["distributed.max_staleness=2", "distributed.off_policy=decoupled"]
+    )
     assert ok.distributed.off_policy == "decoupled"
+
+
+class _Recorder:
+    """A stand-in `Learner` that keeps what the correction hands it."""
+
+    def prepare(self, trajs, recompute):
+        self.recompute = recompute
+
+    def train_on_batch(self, lb, adv):
+        self.lb, self.adv = lb, adv
+        return {"train/policy_loss": 0.0}
+
+
+def _batch():
+    from zerotir.train.batch import TokenBatch
+    from zerotir.train.learner import Advantages, LearnerBatch
+
+    z = torch.zeros(1, 3, dtype=torch.long)
+    tb = TokenBatch(z, z, torch.zeros(1, dtype=torch.long), MASK.clone(), z, ROLL.clone(), TRAIN.clone())
+    return LearnerBatch(tb, torch.zeros(1)), Advantages(torch.tensor([[2.0, 2.0, 0.0]]))
+
+
+@pytest.mark.parametrize(
+    "method, denominator, adv",
+    [("on_policy", TRAIN, [2.0, 2.0, 0.0]), ("behaviour", ROLL, [2.0, 2.0, 0.0]),
+     ("tis", TRAIN, [3.0, 2 * EM1, 0.0]), ("decoupled", TRAIN, [0.0, 2 * EM1, 0.0])],
+)  # fmt: skip
+def test_the_corrected_learner_hands_the_update_the_chosen_denominator_and_weighted_advantages(
+    method, denominator, adv
+):
+    from zerotir.distributed.correction import CorrectedLearner
+
+    inner = _Recorder()
+    cl = CorrectedLearner(inner, method, cap=1.5)
+    cl.prepare([], recompute=False)
+    assert inner.recompute == (method in ("tis", "decoupled"))
+    lb, a = _batch()
+    metrics = cl.train_on_batch(lb, a)
+    assert torch.equal(inner.lb.tokens.old_logprobs, denominator)
+    assert inner.adv.advantages.tolist()[0] == pytest.approx(adv)
+    assert ("is/weight_mean" in metrics) == (method != "on_policy")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
-from zerotir.rollout.engine import Completion, EngineCapabilities, SamplingParams, capabilities_of
+from zerotir.rollout.engine import Completion, Engine, EngineCapabilities, SamplingParams, capabilities_of
 from zerotir.types import CompletionReason, Trajectory
 
 
@@ -23,7 +24,7 @@ class VersionedSegments:
     """Which policy version sampled each model token, logged per engine call and read back per
     trajectory as run-length segments [(version, n_model_tokens), ...]."""
 
-    def __init__(self, start_version: int):
+    def __init__(self, start_version: int) -> None:
         self.start_version = start_version
         self._calls: dict[tuple[int, ...], list[int]] = {}
 
@@ -56,12 +57,12 @@ class VersionedSegments:
 
 
 class ChunkedEngine:
-    def __init__(self, inner, chunk: int, refresh: Callable[[], int]):
+    def __init__(self, inner: Engine, chunk: int, refresh: Callable[[], int]) -> None:
         """`refresh()` loads the newest weights the worker holds and returns their version."""
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1 (got {chunk})")
         self.inner, self.chunk, self.refresh = inner, chunk, refresh
-        self.tokenizer = inner.tokenizer
+        self.tokenizer: Any = inner.tokenizer
         self.capabilities = EngineCapabilities(exact_logprobs=capabilities_of(inner).exact_logprobs)
         self.log = VersionedSegments(0)
 
