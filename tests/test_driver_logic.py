@@ -83,3 +83,21 @@ def test_the_lookahead_cursor_serves_reserved_rows_in_order_and_saves_the_first_
     assert c.take(1) == [{"i": 4}]  # a refill round draws fresh rows, not the next step's
     c.serve = True
     assert c.take(2) == step1 and c.pos == 5
+
+
+def wrap_marker(sandbox):
+    sandbox.wrapped = True
+    return sandbox
+
+
+def test_workers_spread_over_sandbox_urls_round_robin_and_apply_the_wrapper():
+    from zerotir.distributed.actors import worker_sandbox
+
+    urls = "[http://127.0.0.1:9001,http://127.0.0.1:9002]"
+    cfg = build_config("toy-zerotir", overrides=[f"distributed.sandbox_urls={urls}",
+                                                 "distributed.sandbox_wrapper=test_driver_logic:wrap_marker"])  # fmt: skip
+    got = [worker_sandbox(cfg, i) for i in range(3)]
+    assert [s.url for s in got] == ["http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9001"]
+    assert all(s.wrapped for s in got)
+    for s in got:
+        s.close()
