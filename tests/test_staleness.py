@@ -33,3 +33,21 @@ def test_stale_groups_are_those_with_any_sample_over_the_bound():
     assert stale_groups(trajs, group_size=2, version=5, max_staleness=1) == [1]
     assert stale_groups(trajs, group_size=2, version=5, max_staleness=2) == []
     assert stale_groups(trajs, group_size=2, version=5, max_staleness=0) == [0, 1]
+
+
+def test_only_the_distributed_package_imports_ray():
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "zerotir"
+    offenders = []
+    for path in src.rglob("*.py"):
+        if "distributed" in path.relative_to(src).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                offenders.append(str(path.relative_to(src)))
+    assert offenders == []
