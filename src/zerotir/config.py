@@ -301,15 +301,13 @@ class DistributedConfig(_Section):
     is_cap: float = Field(2.0, gt=0.0)
     """tis: the importance weight's truncation; decoupled: weights above it drop their token."""
     on_stale: Literal["wait", "drop"] = "wait"
-    """wait: a rollout starts only once its worker holds a recent enough policy; drop: start at once,
-    and regenerate at train time any group with a sample more than s versions old."""
+    """wait: rollouts start only on the newest broadcast weights; drop: start at once, regenerate stale groups."""
     partial_rollouts: bool = False
     """Weight updates reach in-flight trajectories between decode chunks (each segment records its version)."""
     chunk_tokens: int = Field(32, ge=1)
     """Partial rollouts: most tokens decoded per chunk before a worker looks for newer weights."""
     sandbox_urls: list[str] = []
-    """Sandbox services (`zerotir sandbox serve`) spread over the workers round robin (empty: one
-    in-process pool per worker, or sandbox.url when sandbox.mode=http)."""
+    """Sandbox services spread over the workers round robin (empty: each worker builds `sandbox` itself)."""
     sandbox_wrapper: str | None = None
     """`module:function` applied to each worker's sandbox (latency injection in benchmarks, tracing)."""
     max_worker_restarts: int = Field(3, ge=0)
