@@ -127,3 +127,15 @@ def test_cli_launch_on_local_ray_and_resume_after_a_lost_learner(tmp_path: Path)
     rows = read_metrics(run)
     assert [r["data/position"] for r in rows] == [2, 4]  # the resumed step drew the next rows
     assert (run / "checkpoints" / "step_0000002").is_dir()
+
+
+def test_a_dead_learner_stops_the_run_with_the_resume_command(tmp_path: Path):
+    from zerotir.distributed.driver import DistributedTrainer, LearnerLost
+
+    tr = DistributedTrainer(build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"]), tmp_path)
+    try:
+        os.kill(ray.get(tr.learner.actor.pid.remote()), signal.SIGKILL)
+        with pytest.raises(LearnerLost, match="--resume"):
+            tr.train_step()
+    finally:
+        tr.close()

@@ -53,7 +53,21 @@ class _RemotePolicy:
         self.actor = actor
 
     def save_pretrained(self, path, **kw) -> None:
-        ray.get(self.actor.save_pretrained.remote(str(path), **kw))
+        _get(self.actor.save_pretrained.remote(str(path), **kw))
+
+
+class LearnerLost(RuntimeError):
+    """The learner actor died: its optimizer state is gone, so the run continues from a checkpoint."""
+
+
+def _get(ref):
+    try:
+        return ray.get(ref)
+    except RayActorError as e:
+        raise LearnerLost(
+            f"the learner actor died ({e.__class__.__name__}); continue from the newest checkpoint with "
+            "`zerotir train --resume RUN_DIR` (trainer.save_every sets how much is redone)"
+        ) from e
 
 
 class LearnerProxy:
@@ -63,10 +77,10 @@ class LearnerProxy:
         self.actor, self.version, self.policy = actor, 0, _RemotePolicy(actor)
 
     def prepare(self, trajs: list[Trajectory], recompute: bool):
-        return ray.get(self.actor.prepare.remote(trajs, recompute))
+        return _get(self.actor.prepare.remote(trajs, recompute))
 
     def train_on_batch(self, lb, adv) -> dict[str, float]:
-        metrics = ray.get(self.actor.train_on_batch.remote(lb, adv))
+        metrics = _get(self.actor.train_on_batch.remote(lb, adv))
         self.version += 1
         return metrics
 
@@ -74,10 +88,10 @@ class LearnerProxy:
         return VersionedWeights(self.version, self.actor.state_dict.remote())
 
     def checkpoint_parts(self) -> dict[str, object]:
-        return ray.get(self.actor.checkpoint_parts.remote())
+        return _get(self.actor.checkpoint_parts.remote())
 
     def load_checkpoint_parts(self, load) -> None:
-        ray.get(self.actor.load_checkpoint_parts.remote(load))
+        _get(self.actor.load_checkpoint_parts.remote(load))
 
 
 class RolloutPool:
