@@ -48,7 +48,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
         print(config_to_yaml(cfg), end="")
         return 0
     from zerotir.analysis.report import analyze
-    from zerotir.train.trainer import train
+    if cfg.distributed.enabled:  # on Ray (the `ray` extra); the same loop, actors for learner and rollouts
+        from zerotir.distributed import train
+    else:
+        from zerotir.train.trainer import train
 
     train(cfg, run_dir, resume=bool(a.resume))
     rep = analyze([run_dir], run_dir / "report")

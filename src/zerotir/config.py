@@ -285,6 +285,58 @@ class LogConfig(_Section):
     """Cap on samples.jsonl records; beyond steps x per_step, only every k-th step is sampled."""
 
 
+class DistributedConfig(_Section):
+    enabled: bool = False
+    """Run on Ray: rollout workers and a learner as actors, this process as the driver (zerotir.distributed)."""
+    address: str | None = None
+    """Ray cluster to join (`auto`: the one `ray start` made on this node); None: start a local instance."""
+    num_cpus: int | None = None
+    """Logical CPUs of a local instance (None: Ray's count); ignored when joining a cluster."""
+    rollout_workers: int = Field(1, ge=1)
+    """Rollout-worker actors, each with its own engine, policy copy and sandbox."""
+    learners: int = Field(1, ge=1)
+    """Learner actors (1; more would shard the policy with FSDP2, not implemented yet)."""
+    rollout_cpus: float = Field(1.0, ge=0.0)
+    """CPUs Ray reserves per rollout worker (placement; 0 lets actors share a small machine)."""
+    rollout_gpus: float = Field(0.0, ge=0.0)
+    """GPUs per rollout worker (1 for a vLLM engine on its own device)."""
+    learner_cpus: float = Field(1.0, ge=0.0)
+    """CPUs Ray reserves for the learner."""
+    learner_gpus: float = Field(0.0, ge=0.0)
+    """GPUs for the learner."""
+    max_staleness: int = Field(0, ge=0)
+    """s: a sample may come from a policy at most s versions older than the one it trains (0: synchronous)."""
+    off_policy: Literal["on_policy", "behaviour", "tis", "decoupled"] | None = None
+    """Correction for stale samples (algos/offpolicy.py); required when max_staleness > 0."""
+    is_cap: float = Field(2.0, gt=0.0)
+    """tis: the importance weight's truncation; decoupled: weights above it drop their token."""
+    on_stale: Literal["wait", "drop"] = "wait"
+    """wait: rollouts start only on the newest broadcast weights; drop: start at once, regenerate stale groups."""
+    partial_rollouts: bool = False
+    """Weight updates reach in-flight trajectories between decode chunks (each segment records its version)."""
+    chunk_tokens: int = Field(32, ge=1)
+    """Partial rollouts: most tokens decoded per chunk before a worker looks for newer weights."""
+    sandbox_urls: list[str] = []
+    """Sandbox services spread over the workers round robin (empty: each worker builds `sandbox` itself)."""
+    sandbox_wrapper: str | None = None
+    """`module:function` applied to each worker's sandbox (latency injection in benchmarks, tracing)."""
+    max_worker_restarts: int = Field(3, ge=0)
+    """Restarts of dead rollout workers per run before the run fails (their jobs are re-queued)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DistributedConfig:
+        if self.max_staleness > 0 and self.off_policy in (None, "on_policy"):
+            raise ValueError(
+                f"distributed.max_staleness={self.max_staleness} trains on samples from older policies: choose "
+                "distributed.off_policy=behaviour | tis | decoupled (on_policy holds only for max_staleness=0)"
+            )
+        if self.partial_rollouts and self.max_staleness == 0:
+            raise ValueError("distributed.partial_rollouts needs distributed.max_staleness >= 1")
+        if self.learners > 1:
+            raise ValueError("distributed.learners > 1 (FSDP2-sharded learners) is not implemented yet; use 1")
+        return self
+
+
 class RunConfig(_Section):
     name: str = "run"
     """Run name (the default run directory is runs/<name>)."""
@@ -304,6 +356,8 @@ class RunConfig(_Section):
     """Evaluation sampling (the protocol itself is `rollout`)."""
     log: LogConfig = LogConfig()
     """Metrics sinks."""
+    distributed: DistributedConfig = DistributedConfig()
+    """Ray layout, staleness bound and off-policy correction (off unless enabled)."""
 
 
 def undocumented_fields(model: type[BaseModel] = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]

@@ -55,8 +55,9 @@ class Trainer:
         random.seed(t.seed)
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
-        self.learner, self.tokenizer = build.build_learner(cfg, str(restore / "policy") if restore else cfg.model.path)
-        self.engine = build.make_engine(cfg, self.learner.policy, self.tokenizer)
+        self.learner, self.tokenizer, self.engine = self._build_models(
+            str(restore / "policy") if restore else cfg.model.path
+        )
         self.task = build.make_task(cfg, self.tokenizer, reward_fn)
         self.tool, self.tool_cfg = build.make_tool(cfg), build.tool_loop_config(cfg)
         self.sandbox = build.make_sandbox(cfg)
@@ -79,6 +80,11 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self._stop_requested = False
 
+    def _build_models(self, model_src: str):
+        """(learner, tokenizer, engine) in this process; the Ray driver returns actor proxies instead."""
+        learner, tokenizer = build.build_learner(self.cfg, model_src)
+        return learner, tokenizer, build.make_engine(self.cfg, learner.policy, tokenizer)
+
     @property
     def data_pos(self) -> int:
         return self.cursor.pos
@@ -90,12 +96,17 @@ class Trainer:
         return ckpt.save_checkpoint(self.ckpt_root, self.step, self.learner.policy, self.tokenizer, payload, keep)
 
     # ------------------------------------------------------------------ rollout and reward
-    def _rollout(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
-        """`group_size` samples per row, scored by the task (0 for excluded trajectories)."""
+    def _sample(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
+        """`group_size` unscored samples per row (the Ray driver samples on its rollout workers)."""
         G, r = self.cfg.algo.group_size, self.cfg.rollout
         params = SamplingParams(r.temperature, r.top_p, r.max_response_len, seed)
         repeated = [row for row in rows for _ in range(G)]
-        trajs = sample_rows(self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool)
+        return sample_rows(self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool)
+
+    def _rollout(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
+        """`group_size` samples per row, scored by the task (0 for excluded trajectories)."""
+        G, r = self.cfg.algo.group_size, self.cfg.rollout
+        trajs = self._sample(rows, seed, timings)
         for k, tr in enumerate(trajs):
             tr.group_id = k // G
             tr.reward = 0.0 if tr.excluded else self.task.score(tr)
@@ -103,6 +114,10 @@ class Trainer:
             if r.void_turn_filter and tr.meta.get("void_turn"):
                 tr.excluded = True
         return trajs
+
+    def round_seed(self, step: int, rnd: int) -> int:
+        """The sampling seed of a step's `rnd`-th batch of prompts."""
+        return self.cfg.trainer.seed * 1_000_003 + step * 101 + rnd
 
     def collect(self, step: int, timings: dict) -> tuple[list[Trajectory], list[Trajectory], dict]:
         """Sample a step's groups, then filter them. Returns (kept, all sampled, filter stats)."""
@@ -116,7 +131,7 @@ class Trainer:
             if need <= 0:
                 break
             rows = self.cursor.take(need)
-            trajs = self._rollout(rows, seed=t.seed * 1_000_003 + step * 101 + rnd, timings=timings)
+            trajs = self._rollout(rows, seed=self.round_seed(step, rnd), timings=timings)
             sampled += trajs
             rewards = torch.tensor([tr.reward for tr in trajs])
             correct = torch.tensor([tr.correct for tr in trajs])

@@ -1,0 +1,204 @@
+"""What runs inside the Ray actors: a rollout worker and the learner host. Plain classes (the driver
+wraps them with `ray.remote`), so they import no Ray and can be exercised in one process.
+
+A `RolloutWorker` owns an engine with its own copy of the policy, a sandbox (an in-process pool or a
+service URL) and the task's tool. Weights arrive versioned (`set_weights`, from another thread while
+a rollout runs); a job starts with the newest weights the worker holds, after waiting for at least
+`min_version` when the driver asks it to (the staleness bound's `wait` mode). With partial rollouts
+the engine decodes in chunks and picks up newer weights between chunks (distributed/chunked.py).
+Every trajectory records which policy versions sampled its tokens (`meta["segments"]`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from zerotir import build
+from zerotir.config import RunConfig
+from zerotir.distributed.chunked import ChunkedEngine, VersionedSegments
+from zerotir.rollout import SamplingParams
+from zerotir.task import sample_rows
+from zerotir.types import Trajectory
+
+
+@dataclass
+class Job:
+    """One worker call: `rows` already repeated `group_size` times, in group order."""
+
+    job_id: int
+    rows: list[dict]
+    seed: int
+    min_version: int | None = None
+    """Wait until the worker holds at least this policy version (None: start at once)."""
+
+
+@dataclass
+class JobResult:
+    job_id: int
+    trajs: list[Trajectory]
+    timings: dict[str, float] = field(default_factory=dict)
+    idle_s: float = 0.0
+    """Time the worker waited for this job's weights or for the job itself."""
+    worker: int = 0
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _load(cfg: RunConfig, model_src: str):
+    """(policy copy, tokenizer); no HF copy for engines that load their own weights (vLLM)."""
+    from zerotir.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(model_src)
+    if cfg.rollout.engine != "hf":
+        return None, tok
+    return load_causal_lm(model_src, cfg.model.dtype, cfg.trainer.device).eval(), tok
+
+
+def worker_sandbox(cfg: RunConfig, index: int):
+    """Worker `index`'s sandbox: the i-th of `distributed.sandbox_urls` round robin, else as configured;
+    wrapped by `distributed.sandbox_wrapper` when one is named."""
+    d = cfg.distributed
+    if d.sandbox_urls:
+        url = d.sandbox_urls[index % len(d.sandbox_urls)]
+        cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"mode": "http", "url": url})})
+    sandbox = build.make_sandbox(cfg)
+    if sandbox is not None and d.sandbox_wrapper:
+        from zerotir.task import load_reward as load_callable  # same `module:function` resolution
+
+        sandbox = load_callable(d.sandbox_wrapper)(sandbox)
+    return sandbox
+
+
+class RolloutWorker:
+    def __init__(self, cfg: dict, index: int, model_src: str):
+        self.cfg = RunConfig.model_validate(cfg)
+        self.index = index
+        if self.cfg.trainer.threads:
+            torch.set_num_threads(self.cfg.trainer.threads)
+        policy, self.tokenizer = _load(self.cfg, model_src)
+        self.base_engine = build.make_engine(self.cfg, policy, self.tokenizer)
+        self.task = build.make_task(self.cfg, self.tokenizer)
+        self.tool, self.tool_cfg = build.make_tool(self.cfg), build.tool_loop_config(self.cfg)
+        self.sandbox = worker_sandbox(self.cfg, index)
+        self.eval_rows = build.load_rows(self.cfg, "eval")
+        self.version = 0
+        self._pending: tuple[int, dict] | None = None
+        self._cv = threading.Condition()
+        self._job_lock = threading.Lock()  # one rollout at a time; weights may arrive meanwhile
+        self._last_end = time.perf_counter()
+        d = self.cfg.distributed
+        self.engine = (
+            ChunkedEngine(self.base_engine, d.chunk_tokens, self._refresh)
+            if d.partial_rollouts
+            else self.base_engine
+        )
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def set_weights(self, version: int, state_dict: dict) -> int:
+        """Queue weights `version`; they are loaded at the next job or chunk boundary."""
+        with self._cv:
+            if self._pending is None or version > self._pending[0]:
+                self._pending = (version, state_dict)
+            self._cv.notify_all()
+        return version
+
+    def _refresh(self) -> int:
+        """Load the newest queued weights (rollout thread only); returns the version now held."""
+        with self._cv:
+            pending, self._pending = self._pending, None
+        if pending is not None and pending[0] > self.version:
+            self.base_engine.load_weights(pending[1])
+            self.version = pending[0]
+        return self.version
+
+    def _newest_version(self) -> int:
+        return max(self.version, self._pending[0] if self._pending else -1)
+
+    def rollout(self, job: Job) -> JobResult:
+        with self._job_lock:
+            t0 = time.perf_counter()
+            idle = t0 - self._last_end
+            if job.min_version is not None:
+                with self._cv:
+                    self._cv.wait_for(lambda: self._newest_version() >= job.min_version, timeout=600)
+            self._refresh()
+            idle += time.perf_counter() - t0
+            r = self.cfg.rollout
+            params = SamplingParams(r.temperature, r.top_p, r.max_response_len, job.seed)
+            timings: dict[str, float] = {}
+            segments = VersionedSegments(self.version)
+            if isinstance(self.engine, ChunkedEngine):
+                self.engine.log = segments
+            trajs = sample_rows(
+                self.task, self.engine, self.sandbox, job.rows, self.tool_cfg, params, timings, self.tool
+            )
+            for tr in trajs:
+                tr.meta["segments"] = segments.of(tr)
+                tr.meta["behaviour_version"] = min((v for v, _ in tr.meta["segments"]), default=self.version)
+                tr.meta["worker"] = self.index
+            self._last_end = time.perf_counter()
+            return JobResult(job.job_id, trajs, timings, idle, self.index)
+
+    def evaluate(self, max_tool_calls: int | None = None) -> dict[str, float]:
+        """The orchestrator's evaluation on this worker's engine and sandbox (it reads only the
+        cfg, engine, sandbox, task, tool and eval_rows that a worker has)."""
+        from zerotir.train.trainer import Trainer
+
+        self._refresh()
+        return Trainer.evaluate(self, max_tool_calls)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+
+
+class LearnerHost:
+    """The `Learner` in its own process, seeded like the single-process trainer before it is built
+    (the critic's head draws from the RNG). `off_policy` is applied to every update."""
+
+    def __init__(self, cfg: dict, model_src: str):
+        from zerotir.distributed.correction import CorrectedLearner
+
+        self.cfg = RunConfig.model_validate(cfg)
+        if self.cfg.trainer.threads:
+            torch.set_num_threads(self.cfg.trainer.threads)
+        _seed_all(self.cfg.trainer.seed)
+        learner, self.tokenizer = build.build_learner(self.cfg, model_src)
+        d = self.cfg.distributed
+        self.learner = CorrectedLearner(learner, d.off_policy or "on_policy", d.is_cap)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def prepare(self, trajs: list[Trajectory], recompute: bool):
+        return self.learner.prepare(trajs, recompute)
+
+    def train_on_batch(self, lb, adv) -> dict[str, float]:
+        return self.learner.train_on_batch(lb, adv)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.learner.state_dict().items()}
+
+    def checkpoint_parts(self) -> dict[str, object]:
+        return self.learner.checkpoint_parts()
+
+    def load_checkpoint_parts(self, load) -> None:
+        """`load(name)` runs here: the checkpoint directory must be readable from the learner's node."""
+        self.learner.load_checkpoint_parts(load)
+
+    def save_pretrained(self, path: str, **kw) -> None:
+        """The policy's weights, written by the learner's node (shared storage on a cluster)."""
+        self.learner.policy.save_pretrained(path, **kw)
