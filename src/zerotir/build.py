@@ -71,18 +71,18 @@ def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None) -> Sandbox |
 def make_engine(cfg: RunConfig, policy: Any, tokenizer: Any) -> Engine:
     """The rollout engine; the HF engine shares the learner's module (`policy`), vLLM loads its own."""
     if cfg.rollout.engine == "vllm":
-        if cfg.rollout.vllm_async:
-            from zerotir.rollout.vllm_async import AsyncVLLMEngine as VLLMEngine
-        else:
-            from zerotir.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(
-            cfg.model.path,
-            tokenizer,
+        kw: dict[str, Any] = dict(
             dtype=cfg.model.dtype,
             gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
             seed=cfg.trainer.seed,
         )
+        if cfg.rollout.vllm_async:
+            from zerotir.rollout.vllm_async import AsyncVLLMEngine
+
+            return AsyncVLLMEngine(cfg.model.path, tokenizer, **kw)
+        from zerotir.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(cfg.model.path, tokenizer, **kw)
     from zerotir.rollout.hf_engine import HFEngine
 
     return HFEngine(policy, tokenizer, device=cfg.trainer.device)

@@ -120,7 +120,7 @@ class RolloutWorker:
         with self._cv:
             pending, self._pending = self._pending, None
         if pending is not None and pending[0] > self.version:
-            self.base_engine.load_weights(pending[1])
+            self.base_engine.load_weights(pending[1], pending[0])
             self.version = pending[0]
         return self.version
 
@@ -195,9 +195,15 @@ class LearnerHost:
     def checkpoint_parts(self) -> dict[str, object]:
         return self.learner.checkpoint_parts()
 
-    def load_checkpoint_parts(self, load) -> None:
-        """`load(name)` runs here: the checkpoint directory must be readable from the learner's node."""
+    def load_checkpoint_parts(self, load) -> int:
+        """`load(name)` runs here: the checkpoint directory must be readable from the learner's node.
+        Returns the restored policy version."""
         self.learner.load_checkpoint_parts(load)
+        return self.learner.version
+
+    def last_train_logprobs(self) -> torch.Tensor:
+        """The last update's epoch-0 logprobs (what the rollout inspector records)."""
+        return self.learner.last_train_logprobs
 
     def save_pretrained(self, path: str, **kw) -> None:
         """The policy's weights, written by the learner's node (shared storage on a cluster)."""

@@ -66,8 +66,8 @@ class ChunkedEngine:
         self.capabilities = EngineCapabilities(exact_logprobs=capabilities_of(inner).exact_logprobs)
         self.log = VersionedSegments(0)
 
-    def load_weights(self, state_dict: dict) -> None:
-        self.inner.load_weights(state_dict)
+    def load_weights(self, state_dict: dict, version: int) -> None:
+        self.inner.load_weights(state_dict, version)
 
     def _straddle(self, before: list[int], new: list[int], stops: list[str]) -> tuple[int, str] | None:
         """(tokens of `new` to keep, stop) when a stop string starts in `before` and ends in `new`."""

@@ -91,7 +91,11 @@ class LearnerProxy:
         return _get(self.actor.checkpoint_parts.remote())
 
     def load_checkpoint_parts(self, load) -> None:
-        _get(self.actor.load_checkpoint_parts.remote(load))
+        self.version = _get(self.actor.load_checkpoint_parts.remote(load))
+
+    @property
+    def last_train_logprobs(self):
+        return _get(self.actor.last_train_logprobs.remote())
 
 
 class RolloutPool:
@@ -116,8 +120,9 @@ class RolloutPool:
     def pids(self) -> list[int]:
         return ray.get([w.pid.remote() for w in self.workers])
 
-    def load_weights(self, w: VersionedWeights) -> None:
-        """Broadcast; a synchronous run waits until every worker holds them, an asynchronous one not."""
+    def load_weights(self, w: VersionedWeights, version: int | None = None) -> None:
+        """Broadcast; a synchronous run waits until every worker holds them, an asynchronous one not.
+        (`w` carries its version; `version` is the protocol's and equals it.)"""
         self.weights = w
         acks = [wk.set_weights.remote(w.version, w.ref) for wk in self.workers]
         if self.cfg.distributed.max_staleness == 0:

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import random
 import secrets
 import threading
+from collections.abc import Sequence
 
 import httpx
 
@@ -71,7 +72,7 @@ class HttpSandbox:
                 await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
         raise SandboxInfraError(f"sandbox at {self.url} failed after {self.retries + 1} tries: {last!r}")
 
-    async def run(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> ToolCall:
+    async def run(self, code: str, timeout_s: float = 10.0, session: Sequence[str] | None = None) -> ToolCall:
         return (await self.run_batch([code], timeout_s, [session]))[0]
 
     async def run_batch(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall]:
@@ -94,7 +95,7 @@ class HttpSandbox:
             self._thread.start()
         return self._loop
 
-    def submit(self, code: str, timeout_s: float = 10.0, session: list[str] | None = None) -> cf.Future:
+    def submit(self, code: str, timeout_s: float = 10.0, session: Sequence[str] | None = None) -> cf.Future:
         return asyncio.run_coroutine_threadsafe(self.run(code, timeout_s, session), self._ensure_loop())
 
     def run_batch_sync(self, codes, timeout_s=10.0, sessions=None) -> list[ToolCall | Exception]:
