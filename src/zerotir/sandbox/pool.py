@@ -129,6 +129,8 @@ class _ForkServer:
             "warmup": self.warmup,
             "standby": self.cfg.standby,
             "huge_pages": self.cfg.huge_pages,
+            "tmp_size_mb": self.cfg.tmp_size_mb,
+            "isolation": self.isolation,
         }
         proc = subprocess.Popen(
             argv + [json.dumps(server_cfg)],
