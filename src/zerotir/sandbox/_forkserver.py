@@ -399,6 +399,7 @@ class ForkServer:
         self.tmp_bytes = int(cfg.get("tmp_size_mb", 256)) << 20
         self.confinement = None
         self.namespaces = False
+        self.cgroup = cfg.get("memory_cgroup")  # per-slot memory cgroups (v1), or None
 
     # ---------------------------------------------------------------- setup
     def preimport(self):
@@ -459,6 +460,15 @@ class ForkServer:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size, self.file_size))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             os.chdir(tmpdir)
+            if self.cgroup:
+                # All processes of this execution together (the rlimit above is per process).
+                d = f"{self.cgroup}/slot{slot}"
+                for name, value in (("memory.limit_in_bytes", mem), ("cgroup.procs", os.getpid())):
+                    fd = os.open(f"{d}/{name}", os.O_WRONLY)
+                    try:
+                        os.write(fd, str(value).encode())
+                    finally:
+                        os.close(fd)
             if self.can_setuid:
                 uid = self.uid_base + slot
                 resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
@@ -1006,6 +1016,7 @@ def main():
         "setuid": server.can_setuid,
         "landlock_abi": server.confinement.landlock if server.confinement else 0,
         "exec_namespaces": server.namespaces,
+        "memory_cgroup": bool(server.cgroup),
         "preimported": loaded,
         "base_vm_mb": server.base_vm >> 20,
         "huge_page_mb": server.huge_bytes >> 20,

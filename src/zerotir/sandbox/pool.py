@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from zerotir.sandbox.isolation import forkserver_argv
+from zerotir.sandbox.isolation import FORKSERVER_ENV, MemoryCgroups, UidBlock, forkserver_argv
 from zerotir.types import ToolCall
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class PoolConfig:
     """Back each fork server's imported heap with 2 MiB pages where the kernel allows (Linux 6.1+):
     fewer page-table entries to copy per fork (5 -> 2 ms for a fresh numpy+sympy server here)."""
     uid_base: int = 61000
-    """First uid given to execution slots when running as root (slot i gets uid_base + i)."""
+    """Where the search for a free block of slot uids starts when running as root (each pool
+    reserves its own block, see isolation.UidBlock); 0: no per-slot uids."""
     start_timeout_s: float = 120.0
 
 
@@ -114,14 +115,15 @@ class _ForkServer:
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
         self.isolation = "none"
+        self.uid_base = 0  # set by the pool: its block of uids, or 0
+        self.cgroup: str | None = None  # set by the pool: this server's memory cgroups, or None
 
     def _start(self) -> None:
-        argv, self.isolation = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb)
+        argv, self.isolation, cgroup = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb, self.cgroup)
         server_cfg = {
             "slots": self.cfg.slots_per_worker,
-            "uid_base": self.cfg.uid_base + self.index * self.cfg.slots_per_worker
-            if os.geteuid() == 0
-            else 0,
+            "uid_base": self.uid_base,
+            "memory_cgroup": cgroup,
             "max_processes": self.cfg.max_processes,
             "memory_mb": self.cfg.memory_mb,
             "max_file_bytes": self.cfg.max_file_bytes,
@@ -138,7 +140,7 @@ class _ForkServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, "LD_BIND_NOW": "1"},  # see isolation.bwrap_command
+            env=FORKSERVER_ENV,
         )
         deadline = time.monotonic() + self.cfg.start_timeout_s
         line = b""
@@ -226,6 +228,14 @@ class ExecutorPool:
         self.light = [_ForkServer(c, c.workers, LIGHT_PREIMPORT, LIGHT_WARMUP)] if c.light_worker else []
         self.numpy = [_ForkServer(c, c.workers + 1, NUMPY_PREIMPORT, NUMPY_WARMUP)] if c.numpy_worker else []
         self.all_servers = self.servers + self.light + self.numpy
+        # The pool's own uids (never another pool's) and memory cgroups, one per execution slot.
+        n_slots = c.slots_per_worker * len(self.all_servers)
+        self._uids = UidBlock(c.uid_base, n_slots) if c.uid_base and os.geteuid() == 0 else None
+        name = f"{self._uids.base}" if self._uids else f"pid{os.getpid()}-{id(self):x}"
+        self._cgroups = MemoryCgroups(name, len(self.all_servers), c.slots_per_worker)
+        for s in self.all_servers:
+            s.uid_base = self._uids.base + s.index * c.slots_per_worker if self._uids else 0
+            s.cgroup = self._cgroups.server_dir(s.index)
         self._ids = itertools.count(1)
         self._closed = False
         if eager:
@@ -295,6 +305,9 @@ class ExecutorPool:
         self._closed = True
         for s in self.all_servers:
             s.close()
+        self._cgroups.close()
+        if self._uids is not None:
+            self._uids.release()
 
     def __enter__(self) -> ExecutorPool:
         return self
