@@ -76,7 +76,10 @@ def _name_process(name):
         finally:
             os.close(fd)
     except OSError:
-        pass
+        # Not dumpable and not root: /proc/self/comm belongs to root then; prctl still works.
+        libc = _libc()
+        if libc is not None:
+            libc.prctl(15, name, 0, 0, 0)  # PR_SET_NAME
 
 
 class _Confinement:

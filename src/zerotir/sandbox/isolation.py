@@ -211,6 +211,10 @@ def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool, cgroup: str | Non
         "1",
         "--chdir",
         "/tmp",
+        # The sandbox's root is a tmpfs that, without root, belongs to the caller: read-only, so
+        # that /tmp (and each execution's own tmpfs) is the only writable place.
+        "--remount-ro",
+        "/",
     ]
     if as_root:
         # Keep only what the fork server needs to drop each child to its own uid and sweep it.
