@@ -4,18 +4,32 @@ What is covered (Linux, bubblewrap available):
   * no network: a fresh network namespace with only a down loopback (no route to the trainer or
     the host's services, no Unix sockets of the host: /run, /var and /tmp are not mounted);
   * filesystem: read-only binds of only what Python needs (/usr, /lib*, /etc/ld.so.cache, the
-    interpreter prefix and the site-packages on sys.path); a private size-capped tmpfs for /tmp with
-    one fresh directory per execution; the project tree, /root and /home are not visible;
-  * environment: cleared; no variable of the server reaches the code;
-  * pid namespace: code cannot see or signal the server or the trainer;
-  * per execution: a fresh forked process, rlimits on CPU seconds, address space, file size; when
-    the server runs as root, a real setuid() to a per-slot unprivileged uid so RLIMIT_NPROC caps fork
-    bombs (RLIMIT_NPROC is not enforced for root) and the whole tree is swept by uid afterwards;
-    a wall-clock timeout that kills the process group and the uid's processes.
+    interpreter prefix and the site-packages on sys.path), a read-only root, and nothing of this
+    package (an empty directory hides it, so bundled benchmarks and training answers are invisible
+    in any install mode); the project tree, /root and /home are not visible;
+  * environment: bwrap itself starts with FORKSERVER_ENV (so the sandbox's pid 1 holds nothing of
+    the trainer's environment) and clears it for its child;
+  * pid namespace: code cannot see or signal the trainer;
+  * between executions (see _forkserver._Confinement): every execution is forked from a zygote
+    that never reads a request or an output, so its memory holds nothing of other executions;
+    its own user, mount and IPC namespaces with a private tmpfs (per-execution quota, SysV IPC
+    objects and files that die with it); its own Landlock domain (Linux 6.12+, ABI 6) scoping
+    signals, abstract Unix sockets and ptrace-level access (/proc/<pid>/mem, environ, fd) to
+    itself; no new privileges, not dumpable, no capabilities;
+  * per execution: rlimits on CPU seconds, address space, file size; when the server runs as
+    root, a setuid() to a uid of the pool's own block (UidBlock: pools on one host never share
+    one) so RLIMIT_NPROC caps fork bombs and the tree is swept by uid; a memory cgroup per slot
+    (cgroup v1 memory controller where writable) bounding all of an execution's processes
+    together; a wall-clock timeout that kills the process group and the uid's processes.
+Without root the fork server refuses to start (a loud error naming the ways out) unless Landlock
+scoping is available, since executions then share one uid and only Landlock keeps them apart.
 What is not covered: kernel exploits and side channels, CPU time stolen from the host within the
-limits, a cgroup memory limit across all executions (the address-space rlimit is per process),
-GPU isolation. Without bubblewrap (or with `isolation: none`) only the rlimits and the uid switch
-apply, and a warning says so.
+limits, a whole-execution memory limit without a writable cgroup v1 memory controller (cgroup v2
+is not used yet: then the address-space rlimit per process is the only bound), seccomp filtering
+of syscalls (ptrace, unshare, mount, keyctl are reachable; Landlock, the dropped capabilities and
+no_new_privs limit what they can reach, a syscall filter would shrink the kernel surface further),
+GPU isolation. Without bubblewrap (or with `isolation: none`) only the rlimits, the uid switch and
+the per-execution confinement apply, and a warning says so.
 """
 
 from __future__ import annotations
