@@ -193,7 +193,9 @@ def test_one_execution_filling_tmp_leaves_room_for_another():
     reason="no writable cgroup v1 memory controller: only the per-process address-space limit applies",
 )
 def test_memory_is_bounded_per_execution_not_per_process():
-    p = ExecutorPool(PoolConfig(slots_per_worker=2, memory_mb=256, numpy_worker=False, light_worker=False))
+    p = ExecutorPool(
+        PoolConfig(slots_per_worker=2, memory_mb=256, numpy_worker=False, light_worker=False, memory_cgroup=True)
+    )
     try:
         code = (
             "import os\nkids = [os.fork() for _ in range(2)]\n"  # four processes

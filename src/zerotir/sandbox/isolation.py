@@ -18,13 +18,14 @@ What is covered (Linux, bubblewrap available):
     itself; no new privileges, not dumpable, no capabilities;
   * per execution: rlimits on CPU seconds, address space, file size; when the server runs as
     root, a setuid() to a uid of the pool's own block (UidBlock: pools on one host never share
-    one) so RLIMIT_NPROC caps fork bombs and the tree is swept by uid; a memory cgroup per slot
-    (cgroup v1 memory controller where writable) bounding all of an execution's processes
-    together; a wall-clock timeout that kills the process group and the uid's processes.
+    one) so RLIMIT_NPROC caps fork bombs and the tree is swept by uid; with
+    `PoolConfig.memory_cgroup` (off by default: ~13 ms more per sympy execution here), a memory
+    cgroup per slot (cgroup v1 memory controller where writable) bounding all of an execution's
+    processes together; a wall-clock timeout that kills the process group and the uid's processes.
 Without root the fork server refuses to start (a loud error naming the ways out) unless Landlock
 scoping is available, since executions then share one uid and only Landlock keeps them apart.
 What is not covered: kernel exploits and side channels, CPU time stolen from the host within the
-limits, a whole-execution memory limit without a writable cgroup v1 memory controller (cgroup v2
+limits, a whole-execution memory limit by default and without a writable cgroup v1 memory controller (cgroup v2
 is not used yet: then the address-space rlimit per process is the only bound), seccomp filtering
 of syscalls (ptrace, unshare, mount, keyctl are reachable; Landlock, the dropped capabilities and
 no_new_privs limit what they can reach, a syscall filter would shrink the kernel surface further),
@@ -97,9 +98,13 @@ class MemoryCgroups:
     (no v1 controller, not writable, cgroup v2) `server_dir` is None and only the per-process
     address-space limit applies."""
 
-    def __init__(self, name: str, servers: int, slots: int, root: str = "/sys/fs/cgroup/memory"):
+    def __init__(
+        self, name: str, servers: int, slots: int, *, enabled: bool = True, root: str = "/sys/fs/cgroup/memory"
+    ):
         self.path: str | None = None
         self.servers, self.slots = servers, slots
+        if not enabled:
+            return
         if not os.path.isfile(f"{root}/memory.limit_in_bytes") or not os.access(root, os.W_OK):
             return
         path = f"{root}/zerotir/{name}"
