@@ -30,28 +30,44 @@ SNIPPETS = {
 
 
 FLOOR_SCRIPT = r"""
-import contextlib, io, json, sys, time
+import contextlib, io, json, os, sys, time
 from zerotir.sandbox._forkserver import ForkServer
 cfg = json.loads(sys.argv[1])
 ForkServer(cfg).preimport()  # the fork server's own imports, warm-up and settings
 with contextlib.redirect_stdout(io.StringIO()):
     code = compile(cfg["code"], "<code>", "exec")
+    forked = []  # (wall ms of fork + run + exit seen by the parent, ms of the run inside the child)
+    for _ in range(cfg["forks"]):
+        r, w = os.pipe()
+        t = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            t1 = time.perf_counter()
+            exec(code, {"__name__": "__main__"})
+            os.write(w, str(time.perf_counter() - t1).encode())
+            os._exit(0)
+        os.close(w)
+        inner = float(os.read(r, 64))
+        os.waitpid(pid, 0)
+        forked.append((time.perf_counter() - t, inner))
+        os.close(r)
     times = []
     for _ in range(7):
         t = time.perf_counter()
         exec(code, {"__name__": "__main__"})
         times.append(time.perf_counter() - t)
-print(json.dumps(times))
+print(json.dumps({"times": times, "forked": forked}))
 """
 
 
-def compute_floor(code: str, pool: ExecutorPool) -> dict:
+def compute_floor(code: str, pool: ExecutorPool, forks: int = 15) -> dict:
     """The snippet's own compute, outside any sandbox, in an interpreter that imported and warmed
-    up like a fork server: its first run there is what each forked child must do at least (fork,
-    copy-on-write and teardown come on top), its repeat runs show what sympy's caches save once
-    the very same expressions were built before."""
+    up like a fork server. `fork_*`: a bare forked child of that interpreter runs the snippet once
+    and exits (median of `forks`), the least a process per execution can cost; `first_run_ms` in
+    the interpreter itself, `repeat_run_ms` what sympy's caches save once the very same
+    expressions were built before."""
     server = pool.servers_for(code)[0]  # the imports and warm-up of the server this code runs in
-    spec = {"preimport": list(server.preimport), "warmup": server.warmup, "code": code}
+    spec = {"preimport": list(server.preimport), "warmup": server.warmup, "code": code, "forks": forks}
     out = subprocess.run(
         [sys.executable, "-c", FLOOR_SCRIPT, json.dumps(spec)],
         capture_output=True,
@@ -59,8 +75,14 @@ def compute_floor(code: str, pool: ExecutorPool) -> dict:
         timeout=600,
         check=True,
     )
-    times = json.loads(out.stdout)
-    return {"first_run_ms": 1000 * times[0], "repeat_run_ms": 1000 * statistics.median(times[1:])}
+    res = json.loads(out.stdout)
+    times = res["times"]
+    return {
+        "first_run_ms": 1000 * times[0],
+        "repeat_run_ms": 1000 * statistics.median(times[1:]),
+        "fork_wall_ms": 1000 * statistics.median(w for w, _ in res["forked"]),
+        "fork_first_run_ms": 1000 * statistics.median(i for _, i in res["forked"]),
+    }
 
 
 def measure(run_one, n: int, conc: int) -> tuple[float, list[float], bool]:
@@ -112,21 +134,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--snippets", default=",".join(SNIPPETS), help="comma-separated subset of: " + ", ".join(SNIPPETS))
+    ap.add_argument("--result-name", default="sandbox", help="bench/results/NAME.json")
+    ap.add_argument("--concurrency", default="1,16,64", help="comma-separated concurrency levels")
     args = ap.parse_args()
+    snippets = {k: SNIPPETS[k] for k in args.snippets.split(",")}
+    levels = [int(c) for c in args.concurrency.split(",")]
     scale = 0.25 if args.quick else 1.0
     pool = ExecutorPool(PoolConfig(workers=1, slots_per_worker=16))
-    for code in SNIPPETS.values():  # warm-up
+    for code in snippets.values():  # warm-up
         pool.run(code)
     cells = []
     floors = {}
-    for name, code in SNIPPETS.items():
+    for name, code in snippets.items():
         floors[name] = floor = compute_floor(code, pool)
         print(
             f"{name:6s} compute floor (no sandbox, warm interpreter): first run {floor['first_run_ms']:.2f} ms, "
-            f"repeat {floor['repeat_run_ms']:.2f} ms",
+            f"repeat {floor['repeat_run_ms']:.2f} ms; bare forked child: run {floor['fork_first_run_ms']:.2f} ms, "
+            f"fork+run+exit {floor['fork_wall_ms']:.2f} ms",
             flush=True,
         )
-        for conc in (1, 16, 64):
+        for conc in levels:
             n_ours = max(conc, int((300 if name == "print" else 100) * scale))
             n_base = max(conc, int((40 if name == "print" else 12) * scale) if conc == 1 else conc)
             child_s: list[float] = []
@@ -163,12 +191,16 @@ def main() -> None:
                 "speedup": statistics.median(ratios),
                 "speedup_rounds": ratios,
             }
+            if conc == 1:
+                cell["p50_over_fork_floor"] = ours["p50_ms"] / floor["fork_wall_ms"]
+                cell["p50_over_fork_run"] = ours["p50_ms"] / floor["fork_first_run_ms"]
             cells.append(cell)
             print(
                 f"{name:6s} c={conc:3d}  zerotir {ours['throughput_per_s']:8.1f}/s p50 {ours['p50_ms']:7.2f} ms "
                 f"p99 {ours['p99_ms']:7.2f} ms (in the fork server {ours['child_ms_p50']:.1f} ms) | subprocess "
                 f"{base['throughput_per_s']:6.2f}/s p50 {base['p50_ms']:7.1f} ms | x{cell['speedup']:.1f} "
-                f"(rounds {', '.join(f'{r:.1f}' for r in ratios)})",
+                f"(rounds {', '.join(f'{r:.1f}' for r in ratios)})"
+                + (f" | p50 / bare fork {cell['p50_over_fork_floor']:.2f}x" if conc == 1 else ""),
                 flush=True,
             )
     heavy = [srv.proc.pid for srv in pool.servers if srv.proc is not None]
@@ -183,12 +215,13 @@ def main() -> None:
     }
     pool.close()
     path = write_result(
-        "sandbox",
+        args.result_name,
         {
             "cells": cells,
             "compute_floor_ms": floors,
             "memory": mem,
             "targets": {
+                "c1_p50_over_fork_floor": 1.25,
                 "print_c16_speedup": 3.5,
                 "sympy_numpy_c16_speedup": 25,
                 "print_c1_p50_ms": 5,

@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -77,7 +76,78 @@ def _name_process(name):
         finally:
             os.close(fd)
     except OSError:
-        pass
+        # Not dumpable and not root: /proc/self/comm belongs to root then; prctl still works.
+        libc = _libc()
+        if libc is not None:
+            libc.prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+
+
+class _Confinement:
+    """What a child does to itself before user code runs, prepared once in the zygote (function
+    objects and argument types set up there, so that a child only calls them):
+
+    * its own user, mount and IPC namespaces (unprivileged: a user namespace that maps only its
+      own uid), with a private tmpfs of `tmp_bytes` mounted on its temp dir: a quota per execution,
+      SysV IPC objects that die with it, and no files to clean up (the kernel frees the tmpfs when
+      the execution's last process exits);
+    * a Landlock domain of its own that scopes signals and abstract Unix sockets (ABI 6+): no
+      signal to, and no abstract-socket connection with, any process outside it (the servers,
+      bwrap's pid 1, sibling executions); Landlock also denies ptrace-level access (memory,
+      environment, descriptors under /proc) to processes outside the domain;
+    * no new privileges, not dumpable, and no capabilities left.
+    Each part that the kernel refuses is reported by `probe` in the server's ready line."""
+
+    CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
+    MS_NOSUID, MS_NODEV = 2, 4
+
+    def __init__(self, tmp_bytes):
+        import ctypes
+
+        self.ok = False
+        self.landlock = 0
+        self.namespaces = False
+        self.tmp_bytes = tmp_bytes
+        libc = _libc()
+        if libc is None:
+            return
+        self.ctypes = ctypes
+        self.libc = libc
+        libc.syscall.restype = ctypes.c_long
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
+        self.landlock = abi if abi > 0 else 0
+        # struct landlock_ruleset_attr {u64 handled_access_fs, handled_access_net, scoped}: nothing
+        # of the filesystem or network (bwrap does that), both scopes.
+        self.ll_attr = (ctypes.c_uint64 * 3)(0, 0, 3)
+        self.cap_header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        self.cap_data = (ctypes.c_uint32 * 6)()
+        self.ok = True
+
+    def enter(self, uid, tmpdir, namespaces):
+        """In the child, after the uid switch. Raises OSError where a step that must work fails."""
+        libc = self.libc
+        if namespaces:
+            libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: the uid_map of a non-dumpable process is root's
+            if libc.unshare(self.CLONE_NEWUSER | self.CLONE_NEWNS | self.CLONE_NEWIPC) != 0:
+                raise OSError(self.ctypes.get_errno(), "unshare")
+            for name, text in (("uid_map", f"{uid} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{uid} {uid} 1")):
+                fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+                try:
+                    os.write(fd, text.encode())
+                finally:
+                    os.close(fd)
+            opts = f"size={self.tmp_bytes},mode=0700,uid={uid},gid={uid}".encode()
+            if libc.mount(b"tmpfs", tmpdir.encode(), b"tmpfs", self.MS_NOSUID | self.MS_NODEV, opts) != 0:
+                raise OSError(self.ctypes.get_errno(), "mount tmpfs")
+            os.chdir(tmpdir)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        if self.landlock >= 6:
+            fd = libc.syscall(444, self.ll_attr, 24, 0)
+            if fd < 0 or libc.syscall(446, fd, 0) != 0:  # landlock_restrict_self
+                raise OSError(self.ctypes.get_errno(), "landlock")
+            os.close(fd)
+        libc.capset(self.cap_header, self.cap_data)  # in a new user namespace a process holds all
 
 
 def _collapse_heap_to_huge_pages():
@@ -204,12 +274,60 @@ CHILD_ENV = {
 }
 
 
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+def _checked_timeout(value):
+    """A request's timeout as a finite number of seconds in (0, MAX_TIMEOUT_S]; ValueError otherwise
+    (NaN, infinities, negative values and non-numbers never reach the loop's poll or the rlimits)."""
+    t = float(10.0 if value is None else value)
+    if not (t > 0 and t < float("inf")):
+        raise ValueError(f"timeout must be a positive finite number of seconds, got {value!r}")
+    return min(t, MAX_TIMEOUT_S)
+
+
+def _remove_tree(path, budget):
+    """Delete up to `budget` entries of a directory tree, deepest first, without recursion (a
+    3,000-deep tree made Python's rmtree raise RecursionError); returns the budget left, so the
+    caller can come back for the rest instead of stalling its loop on 300,000 files."""
+    stack = [path]
+    while stack and budget > 0:
+        top = stack[-1]
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            entries = []
+        sub = []
+        for e in entries:
+            if budget <= 0:
+                break
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    sub.append(e.path)
+                else:
+                    os.unlink(e.path)
+                    budget -= 1
+            except OSError:
+                budget -= 1
+        if sub:
+            stack.extend(sub)
+            continue
+        if budget > 0:
+            try:
+                os.rmdir(top)
+            except OSError:
+                pass
+            budget -= 1
+            stack.pop()
+    return budget
+
+
 def _pack_request(req, slot, tmpdir):
     """The hand-over to a standby child, parsed there with two splits instead of json (whose objects
     the child would otherwise touch, ~40 copy-on-write faults): a header line, then setup and code."""
     setup = (req.get("setup") or "").encode("utf-8", "surrogatepass")
     code = req["code"].encode("utf-8", "surrogatepass")
-    head = f"{len(setup) + len(code)} {slot} {float(req.get('timeout', 10.0))} {int(req.get('memory_mb', 0))} {len(setup)} {tmpdir}\n"
+    head = f"{len(setup) + len(code)} {slot} {_checked_timeout(req.get('timeout'))} {int(req.get('memory_mb', 0))} {len(setup)} {tmpdir}\n"
     return head.encode() + setup + code
 
 
@@ -243,17 +361,6 @@ def _split_lines(parts, data):
         lines.append(b"".join(parts))
         parts.clear()
         start = nl + 1
-
-
-def _discard_standby(pid, ctl, out_r, err_r):
-    ctl.close()
-    os.close(out_r)
-    os.close(err_r)
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
 
 
 class Job:
@@ -304,8 +411,16 @@ class ForkServer:
         # a fork (~1.5 ms here) plus the new process's first scheduling. The replacement is forked
         # right after dispatch, while the previous child runs.
         self.standby_target = int(cfg.get("standby", 1))
-        self.standby = []  # (pid, control socket, stdout read end, stdout write end, stderr r, stderr w)
-        self.pid = os.getpid()
+        self.standby = []  # (pid, control socket, stdout read end, stderr read end)
+        self.pid = os.getpid()  # the zygote's: the parent of every execution
+        self.zygote = None  # the dispatcher's socket to the zygote
+        self.spawning = 0  # standby children asked of the zygote and not yet received
+        self.by_pid = {}  # execution pid -> job, for the zygote's exit reports
+        self.trash = []  # temp dirs left to delete, a bounded number of entries per loop turn
+        self.tmp_bytes = int(cfg.get("tmp_size_mb", 256)) << 20
+        self.confinement = None
+        self.namespaces = False
+        self.cgroup = cfg.get("memory_cgroup")  # per-slot memory cgroups (v1), or None
 
     # ---------------------------------------------------------------- setup
     def preimport(self):
@@ -366,6 +481,15 @@ class ForkServer:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size, self.file_size))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             os.chdir(tmpdir)
+            if self.cgroup:
+                # All processes of this execution together (the rlimit above is per process).
+                d = f"{self.cgroup}/slot{slot}"
+                for name, value in (("memory.limit_in_bytes", mem), ("cgroup.procs", os.getpid())):
+                    fd = os.open(f"{d}/{name}", os.O_WRONLY)
+                    try:
+                        os.write(fd, str(value).encode())
+                    finally:
+                        os.close(fd)
             if self.can_setuid:
                 uid = self.uid_base + slot
                 resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
@@ -374,8 +498,11 @@ class ForkServer:
                 os.setuid(uid)
             else:
                 # Without a uid of its own the count includes the server's other processes.
-                n = len(_procs_of_uid(os.getuid()))
+                uid = os.getuid()
+                n = len(_procs_of_uid(uid))
                 resource.setrlimit(resource.RLIMIT_NPROC, (n + self.nproc, n + self.nproc))
+            if self.confinement is not None:
+                self.confinement.enter(uid, tmpdir, self.namespaces)
             os.environ["HOME"] = os.environ["TMPDIR"] = tmpdir  # the rest was cleared in the server
             # tempfile cached the server's /tmp (shared, not writable by this uid): point it here.
             tempfile.tempdir = tmpdir
@@ -443,17 +570,6 @@ class ForkServer:
         os.close(err_w)
         return pid, out_r, err_r
 
-    def spawn_standby(self):
-        ctl, ctl_child = socket.socketpair()
-
-        def body(out_w, err_w):
-            ctl.close()
-            self._standby(ctl_child, out_w, err_w)
-
-        pid, out_r, err_r = self._fork_child(body)
-        ctl_child.close()
-        self.standby.append((pid, ctl, out_r, err_r))
-
     def _standby(self, ctl, out_w, err_w):
         """A pre-forked child: drop every descriptor of the server (so that it never holds the
         server's output pipe or another child's open), wait for one request, then run it."""
@@ -488,23 +604,149 @@ class ForkServer:
         self._child(req, slot, out_w, err_w, tmpdir)
 
     def _dispatch(self, req, slot, tmpdir):
-        """Hand the request to a standby child, or fork one for it when none is waiting (then the
-        child has the request in memory: no message). Returns (pid, stdout fd, stderr fd)."""
-        data = _pack_request(req, slot, tmpdir) if self.standby else b""
-        while self.standby:
+        """Hand the request to a standby child (waiting for the zygote to fork one when none is
+        ready). Returns (pid, stdout fd, stderr fd)."""
+        data = _pack_request(req, slot, tmpdir)
+        while True:
+            while not self.standby:
+                if not self.spawning:
+                    self.spawn_standby()
+                self.on_zygote(block=True)
             pid, ctl, out_r, err_r = self.standby.pop(0)
             try:
                 ctl.sendall(data)
                 ctl.close()
                 return pid, out_r, err_r
-            except OSError:  # the standby child died: reap it and use another
-                _discard_standby(pid, ctl, out_r, err_r)
-        return self._fork_child(lambda out_w, err_w: self._child(req, slot, out_w, err_w, tmpdir))
+            except OSError:  # the standby child died (its exit report comes from the zygote)
+                ctl.close()
+                os.close(out_r)
+                os.close(err_r)
+
+    # ---------------------------------------------------------------- zygote
+    def spawn_standby(self):
+        """Ask the zygote for one more standby child (it arrives as a message, see on_zygote)."""
+        self.zygote.send(b"S")
+        self.spawning += 1
+
+    def on_zygote(self, block=False):
+        """One message from the zygote: a new standby child with its descriptors, or the exit status
+        of a child. Returns False when the zygote is gone."""
+        self.zygote.setblocking(block)
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.zygote, 64, 3)
+        except BlockingIOError:
+            return True
+        finally:
+            self.zygote.setblocking(True)
+        if not msg:
+            return False
+        kind, pid, rest = msg.decode().split(" ", 2)
+        pid = int(pid)
+        if kind == "C":
+            self.spawning -= 1
+            ctl_fd, out_r, err_r = fds
+            self.standby.append((pid, socket.socket(fileno=ctl_fd), out_r, err_r))
+        else:
+            job = self.by_pid.pop(pid, None)
+            if job is not None:
+                self.on_exit(job, int(rest))
+            else:  # a standby child that died before use
+                for i, sb in enumerate(self.standby):
+                    if sb[0] == pid:
+                        del self.standby[i]
+                        sb[1].close()
+                        os.close(sb[2])
+                        os.close(sb[3])
+                        break
+        return True
+
+    def zygote_serve(self, sock):
+        """The zygote's loop: fork standby children on request, report their exit statuses, kill
+        strays. It never reads a request or an output, so no child can find one in its memory."""
+        poller = select.epoll()
+        poller.register(sock.fileno(), select.EPOLLIN)
+        live = {}  # pidfd -> pid
+        self.live = set()
+        while True:
+            for fd, _ in poller.poll():
+                if fd == sock.fileno():
+                    try:
+                        msg = sock.recv(64)
+                    except OSError:
+                        msg = b""
+                    if not msg:
+                        for pid in list(self.live) + _own_children():
+                            try:
+                                os.kill(pid, signal.SIGKILL)
+                            except OSError:
+                                pass
+                        return
+                    for _ in msg:  # one b"S" per standby child wanted
+                        ctl, ctl_child = socket.socketpair()
+
+                        def body(out_w, err_w, ctl=ctl, ctl_child=ctl_child):
+                            ctl.close()
+                            sock.close()
+                            self._standby(ctl_child, out_w, err_w)
+
+                        pid, out_r, err_r = self._fork_child(body)
+                        ctl_child.close()
+                        socket.send_fds(sock, [b"C %d -" % pid], [ctl.fileno(), out_r, err_r])
+                        ctl.close()
+                        os.close(out_r)
+                        os.close(err_r)
+                        pidfd = os.pidfd_open(pid)
+                        poller.register(pidfd, select.EPOLLIN)
+                        live[pidfd] = pid
+                        self.live.add(pid)
+                else:
+                    pid = live.pop(fd)
+                    poller.unregister(fd)
+                    os.close(fd)
+                    self.live.discard(pid)
+                    try:
+                        _, status = os.waitpid(pid, 0)
+                    except ChildProcessError:
+                        status = 0
+                    self.kill_strays()  # orphans would keep the pipes open and the uid's count up
+                    sock.send(b"X %d %d" % (pid, status))
 
     def close_standby(self):
-        for sb in self.standby:
-            _discard_standby(*sb)
+        """Standby children exit on the end of their control socket (the zygote kills the rest)."""
+        for _, ctl, out_r, err_r in self.standby:
+            ctl.close()
+            os.close(out_r)
+            os.close(err_r)
         self.standby = []
+
+    def probe_confinement(self):
+        """Which parts of `_Confinement` this kernel and sandbox allow, tried once in a throw-away
+        child with the first slot's uid; the children then do only what works."""
+        conf = _Confinement(self.tmp_bytes)
+        if not conf.ok:
+            return
+        self.confinement = conf
+        tmpdir = self.make_tmpdir(0)
+        if self.can_setuid:
+            os.chown(tmpdir, self.uid_base, self.uid_base)
+        for namespaces in (True, False):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    if self.can_setuid:
+                        os.setgroups([])
+                        os.setgid(self.uid_base)
+                        os.setuid(self.uid_base)
+                    conf.enter(os.getuid(), tmpdir, namespaces)
+                    os._exit(0)
+                except BaseException:
+                    os._exit(1)
+            if os.waitpid(pid, 0)[1] == 0:
+                self.namespaces = namespaces
+                break
+        else:
+            self.confinement = None
+        os.rmdir(tmpdir)
 
     def watch_fd(self, fd, kind, job):
         self.poller.register(fd, select.EPOLLIN)
@@ -526,7 +768,26 @@ class ForkServer:
             except FileExistsError:
                 continue
 
+    def reject(self, rid, why):
+        self.emit(
+            {
+                "id": rid,
+                "status": "error",
+                "stdout": "",
+                "stderr": f"bad request: {why}",
+                "exit_code": -1,
+                "seconds": 0.0,
+                "truncated": False,
+            }
+        )
+
     def start_job(self, req):
+        try:
+            timeout = _checked_timeout(req.get("timeout"))
+        except (TypeError, ValueError) as e:
+            self.reject(req["id"], e)
+            return
+        req["timeout"] = timeout
         slot = self.free_slots.pop()
         tmpdir = self.make_tmpdir(slot)
         if self.can_setuid:
@@ -535,7 +796,7 @@ class ForkServer:
         job = Job()
         job.rid, job.slot, job.pid, job.tmpdir = req["id"], slot, pid, tmpdir
         job.start = time.monotonic()
-        job.deadline = job.start + float(req.get("timeout", 10.0))
+        job.deadline = job.start + timeout
         job.timed_out = False
         job.exit_status = None
         job.finish_by = None
@@ -543,11 +804,10 @@ class ForkServer:
         job.fds = {out_r: "stdout", err_r: "stderr"}
         job.bufs = {"stdout": bytearray(), "stderr": bytearray()}
         job.nbytes = {"stdout": 0, "stderr": 0}
-        job.pidfd = os.pidfd_open(pid)
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
             self.watch_fd(fd, "pipe", job)
-        self.watch_fd(job.pidfd, "exit", job)
+        self.by_pid[pid] = job
         self.jobs[job.rid] = job
 
     def kill_tree(self, job):
@@ -555,8 +815,6 @@ class ForkServer:
             os.killpg(job.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.subreaper and not self.kill_strays():
-            return
         if self.can_setuid:
             for _ in range(3):
                 pids = _procs_of_uid(self.uid_base + job.slot)
@@ -573,8 +831,8 @@ class ForkServer:
         ones (their own children re-parent to us in turn, hence the loop). True if there were any."""
         found = False
         for _ in range(100):
-            running = {j.pid for j in self.jobs.values() if j.exit_status is None}
-            running.update(sb[0] for sb in self.standby)
+            running = set(self.live)
+            running.add(self.dispatcher)
             strays = [p for p in _own_children() if p not in running]
             if not strays:
                 break
@@ -611,14 +869,7 @@ class ForkServer:
         if len(buf) > 2 * job.cap:
             del buf[: len(buf) - job.cap]  # keep the tail: results and tracebacks come last
 
-    def on_exit(self, job):
-        self.unwatch_fd(job.pidfd)
-        os.close(job.pidfd)
-        job.pidfd = None
-        try:
-            _, status = os.waitpid(job.pid, 0)
-        except ChildProcessError:
-            status = 0
+    def on_exit(self, job, status):
         job.exit_status = status
         self.kill_tree(job)  # orphans would keep the pipes open and the uid's process count up
         job.finish_by = time.monotonic() + 0.5
@@ -667,9 +918,10 @@ class ForkServer:
             }
         )
         try:
-            os.rmdir(job.tmpdir)  # most executions write no files
+            os.rmdir(job.tmpdir)  # an unused mount point, or a dir the execution wrote nothing into
         except OSError:
-            shutil.rmtree(job.tmpdir, ignore_errors=True)
+            self.trash.append(job.tmpdir)  # no tmpfs of its own: deleted a bounded part per loop turn
+        self.by_pid.pop(job.pid, None)
         del self.jobs[job.rid]
         self.free_slots.append(job.slot)
 
@@ -698,17 +950,7 @@ class ForkServer:
                 if "code" not in req or "id" not in req:
                     raise ValueError("request needs id and code")
             except Exception as e:
-                self.emit(
-                    {
-                        "id": None,
-                        "status": "error",
-                        "stdout": "",
-                        "stderr": f"bad request: {e}",
-                        "exit_code": -1,
-                        "seconds": 0.0,
-                        "truncated": False,
-                    }
-                )
+                self.reject(None, e)
                 continue
             self.pending.append(req)
         return True
@@ -716,12 +958,19 @@ class ForkServer:
     def serve(self):
         os.set_blocking(0, False)
         self.watch_fd(0, "control", None)
+        self.watch_fd(self.zygote.fileno(), "zygote", None)
         alive = True
         while alive or self.jobs or self.pending:
             while self.pending and self.free_slots:
                 self.start_job(self.pending.pop(0))
-            if not self.pending and len(self.standby) < self.standby_target:
-                self.spawn_standby()  # ready for the next request; a burst forks directly instead
+            if len(self.standby) + self.spawning < max(self.standby_target, 1 if self.pending else 0):
+                self.spawn_standby()  # ready for the next request, forked by the zygote meanwhile
+            if self.trash:
+                budget = 2000
+                while self.trash and budget > 0:
+                    budget = _remove_tree(self.trash[-1], budget)
+                    if budget > 0:
+                        self.trash.pop()
             now = time.monotonic()
             timeout = None
             for job in list(self.jobs.values()):
@@ -740,6 +989,8 @@ class ForkServer:
                     timeout = min(timeout if timeout is not None else 1e9, 0.05)
             if not alive and not self.jobs and not self.pending:
                 break
+            if self.trash:
+                timeout = 0
             try:
                 events = self.poller.poll(-1 if timeout is None else timeout)
             except InterruptedError:
@@ -756,9 +1007,11 @@ class ForkServer:
                 elif kind == "pipe":
                     if fd in job.fds:
                         self.on_pipe(fd, job)
-                else:
-                    if job.pidfd is not None:
-                        self.on_exit(job)
+                elif not self.on_zygote():
+                    _log("the zygote is gone")
+                    for job in self.jobs.values():
+                        self.kill_tree(job)
+                    os._exit(1)
 
 
 def main():
@@ -766,24 +1019,61 @@ def main():
     # Children inherit these: a broken pipe or a kill ends them quietly, as in a normal process.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Not dumpable: no process of the same uid may ptrace this one or open its /proc memory,
+    # environment or descriptors (children inherit it).
+    libc = _libc()
+    if libc is not None:
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
     server = ForkServer(cfg)
     loaded = server.preimport()
-    server.emit(
-        {
-            "ready": True,
-            "pid": os.getpid(),
-            "uid": os.geteuid(),
-            "setuid": server.can_setuid,
-            "preimported": loaded,
-            "base_vm_mb": server.base_vm >> 20,
-            "huge_page_mb": server.huge_bytes >> 20,
-            "plain_fork": server.fork is not os.fork,
-        }
-    )
-    try:
-        server.serve()
-    finally:
-        server.close_standby()
+    server.probe_confinement()
+    isolated = server.can_setuid or (server.confinement is not None and server.confinement.landlock >= 6)
+    info = {
+        "ready": True,
+        "pid": os.getpid(),
+        "uid": os.geteuid(),
+        "setuid": server.can_setuid,
+        "landlock_abi": server.confinement.landlock if server.confinement else 0,
+        "exec_namespaces": server.namespaces,
+        "memory_cgroup": bool(server.cgroup),
+        "preimported": loaded,
+        "base_vm_mb": server.base_vm >> 20,
+        "huge_page_mb": server.huge_bytes >> 20,
+        "plain_fork": server.fork is not os.fork,
+    }
+    if not isolated and cfg.get("isolation", "none") != "none":
+        info["ready"] = False
+        info["error"] = (
+            "executions would not be isolated from each other: no per-slot uids (not root) and no "
+            "Landlock signal/abstract-socket scoping (Linux 6.12+). Run as root (the pool drops each "
+            "execution to its own uid), use a kernel with Landlock ABI 6, or set sandbox.isolation=none"
+        )
+        server.emit(info)
+        sys.exit(2)
+    # Split in two: this process stays the zygote, a warm image that never reads a request or an
+    # output, and forks every execution; its child, the dispatcher, serves the pipes. An execution
+    # forked from the dispatcher could read everything the server holds (concurrent outputs,
+    # queued code, freed text) in its own copy of the server's memory.
+    zsock, dsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = server.fork()
+    if pid == 0:
+        zsock.close()
+        server.zygote = dsock
+        info["pid"] = os.getpid()
+        server.emit(info)
+        try:
+            server.serve()
+        finally:
+            server.close_standby()
+        os._exit(0)
+    dsock.close()
+    server.dispatcher = pid
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    server.zygote_serve(zsock)
+    os._exit(0)
 
 
 if __name__ == "__main__":

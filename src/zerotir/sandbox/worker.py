@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from zerotir.sandbox.isolation import forkserver_argv
+from zerotir.sandbox.isolation import FORKSERVER_ENV, forkserver_argv
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class ForkServerProcess:
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
         self.isolation = "none"
+        self.uid_base = 0  # set by the pool: its block of uids, or 0
+        self.cgroup: str | None = None  # set by the pool: this server's memory cgroups, or None
         self.last_progress = time.monotonic()
         self._kill_reason: str | None = None
         self._closed = False
@@ -67,11 +69,12 @@ class ForkServerProcess:
             return self._start()
 
     def _start(self) -> subprocess.Popen:
-        argv, self.isolation = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb)
+        argv, self.isolation, cgroup = forkserver_argv(self.cfg.isolation, self.cfg.tmp_size_mb, self.cgroup)
         c = self.cfg
         server_cfg = {
             "slots": c.slots_per_worker,
-            "uid_base": c.uid_base + self.index * c.slots_per_worker if os.geteuid() == 0 else 0,
+            "uid_base": self.uid_base,
+            "memory_cgroup": cgroup,
             "max_processes": c.max_processes,
             "memory_mb": c.memory_mb,
             "max_file_bytes": c.max_file_bytes,
@@ -79,6 +82,8 @@ class ForkServerProcess:
             "warmup": self.warmup,
             "standby": c.standby,
             "huge_pages": c.huge_pages,
+            "tmp_size_mb": c.tmp_size_mb,
+            "isolation": self.isolation,
         }
         proc = subprocess.Popen(
             argv + [json.dumps(server_cfg)],
@@ -86,7 +91,7 @@ class ForkServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, "LD_BIND_NOW": "1"},  # see isolation.bwrap_command
+            env=FORKSERVER_ENV,
         )
         deadline = time.monotonic() + c.start_timeout_s
         line = b""

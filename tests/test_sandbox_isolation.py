@@ -1,0 +1,255 @@
+"""Isolation between executions: what one execution can learn about, or do to, the fork server and
+the executions that run beside it. Each test is an attack that worked on the earlier design.
+
+The `shared_uid_pool` runs executions without per-slot uids, as a deployment without root does, so
+that these attacks are tried in that mode on every run (also when the suite runs as root)."""
+
+import concurrent.futures as cf
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from zerotir.sandbox.pool import ExecutorPool, PoolConfig
+
+# Reads every readable mapping of the execution's own memory and prints each leak marker it finds:
+# whatever the fork server held when this process was forked (buffers, queued requests, freed text).
+MEMORY_SCAN = r"""
+import ctypes, re
+pat = re.compile(rb"ZTLEAK[0-9a-f]{32}")
+found = set()
+for line in open('/proc/self/maps').read().splitlines():
+    parts = line.split()
+    # private writable memory without a file: the heap and every arena Python allocates from
+    if parts[1] != 'rw-p' or (len(parts) > 5 and parts[5] not in ('[heap]', '[stack]')):
+        continue
+    lo, hi = (int(x, 16) for x in parts[0].split('-'))
+    found.update(m.decode() for m in pat.findall(ctypes.string_at(lo, hi - lo)))
+print(sorted(found))
+"""
+
+
+def marker() -> str:
+    return "ZTLEAK" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def shared_uid_pool():
+    p = ExecutorPool(PoolConfig(slots_per_worker=3, uid_base=0, numpy_worker=False))
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module", params=["per_slot_uids", "shared_uid"])
+def any_pool(request, pool, shared_uid_pool):
+    return pool if request.param == "per_slot_uids" else shared_uid_pool
+
+
+def test_execution_memory_holds_nothing_of_other_executions(shared_uid_pool):
+    p = shared_uid_pool
+    earlier, concurrent, queued = marker(), marker(), marker()
+    # an earlier execution's output (freed in the server once sent)
+    assert p.run(f"print('{earlier[:6]}' + '{earlier[6:]}')").status == "ok"
+    # a concurrent execution's output, buffered by the server while it runs
+    a = p.submit(f"import time\nprint('{concurrent[:6]}' + '{concurrent[6:]}', flush=True)\ntime.sleep(4)", 10)
+    time.sleep(1.0)
+    # a burst: `pass` takes the pre-forked child, the scan starts with a fresh fork, the last request
+    # (its code holds a marker) waits in the server's queue meanwhile
+    burst = [p.submit("pass", 10), p.submit(MEMORY_SCAN, 20), p.submit(f"import time\ntime.sleep(1)  # {queued}", 10)]
+    scan = burst[1].result(timeout=60)
+    for f in [a, *burst]:
+        f.result(timeout=60)
+    assert scan.status == "ok", scan.stderr
+    assert json.loads(scan.stdout.replace("'", '"')) == []
+
+
+PROBE_OTHERS = r"""
+import os, signal
+me = os.getpid()
+hits = []
+for name in os.listdir('/proc'):
+    if not name.isdigit() or int(name) == me:
+        continue
+    pid = int(name)
+    for path, mode in ((f'/proc/{pid}/mem', 'rb'), (f'/proc/{pid}/environ', 'rb'), (f'/proc/{pid}/fd/1', 'wb')):
+        try:
+            with open(path, mode, 0) as f:
+                f.read(1) if 'r' in mode else None
+            hits.append(path)
+        except OSError:
+            pass
+    for sig in (0, signal.SIGCONT):  # harmless stand-ins for SIGSTOP / SIGKILL
+        try:
+            os.kill(pid, sig)
+            hits.append(f'kill {pid} {sig}')
+        except OSError:
+            pass
+print(hits)
+"""
+
+
+def test_execution_cannot_touch_server_or_siblings(any_pool):
+    """ptrace-level access (memory, environment, result pipe) and signals to every other process:
+    the fork server, bwrap's pid 1 and a concurrent execution."""
+    sibling = any_pool.submit("import time\ntime.sleep(3)", 10)
+    time.sleep(0.5)
+    r = any_pool.run(PROBE_OTHERS, timeout_s=10)
+    sibling.result(timeout=30)
+    assert r.status == "ok", r.stderr
+    assert r.stdout == "[]\n"
+
+
+def test_ptrace_attach_denied(any_pool):
+    code = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(libc.ptrace(16, os.getppid(), 0, 0), libc.prctl(3, 0, 0, 0, 0))"  # PTRACE_ATTACH, PR_GET_DUMPABLE
+    )
+    r = any_pool.run(code)
+    assert r.stdout == "-1 0\n", r.stderr
+
+
+def test_sandbox_pid1_has_no_server_environment(shared_uid_pool):
+    code = "import os\nfor p in os.listdir('/proc'):\n    try: print(open(f'/proc/{p}/environ').read())\n    except OSError: pass"
+    os.environ["ZEROTIR_ENV_MARKER"] = "zt-marker"
+    try:
+        p = ExecutorPool(PoolConfig(slots_per_worker=2, uid_base=0, numpy_worker=False, light_worker=False))
+    finally:
+        del os.environ["ZEROTIR_ENV_MARKER"]
+    try:
+        r = p.run(code)
+        assert "zt-marker" not in r.stdout
+    finally:
+        p.close()
+
+
+def test_deep_directory_tree_does_not_crash_the_server(shared_uid_pool):
+    code = "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\nprint('deep')"
+    r = shared_uid_pool.run(code, timeout_s=30)
+    assert r.stdout == "deep\n", r.stderr
+    assert shared_uid_pool.run("print(7)").stdout == "7\n"
+
+
+@pytest.mark.parametrize("timeout", [3e6, math.nan, math.inf, -1.0, "soon"])
+def test_fork_server_clamps_or_rejects_bad_timeouts(shared_uid_pool, timeout):
+    """Sent past the pool's own checks, straight into a fork server."""
+    (srv,) = shared_uid_pool.light
+    rid = 10**9 + hash(str(timeout)) % 1000
+    r: cf.Future = cf.Future()
+    srv.submit(rid, (json.dumps({"id": rid, "code": "print(1)", "timeout": timeout}) + "\n").encode(), r, 30.0)
+    msg = r.result(timeout=30)
+    assert msg["status"] in ("ok", "error")
+    assert shared_uid_pool.run("print(8)").stdout == "8\n"
+
+
+SHM = (
+    "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.shmat.restype = ctypes.c_void_p\n"
+    "sid = libc.shmget(0x5A7E, 4096, {flags})\nprint(sid)\n"
+    "if sid >= 0:\n    addr = libc.shmat(sid, None, 0)\n    {action}\n"
+)
+
+
+def test_sysv_shared_memory_does_not_outlive_the_execution(any_pool):
+    w = any_pool.run(SHM.format(flags="0o1666", action="ctypes.memmove(addr, b'zt-shm', 6)"))
+    assert int(w.stdout) >= 0, w.stderr
+    r = any_pool.run(SHM.format(flags="0o666", action="print(ctypes.string_at(addr, 6))"))
+    assert r.stdout.strip() == "-1", r.stdout
+
+
+def test_abstract_unix_sockets_do_not_connect_executions(any_pool):
+    server = any_pool.submit(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0zt-abstract')\ns.listen()\n"
+        "s.settimeout(3)\ntry:\n    s.accept(); print('accepted')\nexcept OSError: print('alone')",
+        10,
+    )
+    time.sleep(0.5)
+    r = any_pool.run(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0zt-abstract'); print('connected')\n"
+        "except OSError as e: print(type(e).__name__)"
+    )
+    assert server.result(timeout=30).stdout == "alone\n"
+    assert "connected" not in r.stdout
+
+
+def test_one_execution_filling_tmp_leaves_room_for_another():
+    p = ExecutorPool(PoolConfig(slots_per_worker=2, tmp_size_mb=16, numpy_worker=False, light_worker=False))
+    try:
+        fill = p.submit(
+            "import time\ntry:\n    open('big', 'wb').write(b'x' * (64 << 20))\nexcept OSError as e: print(e.errno)\n"
+            "time.sleep(3)",
+            10,
+        )
+        time.sleep(1.0)
+        r = p.run("open('small', 'wb').write(b'y' * (4 << 20)); print('wrote')")
+        fill.result(timeout=30)
+        assert r.stdout == "wrote\n", r.stderr
+    finally:
+        p.close()
+
+
+@pytest.mark.skipif(
+    not (os.access("/sys/fs/cgroup/memory", os.W_OK) and os.path.isfile("/sys/fs/cgroup/memory/memory.limit_in_bytes")),
+    reason="no writable cgroup v1 memory controller: only the per-process address-space limit applies",
+)
+def test_memory_is_bounded_per_execution_not_per_process():
+    p = ExecutorPool(
+        PoolConfig(slots_per_worker=2, memory_mb=256, numpy_worker=False, light_worker=False, memory_cgroup=True)
+    )
+    try:
+        code = (
+            "import os\nkids = [os.fork() for _ in range(2)]\n"  # four processes
+            "blob = bytearray(b'\\1') * (200 << 20)\nprint('held', flush=True)\n"
+            "[os.waitpid(k, 0) for k in kids if k]\n"
+        )
+        r = p.run(code, timeout_s=20)
+        assert r.stdout.count("held") < 4
+        assert p.servers[0].info["memory_cgroup"]
+    finally:
+        p.close()
+
+
+def test_two_pools_on_one_host_never_share_uids():
+    if os.geteuid() != 0:
+        pytest.skip("per-slot uids need root")
+    a = ExecutorPool(PoolConfig(slots_per_worker=2, light_worker=False, numpy_worker=False))
+    b = ExecutorPool(PoolConfig(slots_per_worker=2, light_worker=False, numpy_worker=False))
+    try:
+        ua = {a.run("import os\nprint(os.getuid())").stdout for _ in range(3)}
+        ub = {b.run("import os\nprint(os.getuid())").stdout for _ in range(3)}
+        assert ua and ub and not (ua & ub)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_package_data_invisible_from_a_wheel_install(tmp_path):
+    """A regular install puts the benchmarks (gold answers) into site-packages, which the sandbox
+    binds read-only for the interpreter's libraries: none of the package's files may be visible."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheels), root], check=True, capture_output=True, timeout=300)
+    site = tmp_path / "site-packages"
+    (whl,) = wheels.glob("zerotir-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(whl)],
+                   check=True, capture_output=True, timeout=300)
+    bench = site / "zerotir" / "data" / "benchmarks" / "aime24.jsonl"
+    assert bench.exists()
+    script = (
+        "import json, sys\nimport zerotir\nassert zerotir.__file__.startswith(sys.argv[1]), zerotir.__file__\n"
+        "from zerotir.sandbox.pool import ExecutorPool, PoolConfig\n"
+        "p = ExecutorPool(PoolConfig(slots_per_worker=1, light_worker=False, numpy_worker=False))\n"
+        "r = p.run('import os\\np = sys.argv[1]\\nprint(os.path.exists(p), os.path.exists(os.path.dirname(p)))'.replace('sys.argv[1]', repr(sys.argv[2])))\n"
+        "print(json.dumps([p.isolation, r.stdout, r.stderr])); p.close()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", script, str(site), str(bench)], capture_output=True, text=True,
+                         env=env, timeout=300, check=True)
+    isolation, stdout, stderr = json.loads(out.stdout.splitlines()[-1])
+    if isolation != "bwrap":
+        pytest.skip("without bubblewrap the host filesystem is visible")
+    assert stdout == "False False\n", stderr
