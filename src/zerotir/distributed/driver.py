@@ -34,6 +34,7 @@ from zerotir.models import load_tokenizer
 from zerotir.rollout.engine import EngineCapabilities
 from zerotir.task import RewardFn
 from zerotir.train.trainer import Trainer
+from zerotir.train.trainer import train as fit_trainer
 from zerotir.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -309,10 +310,5 @@ class DistributedTrainer(Trainer):
         ray.kill(self.learner.actor, no_restart=True)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None):
-    trainer = DistributedTrainer(cfg, run_dir, resume=resume, reward_fn=reward_fn)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return trainer
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None) -> Trainer:
+    return fit_trainer(cfg, run_dir, resume, reward_fn, trainer_cls=DistributedTrainer)

@@ -279,8 +279,15 @@ class Trainer:
             self.sandbox.close()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None) -> Trainer:
-    trainer = Trainer(cfg, run_dir, resume=resume, reward_fn=reward_fn)
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    reward_fn: RewardFn | None = None,
+    trainer_cls: type[Trainer] = Trainer,
+) -> Trainer:
+    """Build, fit and close a trainer (`trainer_cls`: the distributed driver subclasses `Trainer`)."""
+    trainer = trainer_cls(cfg, run_dir, resume=resume, reward_fn=reward_fn)
     try:
         trainer.fit()
     finally:
