@@ -27,13 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "_hooks" not in p.parts)
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"\n?', re.MULTILINE)
+
+
+def _expand_snippets(body: str) -> str:
+    """A `--8<-- "path"` line (pymdownx.snippets, paths from the repository root) becomes the file's
+    text, so that a block shows and the tests check the same shipped file."""
+    return SNIPPET.sub(lambda m: (ROOT / m.group(1)).read_text(), body)
 
 
 def blocks(page: Path, lang: str) -> list[tuple[int, str, str]]:
-    """(line number, fence attributes, body) of each fenced block in `lang`."""
+    """(line number, fence attributes, body) of each fenced block in `lang`, snippets expanded."""
     text = page.read_text()
     return [
-        (text[: m.start()].count("\n") + 1, m.group(2), m.group(3))
+        (text[: m.start()].count("\n") + 1, m.group(2), _expand_snippets(m.group(3)))
         for m in FENCE.finditer(text)
         if m.group(1) == lang
     ]
@@ -48,7 +55,10 @@ def test_pages_found():
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "pycon")], ids=_rel)
-def test_pycon_examples_run(page):
+def test_pycon_examples_run(page, monkeypatch):
+    # Examples run from the repository root (paths like docs/examples/...) and may extend sys.path.
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
     parser = doctest.DocTestParser()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     globs: dict = {"__name__": "__docs__"}
@@ -64,6 +74,8 @@ def _command_lines(page: Path) -> list[tuple[int, list[str]]]:
     for lineno, _, body in blocks(page, "bash"):
         for i, line in enumerate(body.splitlines()):
             words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # `PYTHONPATH=... zerotir ...`
+                words = words[1:]
             if words[:1] == ["zerotir"]:
                 out.append((lineno + 1 + i, words[1:]))
     return out
@@ -183,3 +195,21 @@ def test_undocumented_fields_are_reported_at_the_configured_level(level, monkeyp
     [rec] = [r for r in caplog.records if "algo.made_up" in r.getMessage()]
     assert rec.levelno == (logging.WARNING if level == "warn" else logging.INFO)
     assert {f.src_uri for f in files} == {"reference/config.md", "reference/cli.md"}
+
+
+def test_a_new_undocumented_config_field_fails_the_strict_build():
+    """Every field has a doc line, so mkdocs.yml reports a missing one as a warning (`--strict`
+    turns it into a failed build) instead of only listing it."""
+    pytest.importorskip("mkdocs")
+    from mkdocs.config import load_config
+
+    from zerotir.config import undocumented_fields
+
+    assert undocumented_fields() == []
+    assert load_config(str(ROOT / "mkdocs.yml"))["extra"]["undocumented_config_fields"] == "warn"
+
+
+def test_snippet_lines_are_expanded_from_the_repository():
+    body = _expand_snippets('--8<-- "docs/examples/custom-run.yaml"\n')
+    assert body == (ROOT / "docs/examples/custom-run.yaml").read_text()
+    assert "rollout:" in body
