@@ -69,10 +69,27 @@ def test_pycon_examples_run(page, monkeypatch):
     assert runner.failures == 0, f"{runner.failures} failing example(s) in {_rel(page)} (see stdout)"
 
 
+def _logical_lines(body: str) -> list[tuple[int, str]]:
+    """(index of the first physical line, text) with `\\`-continued lines joined, as a shell reads them."""
+    out: list[tuple[int, str]] = []
+    start, parts = 0, []
+    for i, line in enumerate(body.splitlines()):
+        if not parts:
+            start = i
+        if line.rstrip().endswith("\\"):
+            parts.append(line.rstrip()[:-1])
+            continue
+        out.append((start, " ".join([*parts, line])))
+        parts = []
+    if parts:
+        out.append((start, " ".join(parts)))
+    return out
+
+
 def _command_lines(page: Path) -> list[tuple[int, list[str]]]:
     out = []
     for lineno, _, body in blocks(page, "bash"):
-        for i, line in enumerate(body.splitlines()):
+        for i, line in _logical_lines(body):
             words = shlex.split(line, comments=True)
             while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # `PYTHONPATH=... zerotir ...`
                 words = words[1:]
