@@ -104,8 +104,7 @@ class Trainer:
     # ------------------------------------------------------------------ rollout and reward
     def _sample(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` unscored samples per row (the Ray driver samples on its rollout workers)."""
-        G, r = self.cfg.algo.group_size, self.cfg.rollout
-        params = SamplingParams(r.temperature, r.top_p, r.max_response_len, seed)
+        G, params = self.cfg.algo.group_size, build.sampling_params(self.cfg, seed)
         repeated = [row for row in rows for _ in range(G)]
         return sample_rows(self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool)
 
