@@ -1,7 +1,14 @@
-"""Shared helpers for benchmarks: machine details and result files."""
+"""Shared helpers for benchmarks: the run config they build from, machine details and result files.
+
+Every benchmark builds its engine, sandbox, pool, task and data through `zerotir.build` from a
+`RunConfig` (`bench_config`), so it measures what a run with that config would run, and takes
+trailing `key.sub=value` overrides like `zerotir train`. Only the baselines a benchmark compares
+against (a bare `subprocess.run`, a bare forked child, TRL) are built by hand.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -10,7 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from zerotir.config import RunConfig, build_config
+
+RESULTS = Path(os.environ.get("ZEROTIR_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+"""Where result files go (`ZEROTIR_BENCH_RESULTS` redirects them: the smoke tests write to a temporary directory)."""
+
+
+def add_config_args(ap: argparse.ArgumentParser) -> None:
+    """Trailing `key.sub=value` overrides of the benchmark's run config."""
+    ap.add_argument("overrides", nargs="*", help="config overrides applied last, key.sub=value")
+
+
+def bench_config(preset: str | None, fixed: list[str], overrides: list[str] | None = None) -> RunConfig:
+    """The benchmark's run config: the preset, then its own settings, then the user's overrides."""
+    return build_config(preset, overrides=[*fixed, *(overrides or [])])
 
 
 def machine() -> dict:

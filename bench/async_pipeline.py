@@ -1,6 +1,6 @@
 """Synchronous vs asynchronous Ray pipeline on the toy world, with tool calls that take real time.
 
-    python bench/async_pipeline.py [--steps 4] [--seeds 0 1] [--quick]
+    python bench/async_pipeline.py [--steps 4] [--seeds 0 1] [--smoke] [key.sub=value ...]
 
 Every run trains the toy ZeroTIR preset on a local Ray instance; a share of the executions sleeps
 50-200 ms inside the sandbox (`slow_sandbox`, applied to each worker's sandbox through
@@ -9,6 +9,8 @@ Reported per layout: wall time per step (step 0, the warm-up, excluded), reward/
 last step and averaged over steps, per seed and as mean ± spread; the speed-up of each async layout
 over sync with the same number of workers. Writes bench/results/async_pipeline.json with the
 machine's details. Times on a shared machine are what they are: the JSON says how loaded it was.
+Each run is `zerotir.distributed.train` on a config from `_common.bench_config` (so everything is
+built through `zerotir.build`, on the driver and in the actors); trailing overrides apply to all.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import RESULTS, add_config_args, bench_config  # noqa: E402
+
 SLOW_SHARE = 0.5
 """Share of executions that sleep; the delay is 50-200 ms, drawn from a hash of the code."""
 
@@ -76,15 +81,14 @@ ONE_SEED = {"async_s1_2w_partial", "sync_1w", "async_s1_1w"}
 """Layouts run with the first seed only (time on a shared machine)."""
 
 
-def run_layout(name: str, seed: int, steps: int, base: list[str]) -> dict:
-    from zerotir.config import build_config
+def run_layout(name: str, seed: int, steps: int, base: list[str], overrides: list[str]) -> dict:
     from zerotir.distributed import train
     from zerotir.logger import read_metrics
 
     ov = [*base, *LAYOUTS[name], f"trainer.seed={seed}", f"trainer.total_steps={steps}"]
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        train(build_config("toy-zerotir", overrides=ov), d)
+        train(bench_config("toy-zerotir", ov, overrides), d)
         wall = time.perf_counter() - t0
         rows = read_metrics(d)
     step_s = [r["time/step_s"] for r in rows[1:]]
@@ -155,8 +159,12 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=128)
-    ap.add_argument("--out", default=str(HERE / "results" / "async_pipeline.json"))
+    ap.add_argument("--out", default=str(RESULTS / "async_pipeline.json"))
+    ap.add_argument("--smoke", action="store_true", help="2 steps, one seed, the 1-worker layouts, tiny batches")
+    add_config_args(ap)
     a = ap.parse_args()
+    if a.smoke:
+        a.steps, a.seeds, a.layouts, a.prompts, a.group, a.max_len = 2, [0], ["sync_1w", "async_s1_1w"], 2, 2, 32
     # the workers import this module for the sandbox wrapper
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
     import ray
@@ -172,7 +180,7 @@ def main() -> None:
     t0 = time.time()
     for name in a.layouts:
         for seed in a.seeds[:1] if name in ONE_SEED else a.seeds:
-            r = run_layout(name, seed, a.steps, base)
+            r = run_layout(name, seed, a.steps, base, a.overrides)
             print(
                 json.dumps({k: r[k] for k in ("layout", "seed", "step_s_mean", "accuracy_last")}), flush=True
             )

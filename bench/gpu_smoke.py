@@ -8,7 +8,11 @@ reach. Writes bench/results/gpu_smoke.json.
 3. three training steps of the toy preset on CUDA with bf16 autocast, and a resume from the saved
    checkpoint.
 
-    python bench/gpu_smoke.py [--isolation auto|none]
+Everything (policy, engine, sandbox, tool-loop settings, sampling, prompts, trainer) is built through
+`zerotir.build` from the toy ZeroTIR preset; trailing `key.sub=value` overrides change it.
+
+    python bench/gpu_smoke.py [--isolation auto|none] [--smoke] [key.sub=value ...]
+    python bench/gpu_smoke.py --device cpu --smoke   # dry-run of the script on a CPU
 """
 
 from __future__ import annotations
@@ -25,16 +29,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_result  # noqa: E402
-from rollout import InstantSandbox  # noqa: E402
+from _common import add_config_args, bench_config, write_result  # noqa: E402
+from rollout import InstantSandbox, code_prompts  # noqa: E402
 
-from zerotir.config import build_config  # noqa: E402
-from zerotir.data import load_dataset_rows  # noqa: E402
-from zerotir.models import load_causal_lm, load_tokenizer  # noqa: E402
-from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout  # noqa: E402
-from zerotir.rollout.hf_engine import HFEngine  # noqa: E402
-from zerotir.sandbox.base import LocalSandbox  # noqa: E402
-from zerotir.sandbox.pool import PoolConfig  # noqa: E402
+from zerotir import build  # noqa: E402
+from zerotir.config import RunConfig  # noqa: E402
+from zerotir.rollout import run_tool_rollout  # noqa: E402
 from zerotir.train.batch import collate, response_logits, token_logprobs  # noqa: E402
 from zerotir.train.trainer import Trainer  # noqa: E402
 
@@ -44,38 +44,23 @@ def _sync(dev: str) -> None:
         torch.cuda.synchronize()
 
 
-def toy_prompts(tok, n):
-    tmpl = get_template("toy-zerotir")
-    rows = load_dataset_rows("toy", toy_size=n, toy_split="test")
-    ps = [
-        tok.encode(
-            tmpl.render(r["problem"]) + f" We compute {r['expression']} with Python.\n",
-            add_special_tokens=False,
-        )
-        for r in rows
-    ]
-    return ps, tmpl
+def smoke_config(args: argparse.Namespace, *fixed: str) -> RunConfig:
+    """The toy ZeroTIR preset on `args.device`, then `fixed`, then the command line's overrides."""
+    return bench_config("toy-zerotir", [f"trainer.device={args.device}", *fixed], args.overrides)
 
 
-def check_logprobs(dev, sandbox, dtype) -> dict:
-    tok = load_tokenizer("toy")
-    model = load_causal_lm("toy", dtype, dev)
-    ps, tmpl = toy_prompts(tok, 32)
+def check_logprobs(args, sandbox, dtype) -> dict:
+    cfg = smoke_config(args, f"model.dtype={dtype}", "data.eval_size=32", "rollout.temperature=0.8", "rollout.top_p=0.9")
+    dev = cfg.trainer.device
+    model, tok = build.load_policy(cfg)
+    ps, tmpl = code_prompts(cfg, tok)
     trajs = run_tool_rollout(
-        HFEngine(model, tok, device=dev),
-        sandbox,
-        ps,
-        tmpl,
-        ToolLoopConfig(max_tool_calls=2, max_response_len=160),
-        SamplingParams(0.8, 0.9, 160, seed=0),
+        build.make_engine(cfg, model, tok), sandbox, ps, tmpl, build.tool_loop_config(cfg), build.sampling_params(cfg, 0)
     )
     batch = collate(trajs, tok.pad_token_id)
     with torch.no_grad():
-        lp = (
-            token_logprobs(response_logits(model, batch, dev), batch.response_ids.to(dev), temperature=0.8)
-            .float()
-            .cpu()
-        )
+        logits = response_logits(model, batch, dev)
+        lp = token_logprobs(logits, batch.response_ids.to(dev), temperature=cfg.rollout.temperature).float().cpu()
     m = batch.action_mask.bool()
     diff = (lp[m] - batch.old_logprobs[m]).abs()
     return {
@@ -88,29 +73,27 @@ def check_logprobs(dev, sandbox, dtype) -> dict:
     }
 
 
-def overhead(dev, repeats=5, n=256) -> dict:
-    tok = load_tokenizer("toy")
-    eng = HFEngine(load_causal_lm("toy", "float32", dev), tok, device=dev)
-    ps, tmpl = toy_prompts(tok, n)
-    cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
+def overhead(args, repeats=5, n=256) -> dict:
+    run_cfg = smoke_config(args, "model.dtype=float32", f"data.eval_size={n}")
+    dev = run_cfg.trainer.device
+    model, tok = build.load_policy(run_cfg)
+    eng = build.make_engine(run_cfg, model, tok)
+    ps, tmpl = code_prompts(run_cfg, tok)
+    cfg = build.tool_loop_config(run_cfg)
     out: dict = {}
     with torch.no_grad():
-        run_tool_rollout(eng, InstantSandbox(), ps[:16], tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=99))
+        run_tool_rollout(eng, InstantSandbox(), ps[:16], tmpl, cfg, build.sampling_params(run_cfg, 99))
         for name, arm_cfg in (("interactive", cfg), ("rounds", replace(cfg, scheduler="rounds"))):
             ratios = []
             for rep in range(repeats):
                 _sync(dev)
                 t0 = time.perf_counter()
-                trajs = run_tool_rollout(
-                    eng, InstantSandbox(), ps, tmpl, arm_cfg, SamplingParams(1.0, 1.0, 160, seed=rep)
-                )
+                trajs = run_tool_rollout(eng, InstantSandbox(), ps, tmpl, arm_cfg, build.sampling_params(run_cfg, rep))
                 _sync(dev)
                 wall = time.perf_counter() - t0
                 n_model = [sum(t.action_mask) for t in trajs]
                 t0 = time.perf_counter()
-                eng.generate(
-                    ps, SamplingParams(1.0, 1.0, 160, seed=rep, ignore_eos=True), [[]] * len(ps), n_model
-                )
+                eng.generate(ps, build.sampling_params(run_cfg, rep, ignore_eos=True), [[]] * len(ps), n_model)
                 _sync(dev)
                 ratios.append(wall / (time.perf_counter() - t0))
             out[name] = {"ratios": ratios, "median": statistics.median(ratios)}
@@ -118,24 +101,16 @@ def overhead(dev, repeats=5, n=256) -> dict:
     return out
 
 
-def train_steps(dev) -> dict:
+def train_steps(args) -> dict:
+    dev = args.device
+    small = ["trainer.prompts_per_step=2", "algo.group_size=2"] if args.smoke else []
     with tempfile.TemporaryDirectory() as d:
-        over = [
-            f"trainer.device={dev}",
-            f"trainer.bf16={str(dev.startswith('cuda')).lower()}",
-            "trainer.total_steps=3",
-            "trainer.save_every=2",
-            "trainer.eval_every=0",
-        ]
-        cfg = build_config("toy-zerotir", overrides=over)
+        over = [f"trainer.bf16={str(dev.startswith('cuda')).lower()}", "trainer.save_every=2", "trainer.eval_every=0", *small]
+        cfg = smoke_config(args, *over, "trainer.total_steps=3")
         t0 = time.perf_counter()
         m = Trainer(cfg, Path(d) / "run").fit()
         first = time.perf_counter() - t0
-        cfg2 = build_config(
-            "toy-zerotir",
-            overrides=[*over[:2], "trainer.total_steps=4", "trainer.save_every=2", "trainer.eval_every=0"],
-        )
-        resumed = Trainer(cfg2, Path(d) / "run", resume=True)
+        resumed = Trainer(smoke_config(args, *over, "trainer.total_steps=4"), Path(d) / "run", resume=True)
         start_step = resumed.step
         m2 = resumed.fit()
         return {
@@ -151,7 +126,11 @@ def main() -> None:
     ap.add_argument("--isolation", default="auto")
     ap.add_argument("--device", default="cuda", help="cpu only to dry-run this script")
     ap.add_argument("--prompts", type=int, default=256)
+    ap.add_argument("--smoke", action="store_true", help="16 prompts, one repeat, small training steps")
+    add_config_args(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.prompts = 16
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device")
@@ -160,17 +139,17 @@ def main() -> None:
         "torch": torch.__version__,
     }
     try:
-        sandbox = LocalSandbox(PoolConfig(isolation=args.isolation))
+        sandbox = build.make_sandbox(smoke_config(args, f"sandbox.isolation={args.isolation}"))
         res["sandbox_isolation"] = sandbox.isolation
     except Exception as e:  # noqa: BLE001
         res["sandbox_error"] = repr(e)
-        sandbox = LocalSandbox(PoolConfig(isolation="none"))
+        sandbox = build.make_sandbox(smoke_config(args, "sandbox.isolation=none"))
         res["sandbox_isolation"] = "none"
     for name, fn in (
-        ("logprobs_fp32", lambda: check_logprobs(dev, sandbox, "float32")),
-        ("logprobs_bf16", lambda: check_logprobs(dev, sandbox, "bfloat16")),
-        ("rollout_overhead", lambda: overhead(dev, n=args.prompts)),
-        ("train", lambda: train_steps(dev)),
+        ("logprobs_fp32", lambda: check_logprobs(args, sandbox, "float32")),
+        ("logprobs_bf16", lambda: check_logprobs(args, sandbox, "bfloat16")),
+        ("rollout_overhead", lambda: overhead(args, repeats=1 if args.smoke else 5, n=args.prompts)),
+        ("train", lambda: train_steps(args)),
     ):
         t0 = time.perf_counter()
         try:

@@ -13,7 +13,11 @@ batch while their code runs and resume with the output fed into their KV cache) 
 engines without `generate_interactive` use, and `rollout.scheduler=rounds`). The real sandbox is also run once per repeat and its
 wall-clock ratio reported: on a 2-core machine its executions compete with the model for the CPU.
 
-    python bench/rollout.py [--prompts 64] [--repeats 5]
+The model, engine, real sandbox, tool-loop settings, sampling and prompts are built through
+`zerotir.build` from the toy ZeroTIR preset (trailing `key.sub=value` overrides change it); only the
+instant executor is the benchmark's own.
+
+    python bench/rollout.py [--prompts 64] [--repeats 5] [--smoke] [key.sub=value ...]
     python bench/rollout.py --engine vllm   # vLLM's async engine: see rollout_vllm.py
 """
 
@@ -33,13 +37,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_result  # noqa: E402
+from _common import add_config_args, bench_config, write_result  # noqa: E402
 
-from zerotir.data import load_dataset_rows  # noqa: E402
-from zerotir.models import load_causal_lm, load_tokenizer  # noqa: E402
-from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout  # noqa: E402
-from zerotir.rollout.hf_engine import HFEngine  # noqa: E402
-from zerotir.sandbox.base import LocalSandbox  # noqa: E402
+from zerotir import build  # noqa: E402
+from zerotir.config import RunConfig  # noqa: E402
+from zerotir.rollout import run_tool_rollout  # noqa: E402
 from zerotir.types import ToolCall  # noqa: E402
 
 _ARITH = re.compile(r"print\([\d\s+\-*/().]{1,80}\)\s*")
@@ -68,18 +70,29 @@ class InstantSandbox:
         return [self._run(c) for c in codes]
 
 
-def code_prompts(tok, tmpl, n: int) -> list[list[int]]:
-    """A code-heavy policy makes the comparison meaningful: each prompt ends with the sentence that, in
-    the pre-training corpus, introduces a code solution, so most responses execute a block, as a
-    trained ZeroTIR policy does."""
-    rows = load_dataset_rows("toy", toy_size=n, toy_split="test")
-    return [
+def rollout_bench_config(args: argparse.Namespace) -> RunConfig:
+    """The toy ZeroTIR protocol (2 calls, 160 tokens, temperature 1) on `args.model`, with the
+    first `args.prompts` held-out toy problems as the prompts."""
+    fixed = [f"model.path={args.model}", f"rollout.engine={args.engine}", "data.eval=toy", f"data.eval_size={args.prompts}"]
+    if args.engine == "vllm":
+        fixed += ["rollout.vllm_async=true"]
+    return bench_config("toy-zerotir", fixed, args.overrides)
+
+
+def code_prompts(cfg: RunConfig, tok):
+    """(prompt ids, template). A code-heavy policy makes the comparison meaningful: each prompt ends
+    with the sentence that, in the pre-training corpus, introduces a code solution, so most responses
+    execute a block, as a trained ZeroTIR policy does."""
+    tmpl = build.make_task(cfg, tok).template
+    rows = build.load_rows(cfg, "eval")
+    ids = [
         tok.encode(
             tmpl.render(r["problem"]) + f" We compute {r['expression']} with Python.\n",
             add_special_tokens=False,
         )
         for r in rows
     ]
+    return ids, tmpl
 
 
 def main() -> None:
@@ -89,20 +102,26 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=None, help="default: 5 (hf), 3 (vllm)")
     ap.add_argument("--syncs", type=int, default=5, help="vllm: weight syncs timed")
+    ap.add_argument("--smoke", action="store_true", help="8 prompts, one repeat: only checks that it runs")
+    add_config_args(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.prompts, args.repeats, args.syncs = 8, 1, 1
+    run_cfg = rollout_bench_config(args)
     if args.engine == "vllm":
         from rollout_vllm import run
 
         args.repeats = args.repeats or 3
-        run(args, InstantSandbox, code_prompts, write_result)
+        run(args, run_cfg, InstantSandbox, code_prompts, write_result)
         return
     args.repeats = args.repeats or 5
-    tok, model = load_tokenizer(args.model), load_causal_lm(args.model)
-    eng = HFEngine(model, tok)
-    tmpl = get_template("toy-zerotir")
-    prompts = code_prompts(tok, tmpl, args.prompts)
-    instant, real = InstantSandbox(), LocalSandbox()
-    cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
+    model, tok = build.load_policy(run_cfg)
+    eng = build.make_engine(run_cfg, model, tok)
+    prompts, tmpl = code_prompts(run_cfg, tok)
+    instant, real = InstantSandbox(), build.make_sandbox(run_cfg)
+    if real is None:
+        sys.exit("bench/rollout.py: this config executes no code (a no-tool template or rollout.max_tool_calls=0)")
+    cfg = build.tool_loop_config(run_cfg)
     arms = {
         "interactive": (instant, cfg),
         "rounds": (instant, replace(cfg, scheduler="rounds")),
@@ -111,24 +130,17 @@ def main() -> None:
     res: dict = {name: {"ratios": [], "tool_s": [], "plain_s": [], "sandbox_wait_s": []} for name in arms}
     calls = []
     with torch.no_grad():
-        run_tool_rollout(
-            eng, instant, prompts[:8], tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=99)
-        )  # warm-up
+        run_tool_rollout(eng, instant, prompts[:8], tmpl, cfg, build.sampling_params(run_cfg, 99))  # warm-up
         for rep in range(args.repeats):
             for name, (sb, arm_cfg) in arms.items():
                 timings: dict[str, float] = {}
-                sp = SamplingParams(1.0, 1.0, 160, seed=rep)
+                sp = build.sampling_params(run_cfg, rep)
                 t0 = time.perf_counter()
                 trajs = run_tool_rollout(eng, sb, prompts, tmpl, arm_cfg, sp, timings)
                 wall = time.perf_counter() - t0
                 n_model = [sum(t.action_mask) for t in trajs]
                 t0 = time.perf_counter()
-                eng.generate(
-                    prompts,
-                    SamplingParams(1.0, 1.0, 160, seed=rep, ignore_eos=True),
-                    [[]] * len(prompts),
-                    n_model,
-                )
+                eng.generate(prompts, build.sampling_params(run_cfg, rep, ignore_eos=True), [[]] * len(prompts), n_model)
                 plain = time.perf_counter() - t0
                 r = res[name]
                 r["tool_s"].append(wall)

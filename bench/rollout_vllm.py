@@ -13,7 +13,10 @@ One `AsyncVLLMEngine` (the shipped toy model) serves every arm, so the arms diff
 Throughput counts model-sampled tokens (not injected ones) per wall second. Weight sync: the
 policy's state dict pushed `--syncs` times (pause, reload from /dev/shm, reset prefix cache, resume).
 
-    python bench/rollout.py --engine vllm [--prompts 64] [--repeats 3]
+The engine (`rollout.engine=vllm`, `rollout.vllm_async=true`), tool-loop settings, sampling, prompts
+and the synced policy are built through `zerotir.build` from `bench/rollout.py`'s config.
+
+    python bench/rollout.py --engine vllm [--prompts 64] [--repeats 3] [--smoke] [key.sub=value ...]
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import threading
 import time
 from dataclasses import replace
 
-from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, run_tool_rollout
+from zerotir import build
+from zerotir.config import RunConfig
+from zerotir.rollout import run_tool_rollout
 
 
 class SleepySandbox:
@@ -53,20 +58,18 @@ class SleepySandbox:
         return [f.result() for f in [self.submit(c) for c in codes]]
 
 
-def run(args, instant_sandbox_cls, prompts_fn, write_result) -> None:
+def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
 
-    from zerotir.models import load_causal_lm, load_tokenizer
-    from zerotir.rollout.vllm_async import AsyncVLLMEngine
+    from zerotir.models import load_tokenizer
 
-    tok = load_tokenizer(args.model)
+    tok = load_tokenizer(run_cfg.model.path)
     t0 = time.perf_counter()
-    eng = AsyncVLLMEngine(args.model, tok, dtype="float32")
+    eng = build.make_engine(run_cfg, None, tok)  # vLLM loads its own weights from model.path
     load_s = time.perf_counter() - t0
-    tmpl = get_template("toy-zerotir")
-    prompts = prompts_fn(tok, tmpl, args.prompts)
-    cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
+    prompts, tmpl = prompts_fn(run_cfg, tok)
+    cfg = build.tool_loop_config(run_cfg)
     instant = instant_sandbox_cls()
     res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
     res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[])
@@ -77,14 +80,12 @@ def run(args, instant_sandbox_cls, prompts_fn, write_result) -> None:
         return out, time.perf_counter() - t
 
     try:
-        run_tool_rollout(
-            eng, instant, prompts[:8], tmpl, cfg, SamplingParams(1.0, 1.0, 160, seed=99)
-        )  # warm-up
+        run_tool_rollout(eng, instant, prompts[:8], tmpl, cfg, build.sampling_params(run_cfg, 99))  # warm-up
         for rep in range(args.repeats):
-            sp = SamplingParams(1.0, 1.0, 160, seed=rep)
+            sp = build.sampling_params(run_cfg, rep)
             trajs, tool_s = timed(lambda: run_tool_rollout(eng, instant, prompts, tmpl, cfg, sp))  # noqa: B023
             n_model = [sum(t.action_mask) for t in trajs]
-            plain_sp = SamplingParams(1.0, 1.0, 160, seed=rep, ignore_eos=True)
+            plain_sp = build.sampling_params(run_cfg, rep, ignore_eos=True)
             _, plain_s = timed(lambda: eng.generate(prompts, plain_sp, [[]] * len(prompts), n_model))  # noqa: B023
             sleepy = SleepySandbox(instant, seed=rep)
             a, async_s = timed(lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, cfg, sp))  # noqa: B023
@@ -107,7 +108,7 @@ def run(args, instant_sandbox_cls, prompts_fn, write_result) -> None:
                 f"async {r_async:.0f} tok/s vs lock-step {r_lock:.0f} tok/s ({r_async / r_lock:.3f})",
                 flush=True,
             )
-        model = load_causal_lm(args.model)
+        model, _ = build.load_policy(run_cfg)
         sync_s = []
         for v in range(1, args.syncs + 1):
             with torch.no_grad():

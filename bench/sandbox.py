@@ -3,7 +3,12 @@
 Both measured in the same run at concurrency 1, 16 and 64 on three snippets; results (every cell,
 ratios, memory per worker) go to bench/results/sandbox.json.
 
-    python bench/sandbox.py [--quick]
+The pool is built through `zerotir.build` from the config's `sandbox` section (1 worker, 16 slots;
+trailing `sandbox.*=value` overrides change it). The two baselines are deliberately built by hand,
+since they are what the pool is measured against: a fresh `python -c` per execution, and a bare
+forked child of an interpreter warmed up like a fork server (no sandbox, no pool: the floor).
+
+    python bench/sandbox.py [--quick | --smoke] [sandbox.key=value ...]
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_result  # noqa: E402
+from _common import add_config_args, bench_config, write_result  # noqa: E402
 
-from zerotir.sandbox.pool import ExecutorPool, PoolConfig  # noqa: E402
+from zerotir import build  # noqa: E402
+from zerotir.sandbox.pool import ExecutorPool  # noqa: E402
 
 SNIPPETS = {
     "print": "print(1+1)",
@@ -137,17 +143,21 @@ def main() -> None:
     ap.add_argument("--snippets", default=",".join(SNIPPETS), help="comma-separated subset of: " + ", ".join(SNIPPETS))
     ap.add_argument("--result-name", default="sandbox", help="bench/results/NAME.json")
     ap.add_argument("--concurrency", default="1,16,64", help="comma-separated concurrency levels")
+    ap.add_argument("--smoke", action="store_true", help="print snippet, concurrency 1, one round: only checks that it runs")
+    add_config_args(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.snippets, args.concurrency, args.rounds = "print", "1", 1
     snippets = {k: SNIPPETS[k] for k in args.snippets.split(",")}
     levels = [int(c) for c in args.concurrency.split(",")]
-    scale = 0.25 if args.quick else 1.0
-    pool = ExecutorPool(PoolConfig(workers=1, slots_per_worker=16))
+    scale = 0.02 if args.smoke else 0.25 if args.quick else 1.0
+    pool = build.make_pool(bench_config(None, ["sandbox.workers=1", "sandbox.slots=16"], args.overrides))
     for code in snippets.values():  # warm-up
         pool.run(code)
     cells = []
     floors = {}
     for name, code in snippets.items():
-        floors[name] = floor = compute_floor(code, pool)
+        floors[name] = floor = compute_floor(code, pool, forks=3 if args.smoke else 15)
         print(
             f"{name:6s} compute floor (no sandbox, warm interpreter): first run {floor['first_run_ms']:.2f} ms, "
             f"repeat {floor['repeat_run_ms']:.2f} ms; bare forked child: run {floor['fork_first_run_ms']:.2f} ms, "
@@ -164,7 +174,7 @@ def main() -> None:
                 child_s.append(r.seconds)
                 return r.status == "ok"
 
-            def base_one(c=code):
+            def base_one(c=code):  # the baseline, by hand: a fresh interpreter per execution
                 return (
                     subprocess.run([sys.executable, "-c", c], capture_output=True, timeout=120).returncode
                     == 0
@@ -211,7 +221,7 @@ def main() -> None:
         "light_forkserver_pss_mb": round(sum(pss_kb(p) for p in light) / 1024, 1),
         "numpy_forkserver_pss_mb": round(sum(pss_kb(p) for p in numpy) / 1024, 1),
         "isolation": pool.isolation,
-        "slots_per_worker": 16,
+        "slots_per_worker": pool.cfg.slots_per_worker,
     }
     pool.close()
     path = write_result(

@@ -7,7 +7,10 @@ appears nowhere in the warm-up text) plus the `bench/sandbox.py` sympy snippet; 
 inside the fork server (`ToolCall.seconds`, fork to exit), medians per snippet over the rounds.
 Results: bench/results/sandbox_warmup.json.
 
-    python bench/sandbox_warmup.py [--rounds 7]
+The pools are built from the config's `sandbox` section through `zerotir.build` (1 worker, 4 slots,
+no light or numpy worker); the arms differ only in `PoolConfig.warmup`, which the benchmark sets.
+
+    python bench/sandbox_warmup.py [--rounds 7] [--smoke] [sandbox.key=value ...]
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_result  # noqa: E402
+from _common import add_config_args, bench_config, write_result  # noqa: E402
 from sandbox import SNIPPETS  # noqa: E402
 
-from zerotir.sandbox.pool import NUMPY_WARMUP, ExecutorPool, PoolConfig  # noqa: E402
+from zerotir import build  # noqa: E402
+from zerotir.sandbox.pool import NUMPY_WARMUP, ExecutorPool  # noqa: E402
 
 HELDOUT = [
     "from sympy import *\nx = symbols('x')\nprint(solve(x**3 - 6*x**2 + 11*x - 6, x))",
@@ -49,14 +54,20 @@ MACHINERY_ONLY = (
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--smoke", action="store_true", help="one round, two held-out snippets: only checks that it runs")
+    add_config_args(ap)
     args = ap.parse_args()
-    common = dict(workers=1, slots_per_worker=4, light_worker=False, numpy_worker=False)
+    if args.smoke:
+        args.rounds = 1
+    fixed = ["sandbox.workers=1", "sandbox.slots=4", "sandbox.light_worker=false", "sandbox.numpy_worker=false"]
+    base = build.pool_config(bench_config(None, fixed, args.overrides))
     arms = {
-        "imports_only": ExecutorPool(PoolConfig(**common, warmup="")),
-        "machinery_only": ExecutorPool(PoolConfig(**common, warmup=NUMPY_WARMUP + MACHINERY_ONLY)),
-        "default_warmup": ExecutorPool(PoolConfig(**common)),
+        "imports_only": ExecutorPool(replace(base, warmup="")),
+        "machinery_only": ExecutorPool(replace(base, warmup=NUMPY_WARMUP + MACHINERY_ONLY)),
+        "default_warmup": ExecutorPool(base),
     }
-    snippets = {"bench_sympy": SNIPPETS["sympy"], **{f"heldout_{i}": s for i, s in enumerate(HELDOUT)}}
+    heldout = HELDOUT[:2] if args.smoke else HELDOUT
+    snippets = {"bench_sympy": SNIPPETS["sympy"], **{f"heldout_{i}": s for i, s in enumerate(heldout)}}
     ms: dict[str, dict[str, list[float]]] = {a: {s: [] for s in snippets} for a in arms}
     names = list(arms)
     for rnd in range(args.rounds):
@@ -89,7 +100,7 @@ def main() -> None:
         )
     path = write_result(
         "sandbox_warmup",
-        {"rounds": args.rounds, "median_ms": med, "summary": summary, "heldout_snippets": HELDOUT},
+        {"rounds": args.rounds, "median_ms": med, "summary": summary, "heldout_snippets": heldout},
     )
     print(f"results: {path}")
 

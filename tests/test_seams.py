@@ -87,6 +87,50 @@ def test_sandbox_serve_takes_the_config_tree():
 
 
 @pytest.mark.unit
+def test_sandbox_serve_reaches_the_pool_and_service_knobs(tmp_path, monkeypatch):
+    """`zerotir sandbox serve --preset/--config/key=value` builds the app's PoolConfig and
+    ServiceConfig from the config tree: the watchdog, timeout clamp and replay budget of the pool,
+    the body, dispatch, queue-deadline and session caps of the service."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from zerotir.cli import main
+
+    conf = tmp_path / "serve.yaml"
+    conf.write_text("sandbox: {watchdog_grace_s: 4.5, max_timeout_s: 60, server_max_body_bytes: 2048}\n")
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    over = ["sandbox.replay_timeout_s=2", "sandbox.watchdog_interval_s=0.25", "sandbox.server_dispatch_limit=3",
+            "sandbox.server_queue_deadline_s=7", "sandbox.server_session_max_blocks=5",
+            "sandbox.server_session_max_bytes=999", "sandbox.server_session_ttl_s=60"]  # fmt: skip
+    assert main(["sandbox", "serve", "--preset", "toy-zerotir", "--config", str(conf), "--slots", "3", *over]) == 0
+    pool, svc = served["app"].state.pool_config, served["app"].state.service_config
+    assert (pool.watchdog_grace_s, pool.max_timeout_s, pool.replay_timeout_s, pool.watchdog_interval_s) == (
+        4.5, 60.0, 2.0, 0.25)  # fmt: skip
+    assert (pool.slots_per_worker, pool.workers) == (3, 1)  # the flag, the preset
+    assert (svc.max_body_bytes, svc.dispatch_limit, svc.queue_deadline_s) == (2048, 3, 7.0)
+    assert (svc.session_max_blocks, svc.session_max_bytes, svc.session_ttl_s) == (5, 999, 60.0)
+    # the body cap acts (no pool is started: the limit answers before the request is parsed)
+    assert TestClient(served["app"]).post("/run", json={"code": "#" * 4096}).status_code == 413
+
+
+@pytest.mark.unit
+def test_sandbox_section_defaults_are_the_components_defaults():
+    """The config tree's defaults for the pool and service knobs are those of PoolConfig and
+    ServiceConfig, so building through the config changes nothing for a default run."""
+    from zerotir.build import POOL_FIELDS, SERVICE_FIELDS, pool_config, service_config
+    from zerotir.sandbox.pool import PoolConfig
+    from zerotir.sandbox.server import ServiceConfig
+
+    cfg = build_config()
+    built_pool, built_svc = pool_config(cfg), service_config(cfg)
+    assert {k: getattr(built_pool, k) for k in (*POOL_FIELDS, "slots_per_worker")} == {
+        k: getattr(PoolConfig(), k) for k in (*POOL_FIELDS, "slots_per_worker")
+    }
+    assert built_svc == ServiceConfig() and set(SERVICE_FIELDS) == {f for f in ServiceConfig.__dataclass_fields__}
+
+
+@pytest.mark.unit
 def test_every_config_field_is_documented():
     assert undocumented_fields() == []
 

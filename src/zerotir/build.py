@@ -1,4 +1,5 @@
-"""The one translation from a `RunConfig` to objects: engine, sandbox, tool, task, learner, rows.
+"""The one translation from a `RunConfig` to objects: engine, sandbox (pool, service, client), tool,
+task, policy, learner, rows, sampling.
 
 Training, evaluation, the demo, toy pre-training and the benchmarks all build through here, so a
 config field means the same thing everywhere (the eval of a checkpoint runs the protocol it was
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zerotir.config import RunConfig
+from zerotir.rollout.engine import SamplingParams
 from zerotir.rollout.protocol import get_template
 from zerotir.rollout.tool_loop import ToolLoopConfig
 from zerotir.rollout.tools import PythonTool
@@ -20,7 +22,8 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
 
     from zerotir.rollout.engine import Engine
     from zerotir.sandbox.base import Sandbox
-    from zerotir.sandbox.pool import PoolConfig
+    from zerotir.sandbox.pool import ExecutorPool, PoolConfig
+    from zerotir.sandbox.server import ServiceConfig
     from zerotir.train.learner import Learner
 
 
@@ -39,12 +42,40 @@ def make_tool(cfg: RunConfig) -> PythonTool:
     return PythonTool(r.output_max_tokens, r.overflow, r.error_lines)
 
 
+POOL_FIELDS = (
+    "workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker", "numpy_worker",
+    "memory_cgroup", "start_timeout_s", "max_timeout_s", "replay_timeout_s", "watchdog_grace_s",
+    "watchdog_interval_s",
+)  # fmt: skip
+"""`sandbox.*` fields that are `PoolConfig` fields of the same name (`slots` is `slots_per_worker`)."""
+SERVICE_FIELDS = {
+    "default_timeout": "server_timeout_s", "max_queue": "server_max_queue", "max_sessions": "server_max_sessions",
+    "max_body_bytes": "server_max_body_bytes", "dispatch_limit": "server_dispatch_limit",
+    "queue_deadline_s": "server_queue_deadline_s", "session_max_blocks": "server_session_max_blocks",
+    "session_max_bytes": "server_session_max_bytes", "session_ttl_s": "server_session_ttl_s",
+}  # fmt: skip
+"""`ServiceConfig` field -> the `sandbox.*` field it is built from."""
+
+
 def pool_config(cfg: RunConfig) -> PoolConfig:
     from zerotir.sandbox.pool import PoolConfig
 
     s = cfg.sandbox
-    same = ("workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker")
-    return PoolConfig(slots_per_worker=s.slots, **{k: getattr(s, k) for k in same})
+    return PoolConfig(slots_per_worker=s.slots, **{k: getattr(s, k) for k in POOL_FIELDS})
+
+
+def make_pool(cfg: RunConfig) -> ExecutorPool:
+    """The warm executor pool itself (what `LocalSandbox` wraps; the sandbox benchmarks time it bare)."""
+    from zerotir.sandbox.pool import ExecutorPool
+
+    return ExecutorPool(pool_config(cfg))
+
+
+def service_config(cfg: RunConfig) -> ServiceConfig:
+    """The service's limits (queue, bodies, dispatch, sessions) from `cfg.sandbox.server_*`."""
+    from zerotir.sandbox.server import ServiceConfig
+
+    return ServiceConfig(**{k: getattr(cfg.sandbox, v) for k, v in SERVICE_FIELDS.items()})
 
 
 def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None) -> Sandbox | None:
@@ -120,16 +151,30 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
     return rows[: d.eval_size]
 
 
+def load_policy(cfg: RunConfig, model_src: str | None = None) -> tuple[Any, Any]:
+    """(policy, tokenizer) from `model_src` (default `model.path`) in `model.dtype` on `trainer.device`."""
+    from zerotir.models import load_causal_lm, load_tokenizer
+
+    src = cfg.model.path if model_src is None else model_src
+    tokenizer = load_tokenizer(src)
+    return load_causal_lm(src, cfg.model.dtype, cfg.trainer.device), tokenizer
+
+
+def sampling_params(cfg: RunConfig, seed: int | None, ignore_eos: bool = False) -> SamplingParams:
+    """The rollout's sampling (`rollout.temperature`, `top_p`, `max_response_len`) with a seed."""
+    r = cfg.rollout
+    return SamplingParams(r.temperature, r.top_p, r.max_response_len, seed, ignore_eos=ignore_eos)
+
+
 def build_learner(cfg: RunConfig, model_src: str) -> tuple[Learner, Any]:
     """(learner, tokenizer) from `model_src` (the config's model, or a checkpoint's policy/). The
     load order (policy, reference, critic) is fixed: the critic's head draws from the seeded RNG."""
-    from zerotir.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from zerotir.models import load_causal_lm, resolve_model_path
     from zerotir.train.batch import ValueModel
     from zerotir.train.learner import Learner
 
     m, device = cfg.model, cfg.trainer.device
-    tokenizer = load_tokenizer(model_src)
-    policy = load_causal_lm(model_src, m.dtype, device)
+    policy, tokenizer = load_policy(cfg, model_src)
     if m.gradient_checkpointing:
         policy.gradient_checkpointing_enable()  # type: ignore[operator]
     ref = None
@@ -159,10 +204,4 @@ def make_sandbox_app(cfg: RunConfig) -> FastAPI:
     """The `zerotir sandbox serve` application for `cfg.sandbox` (pool, queue and session caps)."""
     from zerotir.sandbox.server import create_app
 
-    s = cfg.sandbox
-    return create_app(
-        pool_config(cfg),
-        default_timeout=s.server_timeout_s,
-        max_queue=s.server_max_queue,
-        max_sessions=s.server_max_sessions,
-    )
+    return create_app(pool_config(cfg), service_config(cfg))

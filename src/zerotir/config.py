@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from zerotir.sandbox.config import SandboxConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the user."""
@@ -56,43 +58,6 @@ class DataConfig(_Section):
     """Rows of the eval set used (the first ones)."""
     shuffle: bool = True
     """Shuffle the training rows each epoch (seeded by trainer.seed and the epoch)."""
-
-
-class SandboxConfig(_Section):
-    mode: Literal["local", "http"] = "local"
-    """local: an in-process executor pool; http: a `zerotir sandbox serve` at `url`."""
-    url: str = "http://127.0.0.1:8080"
-    """Address of the sandbox service (mode=http)."""
-    workers: int = Field(1, ge=1)
-    """Fork-server processes, each in its own sandbox."""
-    slots: int = Field(8, ge=1)
-    """Concurrent executions per worker."""
-    isolation: Literal["auto", "bwrap", "none"] = "auto"
-    """bwrap (namespaces; required on shared machines) | auto (bwrap when available) | none."""
-    memory_mb: int = Field(1024, ge=64)
-    """Address-space allowance per execution, on top of the pre-imported heap."""
-    retries: int = Field(2, ge=0)
-    """Resubmissions of an execution after an infrastructure failure before its trajectory is excluded."""
-    standby: int = Field(1, ge=0)
-    """Children each fork server keeps forked ahead of requests (0: fork on arrival)."""
-    huge_pages: bool = True
-    """Back each fork server's imported heap with 2 MiB pages where the kernel allows (faster forks)."""
-    light_worker: bool = True
-    """Route code that imports no heavy library to an extra small fork server (lower latency)."""
-    client_retries: int = Field(6, ge=0)
-    """HTTP client: retries on connection errors, 5xx and 429 before a call fails (mode=http)."""
-    client_backoff_s: float = Field(0.2, gt=0)
-    """HTTP client: first retry delay, doubled each retry, jittered (Retry-After wins when longer)."""
-    client_max_connections: int = Field(64, ge=1)
-    """HTTP client: pooled connections to the service."""
-    client_batch_size: int = Field(256, ge=1)
-    """HTTP client: executions per /run_batch request."""
-    server_max_queue: int = Field(1024, ge=1)
-    """Service: executions in flight before it answers 429 (`zerotir sandbox serve`)."""
-    server_max_sessions: int = Field(4096, ge=1)
-    """Service: stateful sessions kept (least recently used dropped first)."""
-    server_timeout_s: float = Field(10.0, gt=0)
-    """Service: per-execution timeout when a request names none."""
 
 
 class RolloutConfig(_Section):

@@ -199,6 +199,9 @@ def create_app(
     """The app; `fields` override single `ServiceConfig` fields (e.g. `max_queue=4`)."""
     cfg = dataclasses.replace(cfg or ServiceConfig(), **fields)
     app = FastAPI(title="zerotir sandbox", version="1")
+    # what the app was built from, for the operator and the tests (`zerotir sandbox serve` reaches it)
+    app.state.service_config = cfg
+    app.state.pool_config = pool.cfg if pool is not None else (pool_cfg or PoolConfig())
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     metrics = _Metrics()
     admission = Admission(cfg.max_queue)
@@ -215,7 +218,7 @@ def create_app(
     @app.on_event("startup")
     async def _startup() -> None:
         if state["pool"] is None:
-            state["pool"] = await asyncio.to_thread(ExecutorPool, pool_cfg or PoolConfig())
+            state["pool"] = await asyncio.to_thread(ExecutorPool, app.state.pool_config)
         p = state["pool"]
         # One scheduler per group of fork servers that code is routed to, so that calls waiting
         # for a busy group never hold back calls another group could run now.

@@ -104,7 +104,6 @@ def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_respons
     from zerotir.config import build_config
     from zerotir.eval.runner import SUMMARY_KEYS as keys
     from zerotir.eval.runner import evaluate_rows
-    from zerotir.models import load_causal_lm, load_tokenizer
     from zerotir.rollout import SamplingParams
     from zerotir.toy.world import test_split
 
@@ -117,8 +116,8 @@ def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_respons
             "rollout.max_tool_calls=2",
         ]
     )
-    tok = load_tokenizer(str(model_dir))
-    eng = build.make_engine(cfg, load_causal_lm(str(model_dir)), tok)
+    policy, tok = build.load_policy(cfg)
+    eng = build.make_engine(cfg, policy, tok)
     rows = [p.to_row() for p in test_split(eval_size, cfg.data.easy_frac)]
     no_tools = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"template": "toy-zerorl"})})
     greedy = evaluate_rows(

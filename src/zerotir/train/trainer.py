@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import torch
 from tqdm import tqdm
 
 from zerotir import build
-from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
-from zerotir.algos.filters import GROUP_FILTERS, OVERLONG
+from zerotir.algos.filters import GROUP_FILTERS
 from zerotir.config import RunConfig, config_to_yaml
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
 from zerotir.eval.runner import evaluate_rows
@@ -33,7 +31,15 @@ from zerotir.task import RewardFn, sample_rows
 from zerotir.train import checkpoint as ckpt
 from zerotir.train.cursor import DataCursor
 from zerotir.train.learner import Advantages, LearnerBatch
-from zerotir.types import FinishReason, Trajectory
+from zerotir.train.steps import (
+    apply_overlong,
+    check_sandbox_failures,
+    compute_advantages,
+    score_groups,
+    stop_signals,
+    time_metrics,
+)
+from zerotir.types import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +104,14 @@ class Trainer:
     # ------------------------------------------------------------------ rollout and reward
     def _sample(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` unscored samples per row (the Ray driver samples on its rollout workers)."""
-        G, r = self.cfg.algo.group_size, self.cfg.rollout
-        params = SamplingParams(r.temperature, r.top_p, r.max_response_len, seed)
+        G, params = self.cfg.algo.group_size, build.sampling_params(self.cfg, seed)
         repeated = [row for row in rows for _ in range(G)]
         return sample_rows(self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool)
 
     def _rollout(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` samples per row, scored by the task (0 for excluded trajectories)."""
-        G, r = self.cfg.algo.group_size, self.cfg.rollout
         trajs = self._sample(rows, seed, timings)
-        for k, tr in enumerate(trajs):
-            tr.group_id = k // G
-            tr.reward = 0.0 if tr.excluded else self.task.score(tr)
-            tr.correct = tr.reward >= 1.0
-            if r.void_turn_filter and tr.meta.get("void_turn"):
-                tr.excluded = True
+        score_groups(trajs, self.task, self.cfg.algo.group_size, self.cfg.rollout.void_turn_filter)
         return trajs
 
     def round_seed(self, step: int, rnd: int) -> int:
@@ -145,27 +144,8 @@ class Trainer:
         return kept, sampled, stats
 
     # ------------------------------------------------------------------ advantages and update
-    def _apply_overlong(self, trajs: list[Trajectory]) -> None:
-        a = self.cfg.algo
-        truncated = torch.tensor([tr.finish_reason == FinishReason.LENGTH for tr in trajs])
-        lengths = torch.tensor([len(tr.response_ids) for tr in trajs])
-        pen, exclude = OVERLONG[a.overlong](lengths, truncated, self.cfg.rollout.max_response_len, a.overlong_cache)
-        for tr, cut, p, ex in zip(trajs, truncated.tolist(), pen, exclude.tolist()):
-            if cut and ex:
-                tr.excluded = True
-            elif cut:
-                tr.reward = (tr.reward or 0.0) + float(p)
-
     def advantages(self, lb: LearnerBatch) -> Advantages:
-        a = self.cfg.algo
-        kl = lb.kl if a.kl_in_reward else None
-        adv, returns = ESTIMATORS[a.name](
-            AdvantageInputs(
-                lb.rewards, lb.tokens.action_mask, a.group_size, kl,
-                a.kl_coef if a.kl_in_reward else 0.0, lb.values, a.gamma, a.lam,
-            )
-        )  # fmt: skip
-        return Advantages(adv, returns)
+        return compute_advantages(self.cfg.algo, lb)
 
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:
         mode = self.cfg.algo.recompute_logprobs
@@ -190,33 +170,15 @@ class Trainer:
         version = self.learner.version  # the weights that sample this step
         kept, sampled, fstats = self.collect(self.step, timings)
         t_roll = time.perf_counter() - t0
-        fail = sum(tr.finish_reason == FinishReason.SANDBOX_ERROR for tr in sampled) / max(1, len(sampled))
-        if fail > self.cfg.rollout.sandbox_fail_threshold:
-            where = self.cfg.sandbox.url if self.cfg.sandbox.mode == "http" else "local pool"
-            raise SandboxFailureAbort(
-                f"step {self.step}: {fail:.0%} of trajectories hit sandbox infrastructure failures "
-                f"(threshold {self.cfg.rollout.sandbox_fail_threshold:.0%}); is the sandbox at {where} healthy?"
-            )
+        check_sandbox_failures(self.cfg, self.step, sampled)
         metrics = {**rollout_metrics(sampled), **fstats, "rollout/policy_version": version}
         t1 = time.perf_counter()
         self._update_tokens = {}
         if kept:
-            self._apply_overlong(kept)
+            apply_overlong(kept, self.cfg.algo, self.cfg.rollout.max_response_len)
             metrics.update(self.update(kept))
         t_train = time.perf_counter() - t1
-        step_s = time.perf_counter() - t0
-        n_tok = sum(len(tr.response_ids) for tr in sampled)
-        metrics.update(
-            {
-                "time/rollout_s": t_roll,
-                "time/sandbox_s": timings.get("sandbox_s", 0.0),
-                "time/generate_s": timings.get("generate_s", 0.0),
-                "time/train_s": t_train,
-                "time/step_s": step_s,
-                "tokens/per_s": n_tok / max(step_s, 1e-9),
-                "data/position": self.cursor.pos,
-            }
-        )
+        metrics.update(time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos))
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
@@ -239,14 +201,8 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         t = self.cfg.trainer
-        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        for s in old:
-            try:
-                signal.signal(s, self._on_signal)
-            except ValueError:  # not the main thread
-                pass
         last: dict[str, float] = {}
-        try:
+        with stop_signals(self._on_signal):
             bar = tqdm(total=t.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True,
                        disable=not self.cfg.log.progress)  # fmt: skip
             while self.step < t.total_steps and not self._stop_requested:
@@ -265,12 +221,6 @@ class Trainer:
             path = self.save()
             if self._stop_requested:
                 raise TrainingInterrupted(self.step, path)
-        finally:
-            for s, h in old.items():
-                try:
-                    signal.signal(s, h)
-                except ValueError:
-                    pass
         return last
 
     def close(self) -> None:

@@ -1,0 +1,111 @@
+"""The orchestrator's per-step bookkeeping, as plain functions: score a step's groups, shape
+overlong responses, compute advantages, guard against a failing sandbox, assemble the step's
+timing metrics, and route SIGTERM/SIGINT to a stop flag while the loop runs.
+
+They hold no state and touch no optimizer, engine or sandbox, so `Trainer` (and the distributed
+driver that subclasses it) reads as the sequence of steps, and each step can be tested alone.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
+from zerotir.algos.filters import OVERLONG
+from zerotir.config import AlgoConfig, RunConfig
+from zerotir.errors import SandboxFailureAbort
+from zerotir.task import Task
+from zerotir.train.learner import Advantages, LearnerBatch
+from zerotir.types import FinishReason, Trajectory
+
+
+def score_groups(trajs: list[Trajectory], task: Task, group_size: int, void_turn_filter: bool) -> None:
+    """Number the groups and score each trajectory with the task (0 for excluded ones); with
+    `void_turn_filter` a trajectory with a void turn is excluded after scoring."""
+    for k, tr in enumerate(trajs):
+        tr.group_id = k // group_size
+        tr.reward = 0.0 if tr.excluded else task.score(tr)
+        tr.correct = tr.reward >= 1.0
+        if void_turn_filter and tr.meta.get("void_turn"):
+            tr.excluded = True
+
+
+def apply_overlong(trajs: list[Trajectory], a: AlgoConfig, max_response_len: int) -> None:
+    """Penalise or exclude truncated responses by the configured overlong policy."""
+    truncated = torch.tensor([tr.finish_reason == FinishReason.LENGTH for tr in trajs])
+    lengths = torch.tensor([len(tr.response_ids) for tr in trajs])
+    pen, exclude = OVERLONG[a.overlong](lengths, truncated, max_response_len, a.overlong_cache)
+    for tr, cut, p, ex in zip(trajs, truncated.tolist(), pen, exclude.tolist()):
+        if cut and ex:
+            tr.excluded = True
+        elif cut:
+            tr.reward = (tr.reward or 0.0) + float(p)
+
+
+def compute_advantages(a: AlgoConfig, lb: LearnerBatch) -> Advantages:
+    """The registered estimator's advantages and returns for a prepared batch."""
+    kl = lb.kl if a.kl_in_reward else None
+    adv, returns = ESTIMATORS[a.name](
+        AdvantageInputs(
+            lb.rewards, lb.tokens.action_mask, a.group_size, kl,
+            a.kl_coef if a.kl_in_reward else 0.0, lb.values, a.gamma, a.lam,
+        )
+    )  # fmt: skip
+    return Advantages(adv, returns)
+
+
+def check_sandbox_failures(cfg: RunConfig, step: int, sampled: list[Trajectory]) -> None:
+    """Raise `SandboxFailureAbort` when more trajectories than the threshold hit sandbox failures:
+    training on them would teach the model that code never runs."""
+    fail = sum(tr.finish_reason == FinishReason.SANDBOX_ERROR for tr in sampled) / max(1, len(sampled))
+    if fail > cfg.rollout.sandbox_fail_threshold:
+        where = cfg.sandbox.url if cfg.sandbox.mode == "http" else "local pool"
+        raise SandboxFailureAbort(
+            f"step {step}: {fail:.0%} of trajectories hit sandbox infrastructure failures "
+            f"(threshold {cfg.rollout.sandbox_fail_threshold:.0%}); is the sandbox at {where} healthy?"
+        )
+
+
+def time_metrics(
+    timings: dict[str, float],
+    t_roll: float,
+    t_train: float,
+    step_s: float,
+    sampled: list[Trajectory],
+    data_pos: int,
+) -> dict[str, float]:
+    """The step's `time/*`, `tokens/per_s` and `data/position` metrics."""
+    n_tok = sum(len(tr.response_ids) for tr in sampled)
+    return {
+        "time/rollout_s": t_roll,
+        "time/sandbox_s": timings.get("sandbox_s", 0.0),
+        "time/generate_s": timings.get("generate_s", 0.0),
+        "time/train_s": t_train,
+        "time/step_s": step_s,
+        "tokens/per_s": n_tok / max(step_s, 1e-9),
+        "data/position": data_pos,
+    }
+
+
+@contextmanager
+def stop_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Route SIGTERM/SIGINT to `handler` inside the block and restore the old handlers after it
+    (a no-op off the main thread, where signals cannot be set)."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        try:
+            signal.signal(s, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            try:
+                signal.signal(s, h)
+            except ValueError:
+                pass
