@@ -136,6 +136,12 @@ def test_non_finite_timeouts_are_422(app_client, path, field, value):
     assert r.status_code == 422 and field in r.text
 
 
+def test_a_timeout_above_the_old_http_cap_is_clamped_by_the_pool_not_refused(app_client):
+    """The request model capped timeouts at 300 s whatever `sandbox.max_timeout_s` said (422 above)."""
+    r = app_client.post("/run", json={"code": "print(1)", "timeout": 1000})
+    assert r.status_code == 200 and r.json()["stdout"] == "1\n"
+
+
 def test_sessions_are_issued_by_the_server_and_capped(app_client):
     """Any client naming a session id read its variables; ids are now issued by the server."""
     r = app_client.post("/run", json={"code": "print(1)", "session_id": "s1"})

@@ -4,6 +4,7 @@ their mismatch canary, documented config, a reward named by import path, layers 
 import ast
 import concurrent.futures as cf
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,20 @@ def test_reward_named_by_import_path():
         make_task(build_config("toy-zerotir", overrides=["rollout.reward=test_seams:nope"]), tok)
     with pytest.raises(ValueError, match="module:function"):
         make_task(build_config("toy-zerotir", overrides=["rollout.reward=just_a_name"]), tok)
+
+
+@pytest.mark.unit
+def test_reward_module_in_the_current_directory(tmp_path, monkeypatch):
+    """The installed `zerotir` command does not put the working directory on sys.path: a reward module
+    next to the user's data was not found."""
+    from zerotir.task import load_reward
+
+    (tmp_path / "my_cwd_reward.py").write_text("def score(text, answer):\n    return 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    assert load_reward("my_cwd_reward:score")("x", "y") == 0.5
+    with pytest.raises(ValueError, match="cannot import"):
+        load_reward("no_such_module_here:score")
 
 
 def test_logprob_fields_and_mismatch_canary(tiny_model_dir, tmp_path):

@@ -9,6 +9,8 @@ prompt, the verified math reward on the final \\boxed{} answer, or a custom
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -79,13 +81,27 @@ class MathTask:
         )
 
 
+def _import_from_cwd_too(mod_name: str):
+    """Import `mod_name`, also from the current directory: the installed `zerotir` command does not put
+    it on `sys.path` (as `python -m` would), so `rollout.reward=myreward:score` next to the user's data
+    failed with ModuleNotFoundError."""
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name != mod_name.split(".")[0] or cwd in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(mod_name)
+
+
 def load_reward(path: str) -> RewardFn:
     """`package.module:function` -> the function, with a clear error when it is not there."""
     mod_name, sep, fn_name = path.partition(":")
     if not sep or not mod_name or not fn_name:
         raise ValueError(f"rollout.reward={path!r}: expected `module:function`")
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
+        fn = getattr(_import_from_cwd_too(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"rollout.reward={path!r}: cannot import it ({e})") from e
     if not callable(fn):

@@ -60,7 +60,9 @@ class ServiceConfig:
 
 class RunRequest(BaseModel):
     code: str
-    timeout: float | None = Field(default=None, gt=0, le=300, allow_inf_nan=False)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Seconds; finite and positive, clamped by the pool to `sandbox.max_timeout_s` (not capped here, so
+    that raising that setting reaches HTTP callers too)."""
     session_id: str | None = None
     """A server-issued session (POST /session): its earlier blocks are replayed first."""
     replay: list[str] | None = None
