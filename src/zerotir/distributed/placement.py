@@ -53,12 +53,12 @@ def plan(d: DistributedConfig) -> Plan:
         has_l, has_r = k < L, k < R
         gpus = max(lg if has_l else 0.0, rg if has_r else 0.0)
         asked = (lg if has_l else 0.0) + (rg if has_r else 0.0)
-        share = (lambda g: g * gpus / asked) if asked > 0 else (lambda g: 0.0)  # noqa: E731
+        scale = gpus / asked if asked > 0 else 0.0  # the bundle's devices, split in proportion
         bundles.append(_bundle((lc if has_l else 0.0) + (rc if has_r else 0.0), gpus))
         if has_l:
-            learners.append(Slot(k, lc, share(lg)))
+            learners.append(Slot(k, lc, lg * scale))
         if has_r:
-            workers.append(Slot(k, rc, share(rg)))
+            workers.append(Slot(k, rc, rg * scale))
     return Plan(bundles, learners, workers)
 
 
