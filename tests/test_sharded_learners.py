@@ -167,3 +167,14 @@ def test_two_gloo_learners_make_the_update_of_one_and_checkpoint_it(local_ray, t
     for a in restored.actors:
         ray.kill(a, no_restart=True)
     placement.remove()
+
+
+@pytest.mark.unit
+def test_config_refuses_sharding_a_critic_and_an_unknown_layout():
+    from zerotir.config import ConfigError
+
+    with pytest.raises((ValueError, ConfigError), match="critic"):
+        build_config("toy-zerotir", overrides=["algo.name=ppo", "algo.critic_lr=1e-5", "distributed.learners=2"])
+    with pytest.raises((ValueError, ConfigError), match="layout"):
+        build_config("toy-zerotir", overrides=["distributed.layout=sideways"])
+    assert build_config("toy-zerotir", overrides=["distributed.learners=2"]).distributed.learners == 2

@@ -74,7 +74,8 @@ class Placement:
             raise RuntimeError(
                 f"the cluster cannot place {self.plan.bundles} ({d.layout} layout) within "
                 f"{d.placement_timeout_s:.0f} s: it has {ray.cluster_resources()}; lower "
-                "distributed.rollout_cpus / learner_cpus / *_gpus or add nodes"
+                "distributed.rollout_cpus / learner_cpus / *_gpus (0 lets actors share a small machine), "
+                "raise distributed.num_cpus for a local instance, or add nodes"
             )
 
     def _options(self, slot: Slot) -> dict:
