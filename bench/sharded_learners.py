@@ -72,7 +72,11 @@ def run(learners: int, repeats: int, n: int, resp_len: int, micro: int) -> dict:
         for a in group.actors:
             ray.kill(a, no_restart=True)
         placement.remove()
-    return {"learners": learners, **{f"{k}_median": statistics.median(v) for k, v in times.items()}, "raw": times}
+    return {
+        "learners": learners,
+        **{f"{k}_median": statistics.median(v) for k, v in times.items()},
+        "raw": times,
+    }
 
 
 def main() -> None:

@@ -132,7 +132,9 @@ def test_cli_launch_on_local_ray_and_resume_after_a_lost_learner(tmp_path: Path)
 def test_a_dead_learner_stops_the_run_with_the_resume_command(tmp_path: Path):
     from zerotir.distributed.driver import DistributedTrainer, LearnerLost
 
-    tr = DistributedTrainer(build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"]), tmp_path)
+    tr = DistributedTrainer(
+        build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"]), tmp_path
+    )
     try:
         os.kill(ray.get(tr.learner.actor.pid.remote()), signal.SIGKILL)
         with pytest.raises(LearnerLost, match="--resume"):
@@ -141,12 +143,13 @@ def test_a_dead_learner_stops_the_run_with_the_resume_command(tmp_path: Path):
         tr.close()
 
 
-def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_resume(tmp_path: Path, monkeypatch):
+def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_resume(
+    tmp_path: Path, monkeypatch
+):
     """`distributed.learners=2` (FSDP2 over gloo) with 2 rollout workers in the colocated layout: the
     actors sit in their bundles, the driver's grading pool survives a hanging grader, the sharded
     checkpoint (full state on rank 0) resumes."""
     from test_driver_grading import MARKER, hang_once
-
     from zerotir.distributed.driver import DistributedTrainer
     from zerotir.distributed.grading import DriverGrader
     from zerotir.distributed.placement import where
@@ -163,14 +166,18 @@ def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_re
         assert [where(a) for a in tr.learner.actors] == [(pg, [0]), (pg, [1])]
         assert [where(w) for w in tr.engine.workers] == [(pg, [0]), (pg, [1])]
         tr.grader.close()
-        tr.grader = DriverGrader(tr.cfg, tr.task, pool=GradingPool(1, timeout_s=0.3, grace_s=0.2, grade_fn=hang_once))
+        tr.grader = DriverGrader(
+            tr.cfg, tr.task, pool=GradingPool(1, timeout_s=0.3, grace_s=0.2, grade_fn=hang_once)
+        )
         tr.fit()
     finally:
         tr.close()
     (row,) = read_metrics(run)
     assert row["distributed/grader_timeouts"] == 1 and row["distributed/policy_version"] == 1
     assert (run / "checkpoints" / "step_0000001" / "policy" / "config.json").is_file()
-    tr = DistributedTrainer(build_config("toy-zerotir", overrides=[*ov, "trainer.total_steps=2"]), run, resume=True)
+    tr = DistributedTrainer(
+        build_config("toy-zerotir", overrides=[*ov, "trainer.total_steps=2"]), run, resume=True
+    )
     try:
         assert tr.step == 1 and tr.learner.version == 1
         tr.fit()

@@ -174,7 +174,9 @@ def test_config_refuses_sharding_a_critic_and_an_unknown_layout():
     from zerotir.config import ConfigError
 
     with pytest.raises((ValueError, ConfigError), match="critic"):
-        build_config("toy-zerotir", overrides=["algo.name=ppo", "algo.critic_lr=1e-5", "distributed.learners=2"])
+        build_config(
+            "toy-zerotir", overrides=["algo.name=ppo", "algo.critic_lr=1e-5", "distributed.learners=2"]
+        )
     with pytest.raises((ValueError, ConfigError), match="layout"):
         build_config("toy-zerotir", overrides=["distributed.layout=sideways"])
     assert build_config("toy-zerotir", overrides=["distributed.learners=2"]).distributed.learners == 2

@@ -3,9 +3,11 @@ engine replaced by proxies of Ray actors, plus a bounded-staleness pipeline.
 
 What the driver keeps from the orchestrator, unchanged: the data cursor, scoring, group filters,
 overlong shaping, advantages, logging, evaluation schedule and checkpoints. What changes:
-- `_build_models` starts one `LearnerHost` actor and `rollout_workers` `RolloutWorker` actors;
-  `learner.state_dict()` is an object-store reference with its version, and the orchestrator's
-  `engine.load_weights(...)` broadcasts it to every worker.
+- `_build_models` starts one `LearnerHost` actor (or `learners` FSDP2 ranks, distributed/sharding.py)
+  and `rollout_workers` `RolloutWorker` actors, all in one placement group (distributed/placement.py);
+  `learner.state_dict()` is an object-store reference with its version (a full state dict), and the
+  orchestrator's `engine.load_weights(...)` broadcasts it to every worker.
+- `score` grades in a process pool (distributed/grading.py): a stuck grader never stalls the driver.
 - `_sample` sends a step's prompt groups to the workers as jobs. With `max_staleness = s > 0` the
   jobs of the next s steps are submitted ahead (their rows reserved from the cursor), so rollouts
   run while the learner trains; samples over the bound are regenerated (`on_stale=drop`) or never
