@@ -299,12 +299,6 @@ class ShardedLearnerHost:
             conf["architectures"] = [self.arch.removeprefix("FSDP")]
             cfg_file.write_text(json.dumps(conf, indent=2))
 
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
 
 def assemble_logprobs(parts: list[tuple[list[int], torch.Tensor]], shape: torch.Size) -> torch.Tensor:
     """The ranks' epoch-0 logprobs back in batch order."""
