@@ -132,10 +132,57 @@ def test_cli_launch_on_local_ray_and_resume_after_a_lost_learner(tmp_path: Path)
 def test_a_dead_learner_stops_the_run_with_the_resume_command(tmp_path: Path):
     from zerotir.distributed.driver import DistributedTrainer, LearnerLost
 
-    tr = DistributedTrainer(build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"]), tmp_path)
+    tr = DistributedTrainer(
+        build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"]), tmp_path
+    )
     try:
         os.kill(ray.get(tr.learner.actor.pid.remote()), signal.SIGKILL)
         with pytest.raises(LearnerLost, match="--resume"):
             tr.train_step()
     finally:
         tr.close()
+
+
+def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_resume(
+    tmp_path: Path, monkeypatch
+):
+    """`distributed.learners=2` (FSDP2 over gloo) with 2 rollout workers in the colocated layout: the
+    actors sit in their bundles, the driver's grading pool survives a hanging grader, the sharded
+    checkpoint (full state on rank 0) resumes."""
+    from test_driver_grading import MARKER, hang_once
+    from zerotir.distributed.driver import DistributedTrainer
+    from zerotir.distributed.grading import DriverGrader
+    from zerotir.distributed.placement import where
+    from zerotir.reward.pool import GradingPool
+
+    monkeypatch.setenv(MARKER, str(tmp_path / "hung"))
+    ov = [o for o in TINY if not o.startswith(("trainer.total_steps", "trainer.save_every"))]
+    ov += ["distributed.enabled=true", "distributed.learners=2", "distributed.rollout_workers=2",
+           "distributed.layout=colocated", "trainer.save_every=1"]  # fmt: skip
+    run = tmp_path / "run"
+    tr = DistributedTrainer(build_config("toy-zerotir", overrides=[*ov, "trainer.total_steps=1"]), run)
+    try:
+        pg = tr.placement.group.id.hex()
+        assert [where(a) for a in tr.learner.actors] == [(pg, [0]), (pg, [1])]
+        assert [where(w) for w in tr.engine.workers] == [(pg, [0]), (pg, [1])]
+        tr.grader.close()
+        tr.grader = DriverGrader(
+            tr.cfg, tr.task, pool=GradingPool(1, timeout_s=0.3, grace_s=0.2, grade_fn=hang_once)
+        )
+        tr.fit()
+    finally:
+        tr.close()
+    (row,) = read_metrics(run)
+    assert row["distributed/grader_timeouts"] == 1 and row["distributed/policy_version"] == 1
+    assert (run / "checkpoints" / "step_0000001" / "policy" / "config.json").is_file()
+    tr = DistributedTrainer(
+        build_config("toy-zerotir", overrides=[*ov, "trainer.total_steps=2"]), run, resume=True
+    )
+    try:
+        assert tr.step == 1 and tr.learner.version == 1
+        tr.fit()
+    finally:
+        tr.close()
+    rows = read_metrics(run)
+    assert [r["data/position"] for r in rows] == [2, 4]
+    assert rows[-1]["distributed/policy_version"] == 2

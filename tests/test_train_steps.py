@@ -33,7 +33,8 @@ def test_score_groups_numbers_groups_scores_and_drops_void_turns_after_scoring()
         Trajectory([0]),
     ]
     trajs[3].meta["void_turn"] = True
-    score_groups(trajs, _LenTask(), group_size=2, void_turn_filter=True)
+    rewards = [0.0 if tr.excluded else _LenTask().score(tr) for tr in trajs]  # as Trainer.score grades
+    score_groups(trajs, rewards, group_size=2, void_turn_filter=True)
     assert [tr.group_id for tr in trajs] == [0, 0, 1, 1]
     assert [tr.reward for tr in trajs] == [1.0, 0.0, 0.0, 0.0]
     assert [tr.correct for tr in trajs] == [True, False, False, False]

@@ -9,6 +9,7 @@ fast (PPO without critic settings, GRPO with group size 1), and the resolved con
 from __future__ import annotations
 
 import difflib
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -250,6 +251,15 @@ class LogConfig(_Section):
     """Cap on samples.jsonl records; beyond steps x per_step, only every k-th step is sampled."""
 
 
+class Layout(StrEnum):
+    """Where the Ray actors go: one placement group either way (zerotir.distributed.placement)."""
+
+    COLOCATED = "colocated"
+    """Rollout and training share devices: bundle k holds learner rank k and rollout worker k."""
+    DISAGGREGATED = "disaggregated"
+    """One bundle per actor: learners and rollout workers on their own devices."""
+
+
 class DistributedConfig(_Section):
     enabled: bool = False
     """Run on Ray: rollout workers and a learner as actors, this process as the driver (zerotir.distributed)."""
@@ -260,7 +270,13 @@ class DistributedConfig(_Section):
     rollout_workers: int = Field(1, ge=1)
     """Rollout-worker actors, each with its own engine, policy copy and sandbox."""
     learners: int = Field(1, ge=1)
-    """Learner actors (1; more would shard the policy with FSDP2, not implemented yet)."""
+    """Learner actors; more than 1 shards the policy over them with FSDP2 (NCCL on GPUs, gloo on CPU)."""
+    layout: Layout = Layout.DISAGGREGATED
+    """colocated: a learner and a rollout worker share each placement bundle's devices; disaggregated: one bundle per actor."""
+    placement_timeout_s: float = Field(120.0, gt=0)
+    """How long to wait for the cluster to fit the placement group before failing with what it asked for."""
+    grader_processes: int = Field(2, ge=0)
+    """Driver-side grading processes (reward/pool.GradingPool: stuck graders killed); 0 grades in the driver."""
     rollout_cpus: float = Field(1.0, ge=0.0)
     """CPUs Ray reserves per rollout worker (placement; 0 lets actors share a small machine)."""
     rollout_gpus: float = Field(0.0, ge=0.0)
@@ -297,8 +313,6 @@ class DistributedConfig(_Section):
             )
         if self.partial_rollouts and self.max_staleness == 0:
             raise ValueError("distributed.partial_rollouts needs distributed.max_staleness >= 1")
-        if self.learners > 1:
-            raise ValueError("distributed.learners > 1 (FSDP2-sharded learners) is not implemented yet; use 1")
         return self
 
 
@@ -323,6 +337,14 @@ class RunConfig(_Section):
     """Metrics sinks."""
     distributed: DistributedConfig = DistributedConfig()
     """Ray layout, staleness bound and off-policy correction (off unless enabled)."""
+
+    @model_validator(mode="after")
+    def _check_sharding(self) -> RunConfig:
+        if self.distributed.learners > 1 and self.algo.name == "ppo":
+            raise ValueError(
+                "distributed.learners > 1 shards the policy only; PPO's critic is not sharded: use distributed.learners=1"
+            )
+        return self
 
 
 def undocumented_fields(model: type[BaseModel] = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]

@@ -3,9 +3,11 @@ engine replaced by proxies of Ray actors, plus a bounded-staleness pipeline.
 
 What the driver keeps from the orchestrator, unchanged: the data cursor, scoring, group filters,
 overlong shaping, advantages, logging, evaluation schedule and checkpoints. What changes:
-- `_build_models` starts one `LearnerHost` actor and `rollout_workers` `RolloutWorker` actors;
-  `learner.state_dict()` is an object-store reference with its version, and the orchestrator's
-  `engine.load_weights(...)` broadcasts it to every worker.
+- `_build_models` starts one `LearnerHost` actor (or `learners` FSDP2 ranks, distributed/sharding.py)
+  and `rollout_workers` `RolloutWorker` actors, all in one placement group (distributed/placement.py);
+  `learner.state_dict()` is an object-store reference with its version (a full state dict), and the
+  orchestrator's `engine.load_weights(...)` broadcasts it to every worker.
+- `score` grades in a process pool (distributed/grading.py): a stuck grader never stalls the driver.
 - `_sample` sends a step's prompt groups to the workers as jobs. With `max_staleness = s > 0` the
   jobs of the next s steps are submitted ahead (their rows reserved from the cursor), so rollouts
   run while the learner trains; samples over the bound are regenerated (`on_stale=drop`) or never
@@ -29,6 +31,9 @@ from ray.exceptions import RayActorError
 
 from zerotir.config import RunConfig
 from zerotir.distributed.actors import Job, JobResult, LearnerHost, RolloutWorker
+from zerotir.distributed.grading import DriverGrader
+from zerotir.distributed.placement import Placement
+from zerotir.distributed.sharding import ShardedLearnerHost, assemble_logprobs, combine_metrics
 from zerotir.distributed.staleness import stale_groups, staleness_metrics
 from zerotir.models import load_tokenizer
 from zerotir.rollout.engine import EngineCapabilities
@@ -48,13 +53,14 @@ class VersionedWeights:
 
 
 class _RemotePolicy:
-    """What a checkpoint asks of the policy: its weights written by the learner's node."""
+    """What a checkpoint asks of the policy: its weights written by the learner's node (rank 0 of a
+    sharded group, after every rank gathered its shards)."""
 
-    def __init__(self, actor):
-        self.actor = actor
+    def __init__(self, actors):
+        self.actors = actors
 
     def save_pretrained(self, path, **kw) -> None:
-        _get(self.actor.save_pretrained.remote(str(path), **kw))
+        _get([a.save_pretrained.remote(str(path), **kw) for a in self.actors])
 
 
 class LearnerLost(RuntimeError):
@@ -75,7 +81,8 @@ class LearnerProxy:
     """The orchestrator's `Learner` interface, forwarded to the learner actor."""
 
     def __init__(self, actor):
-        self.actor, self.version, self.policy = actor, 0, _RemotePolicy(actor)
+        self.actor, self.version, self.policy = actor, 0, _RemotePolicy([actor])
+        self.actors = [actor]
 
     def prepare(self, trajs: list[Trajectory], recompute: bool):
         return _get(self.actor.prepare.remote(trajs, recompute))
@@ -99,11 +106,65 @@ class LearnerProxy:
         return _get(self.actor.last_train_logprobs.remote())
 
 
+class ShardedLearnerProxy(LearnerProxy):
+    """The `Learner` interface over a group of FSDP2 ranks (distributed/sharding.py): every call goes
+    to every rank (they run collectives together, in the order the driver sends them); the answer is
+    rank 0's, or, for an update, the ranks' metrics recombined."""
+
+    def __init__(self, actors):
+        super().__init__(actors[0])
+        self.actors, self.policy = actors, _RemotePolicy(actors)
+        self._last = None
+        self._pending: list[ray.ObjectRef] = []  # other ranks' halves of a state-dict gather
+
+    def _all(self, method: str, *args):
+        return _get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def prepare(self, trajs: list[Trajectory], recompute: bool):
+        return self._all("prepare", ray.put(trajs), recompute)[0]
+
+    def train_on_batch(self, lb, adv) -> dict[str, float]:
+        parts = self._all("train_on_batch", ray.put(lb), ray.put(adv))
+        self._last = assemble_logprobs([(rows, lp) for _, rows, lp in parts], lb.tokens.action_mask.shape)
+        self.version += 1
+        return combine_metrics([m for m, _, _ in parts])
+
+    def state_dict(self) -> VersionedWeights:
+        refs = [a.state_dict.remote() for a in self.actors]
+        self._pending = refs[1:]  # kept until the next call: every rank must take part in the gather
+        return VersionedWeights(self.version, refs[0])
+
+    def checkpoint_parts(self) -> dict[str, object]:
+        return self._all("checkpoint_parts")[0]
+
+    def load_checkpoint_parts(self, load) -> None:
+        self.version = self._all("load_checkpoint_parts", load)[0]
+
+    @property
+    def last_train_logprobs(self):
+        return self._last
+
+
+def start_learners(cfg: RunConfig, model_src: str, placement: Placement) -> LearnerProxy:
+    """One `LearnerHost`, or `distributed.learners` FSDP2 ranks joined into one process group."""
+    d, conf = cfg.distributed, cfg.model_dump(mode="json")
+    if d.learners == 1:
+        host = ray.remote(LearnerHost).options(**placement.learner(0))
+        return LearnerProxy(host.remote(conf, model_src))
+    actors = [
+        ray.remote(ShardedLearnerHost).options(**placement.learner(r)).remote(conf, model_src, r, d.learners)
+        for r in range(d.learners)
+    ]
+    address, port = _get(actors[0].endpoint.remote())
+    _get([a.setup.remote(address, port) for a in actors])
+    return ShardedLearnerProxy(actors)
+
+
 class RolloutPool:
     """The orchestrator's engine: jobs to workers, weights to all of them, dead workers replaced."""
 
-    def __init__(self, cfg: RunConfig, model_src: str, tokenizer):
-        self.cfg, self.model_src, self.tokenizer = cfg, model_src, tokenizer
+    def __init__(self, cfg: RunConfig, model_src: str, tokenizer, placement: Placement):
+        self.cfg, self.model_src, self.tokenizer, self.placement = cfg, model_src, tokenizer, placement
         self.capabilities = EngineCapabilities(exact_logprobs=cfg.rollout.engine == "hf")
         self.workers = [self._spawn(i) for i in range(cfg.distributed.rollout_workers)]
         self.inflight: dict[int, tuple[int, ray.ObjectRef, Job]] = {}
@@ -112,10 +173,7 @@ class RolloutPool:
         self._ids = itertools.count()
 
     def _spawn(self, i: int):
-        d = self.cfg.distributed
-        actor = ray.remote(RolloutWorker).options(
-            num_cpus=d.rollout_cpus, num_gpus=d.rollout_gpus, max_concurrency=4, name=None
-        )
+        actor = ray.remote(RolloutWorker).options(max_concurrency=4, **self.placement.worker(i))
         return actor.remote(self.cfg.model_dump(mode="json"), i, self.model_src)
 
     def pids(self) -> list[int]:
@@ -222,7 +280,9 @@ class DistributedTrainer(Trainer):
         self._next_prefetch = 0
         self._stats: dict[str, float] = {}
         self._used: list[Trajectory] = []
+        self.placement = Placement(d)
         super().__init__(cfg, run_dir, resume=resume, reward_fn=reward_fn)
+        self.grader = DriverGrader(cfg, self.task, reward_fn)  # from the main thread (the pool's rule)
         if self.sandbox is not None:  # the workers execute code; the driver needs no pool
             self.sandbox.close()
             self.sandbox = None
@@ -230,11 +290,13 @@ class DistributedTrainer(Trainer):
         self._next_prefetch = self.step
 
     def _build_models(self, model_src: str):
-        d = self.cfg.distributed
-        host = ray.remote(LearnerHost).options(num_cpus=d.learner_cpus, num_gpus=d.learner_gpus)
-        learner = LearnerProxy(host.remote(self.cfg.model_dump(mode="json"), model_src))
+        learner = start_learners(self.cfg, model_src, self.placement)
         tokenizer = load_tokenizer(model_src)
-        return learner, tokenizer, RolloutPool(self.cfg, model_src, tokenizer)
+        return learner, tokenizer, RolloutPool(self.cfg, model_src, tokenizer, self.placement)
+
+    def score(self, trajs: list[Trajectory]) -> list[float]:
+        """In the driver's grading processes: a stuck grader costs its response, not the run."""
+        return self.grader.score(trajs)
 
     # ------------------------------------------------------------------ sampling on the workers
     def _jobs(self, rows: list[dict], seed: int, min_version: int | None) -> list[int]:
@@ -298,6 +360,7 @@ class DistributedTrainer(Trainer):
         metrics.update(self._stats)
         metrics.update(staleness_metrics(self._used, version, self.s))
         metrics["distributed/worker_restarts"] = float(self.engine.restarts)
+        metrics.update(self.grader.metrics())
         metrics["distributed/policy_version"] = float(self.learner.version)
         return metrics
 
@@ -306,9 +369,14 @@ class DistributedTrainer(Trainer):
 
     def close(self) -> None:
         super().close()
+        self.grader.close()
         self.engine.close()
-        ray.kill(self.learner.actor, no_restart=True)
+        for a in self.learner.actors:
+            ray.kill(a, no_restart=True)
+        self.placement.remove()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None) -> Trainer:
+def train(
+    cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None
+) -> Trainer:
     return fit_trainer(cfg, run_dir, resume, reward_fn, trainer_cls=DistributedTrainer)

@@ -18,17 +18,19 @@ from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
 from zerotir.algos.filters import OVERLONG
 from zerotir.config import AlgoConfig, RunConfig
 from zerotir.errors import SandboxFailureAbort
-from zerotir.task import Task
 from zerotir.train.learner import Advantages, LearnerBatch
 from zerotir.types import FinishReason, Trajectory
 
 
-def score_groups(trajs: list[Trajectory], task: Task, group_size: int, void_turn_filter: bool) -> None:
-    """Number the groups and score each trajectory with the task (0 for excluded ones); with
-    `void_turn_filter` a trajectory with a void turn is excluded after scoring."""
-    for k, tr in enumerate(trajs):
+def score_groups(
+    trajs: list[Trajectory], rewards: list[float], group_size: int, void_turn_filter: bool
+) -> None:
+    """Number the groups and set each trajectory's reward (graded by the caller: in process, or in the
+    Ray driver's grading pool); with `void_turn_filter` a trajectory with a void turn is excluded after
+    scoring."""
+    for k, (tr, reward) in enumerate(zip(trajs, rewards, strict=True)):
         tr.group_id = k // group_size
-        tr.reward = 0.0 if tr.excluded else task.score(tr)
+        tr.reward = reward
         tr.correct = tr.reward >= 1.0
         if void_turn_filter and tr.meta.get("void_turn"):
             tr.excluded = True
