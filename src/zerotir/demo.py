@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from scipy import stats
 
@@ -168,8 +169,8 @@ def _summary_md(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-_TABLE_WIDTH = 100
-"""Enough columns for the whole table: a narrow terminal or a pipe (80) must not cut cells."""
+_TABLE_WIDTH = 200
+"""The most columns the table may take: a narrow terminal or a pipe (80) must not cut its cells."""
 
 
 def _print_table(console: Console, summary: dict) -> None:
@@ -189,5 +190,11 @@ def _print_table(console: Console, summary: dict) -> None:
                 f"{v['tool_calls_mean']:.2f}",
                 f"{v['response_len_mean']:.0f}",
             )
-    console.print(table, width=max(console.width, _TABLE_WIDTH), crop=False)
+    need = Measurement.get(console, console.options.update(width=_TABLE_WIDTH), table).maximum
+    narrow = console.width
+    console.width = max(narrow, need)  # wider lines wrap in a narrow terminal; cut cells would lie
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = narrow
     console.print(f"total {summary['seconds']:.0f} s")
