@@ -21,7 +21,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/demo-bench")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "zerotir.cli", "demo", "--out", args.out], check=True)
+    # --overwrite: a previous bench run is moved aside to <out>.old-<time>, not mixed into this one
+    subprocess.run(
+        [sys.executable, "-m", "zerotir.cli", "demo", "--out", args.out, "--overwrite"], check=True
+    )
     seconds = time.perf_counter() - t0
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     z, r = summary["zerotir"], summary["zerorl"]

@@ -119,7 +119,9 @@ def test_overwrite_moves_the_old_run_aside(tmp_path, monkeypatch, capsys):
     import zerotir.train.trainer
 
     seen = []
-    monkeypatch.setattr(zerotir.train.trainer, "train", lambda cfg, run_dir, resume: seen.append((run_dir, resume)))
+    monkeypatch.setattr(
+        zerotir.train.trainer, "train", lambda cfg, run_dir, resume: seen.append((run_dir, resume))
+    )
     run = _used_run(tmp_path / "a")
     assert cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(run), "--overwrite"]) == 0
     assert seen == [(run, False)]
@@ -176,13 +178,16 @@ class _FailingEngine:
 @pytest.mark.integration
 def test_eval_path_benchmark_names_outputs_and_writes_incrementally(tmp_path, capsys):
     from test_seams import RecordingSandbox
-
     from zerotir.eval.benchmark import run_benchmarks
 
     bench = tmp_path / "path" / "to" / "my.jsonl"
     bench.parent.mkdir(parents=True)
-    bench.write_text("".join(json.dumps({"problem": f"{i}*7", "answer": str(7 * i)}) + "\n" for i in range(3)))
-    cfg = cli.eval_config(cli.build_parser().parse_args(["eval", "--model", "toy", "--preset", "toy-zerotir"]))
+    bench.write_text(
+        "".join(json.dumps({"problem": f"{i}*7", "answer": str(7 * i)}) + "\n" for i in range(3))
+    )
+    cfg = cli.eval_config(
+        cli.build_parser().parse_args(["eval", "--model", "toy", "--preset", "toy-zerotir"])
+    )
     from test_rollout import ScriptedEngine
 
     probe = ScriptedEngine()
@@ -193,7 +198,11 @@ def test_eval_path_benchmark_names_outputs_and_writes_incrementally(tmp_path, ca
         engine = _FailingEngine(probe.calls)
         run_benchmarks(cfg, [str(bench)], out, [1, 2], engine=engine, sandbox=RecordingSandbox())
     res = json.loads((out / "results.json").read_text())
-    assert res["complete"] is False and list(res["benchmarks"]) == ["my"] and list(res["benchmarks"]["my"]) == ["1"]
+    assert (
+        res["complete"] is False
+        and list(res["benchmarks"]) == ["my"]
+        and list(res["benchmarks"]["my"]) == ["1"]
+    )
     assert res["settings"]["sources"] == {"my": str(bench)}
     assert len((out / "samples_my_calls1.jsonl").read_text().splitlines()) == 3
     assert "incomplete" in (out / "results.md").read_text()
@@ -230,7 +239,6 @@ def test_results_md_code_ratio_is_the_fraction_with_code():
 # ------------------------------------------------------------------ 4. analyze: two runs, one preset
 def test_analyze_keeps_two_runs_of_the_same_preset(tmp_path):
     from test_analysis import write_run
-
     from zerotir.analysis.report import analyze
 
     write_run(tmp_path / "a", 20, name="toy-zerotir")
@@ -261,7 +269,9 @@ def test_train_unknown_dataset_fails_before_the_model_loads(monkeypatch, capsys,
     import zerotir.build
 
     monkeypatch.setattr(zerotir.build, "build_learner", lambda *a, **k: pytest.fail("model loaded"))
-    rc = cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "r"), "data.train=nope.jsonl"])
+    rc = cli.main(
+        ["train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "r"), "data.train=nope.jsonl"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and _one_line(err) and "'nope.jsonl'" in err, err
     assert not (tmp_path / "r").exists()
@@ -373,7 +383,11 @@ def test_toy_pretrain_stops_on_signal_and_resumes_exactly(tmp_path, monkeypatch)
     monkeypatch.setattr(pt, "packed_batches", interrupting)
     with pytest.raises(TrainingInterrupted) as e:
         pt.pretrain(tmp_path / "cut", save_every=0, **TINY)
-    assert e.value.step == 3 and "zerotir toy pretrain --out" in e.value.resume_cmd and "--resume" in e.value.resume_cmd
+    assert (
+        e.value.step == 3
+        and "zerotir toy pretrain --out" in e.value.resume_cmd
+        and "--resume" in e.value.resume_cmd
+    )
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     monkeypatch.setattr(pt, "packed_batches", real)
     resumed = pt.pretrain(tmp_path / "cut", resume=True, save_every=0, **TINY)
