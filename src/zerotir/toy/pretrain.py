@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -22,7 +23,6 @@ from zerotir.errors import TrainingInterrupted, UsageError
 from zerotir.toy.corpus import corpus_stream
 from zerotir.toy.model import build_tiny_model
 from zerotir.toy.tokenizer import build_byte_tokenizer
-from zerotir.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,14 @@ def pretrain(
     model = build_tiny_model(tok, seed=seed, hidden=hidden, layers=layers)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
     start, losses, seconds = 0, [], 0.0
-    restore = ckpt.latest_valid_checkpoint(ckpt_root) if resume else None
+    restore = _latest_checkpoint(ckpt_root) if resume else None
     if restore is not None:
-        state = ckpt.load_payload(restore, "pretrain_state")
-        if state["recipe"] != recipe:
-            raise UsageError(f"{out_dir}: its checkpoint was made with {state['recipe']}, not {recipe}")
-        model.load_state_dict(ckpt.load_payload(restore, "model"))
-        opt.load_state_dict(ckpt.load_payload(restore, "optimizer"))
-        start, losses, seconds = state["step"], state["losses"], state["seconds"]
-        ckpt.set_rng_state(ckpt.load_payload(restore, "rng"))
+        if restore["recipe"] != recipe:
+            raise UsageError(f"{out_dir}: its checkpoint was made with {restore['recipe']}, not {recipe}")
+        model.load_state_dict(restore["model"])
+        opt.load_state_dict(restore["optimizer"])
+        start, losses, seconds = restore["step"], restore["losses"], restore["seconds"]
+        torch.set_rng_state(restore["torch_rng"])
     elif resume:
         log.warning("no valid checkpoint in %s: starting from step 0", ckpt_root)
 
@@ -89,10 +88,9 @@ def pretrain(
         next(batches)
 
     def save(step: int) -> Path:
-        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": ckpt.rng_state(),
-                   "pretrain_state": {"step": step, "losses": losses, "recipe": recipe,
-                                      "seconds": seconds + time.time() - t0}}  # fmt: skip
-        return ckpt.save_checkpoint(ckpt_root, step, model, tok, payload, keep=2)
+        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                   "step": step, "losses": losses, "recipe": recipe, "seconds": seconds + time.time() - t0}  # fmt: skip
+        return _save_checkpoint(ckpt_root, step, payload)
 
     stop: list[int] = []
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -150,6 +148,31 @@ def pretrain(
     (out_dir / "pretrain.json").write_text(json.dumps(record, indent=2))
     shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished weights are in out_dir itself
     return record
+
+
+def _save_checkpoint(ckpt_root: Path, step: int, payload: dict, keep: int = 2) -> Path:
+    """One file per checkpoint, written to a temp name, fsynced and renamed (atomic): a crash
+    mid-write leaves the previous one. (The toy layer does not import the trainer's checkpoints.)"""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_root / f".tmp_step_{step:07d}_{os.getpid()}.pt"
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    final = ckpt_root / f"step_{step:07d}.pt"
+    os.replace(tmp, final)
+    for old in sorted(ckpt_root.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return final
+
+
+def _latest_checkpoint(ckpt_root: Path) -> dict | None:
+    """The newest checkpoint that loads (an unreadable one is skipped with a warning)."""
+    for p in sorted(ckpt_root.glob("step_*.pt"), reverse=True):
+        try:
+            return torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file: try the previous one
+            log.warning("skipping checkpoint %s: %s", p, e)
+    return None
 
 
 def _resume_cmd(out_dir: Path, recipe: dict) -> str:
