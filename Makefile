@@ -2,12 +2,16 @@
 #   make demo   -> creates .venv, installs torch (CPU) and zerotir, runs the toy-world demo
 #   make test   -> same set-up, runs the test suite
 # GPU users: install the torch build for your CUDA first (TORCH=torch==2.13.0 TORCH_INDEX=<cuda index url>).
+# The torch choice is part of a stamp's name: `make setup TORCH_INDEX=...` after an earlier `make`
+# reinstalls torch from that index (and then zerotir), instead of finding the old stamp and doing nothing.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.zerotir-installed
+TORCH_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:12])' '$(TORCH) $(TORCH_INDEX)')
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_ID)
+STAMP := $(VENV)/.zerotir-installed-$(TORCH_ID)
 
 .PHONY: demo test test-unit typecheck setup lint bench docs clean
 
@@ -15,8 +19,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+# A different earlier choice (another .torch-* stamp) means the installed torch is another build
+# with the same version number: force the reinstall. The first install is a plain one.
+$(TORCH_STAMP): $(BIN)/python
+	$(BIN)/python -m pip install -q $(if $(wildcard $(VENV)/.torch-*),--force-reinstall) $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	rm -f $(VENV)/.torch-* $(VENV)/.zerotir-installed*
+	touch $(TORCH_STAMP)
+
+$(STAMP): $(TORCH_STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,docs,ray]"
 	touch $(STAMP)
 

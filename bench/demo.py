@@ -26,7 +26,9 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     quick = ["--quick"] if args.quick else []
-    subprocess.run([sys.executable, "-m", "zerotir.cli", "demo", "--out", args.out, *quick], check=True)
+    # --overwrite: a previous bench run is moved aside to <out>.old-<time>, not mixed into this one
+    cmd = [sys.executable, "-m", "zerotir.cli", "demo", "--out", args.out, "--overwrite", *quick]
+    subprocess.run(cmd, check=True)
     seconds = time.perf_counter() - t0
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     if args.quick:  # a few steps per arm: the targets are about the full demo

@@ -77,7 +77,15 @@ def test_parquet_loader(tmp_path):
 
 
 def test_hf_datasets_directory(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a dev dependency: missing, this fails instead of skipping
+
     datasets.Dataset.from_dict({"problem": ["3*3"], "answer": ["9"]}).save_to_disk(str(tmp_path / "ds"))
     rows = load_dataset_rows(str(tmp_path / "ds"))
     assert rows[0]["problem"] == "3*3" and rows[0]["answer"] == "9"
+    # a DatasetDict (save_to_disk of several splits): the first split, keys renamed as asked
+    dd = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"q": ["1+1", "2+5"], "gold": ["2", None]})}
+    )
+    dd.save_to_disk(str(tmp_path / "dd"))
+    rows = load_dataset_rows(str(tmp_path / "dd"), "q", "gold")
+    assert [(r["problem"], r["answer"]) for r in rows] == [("1+1", "2")]

@@ -121,7 +121,7 @@ def test_sigterm_saves_and_resume_continues(tiny_model_dir, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]  # stopped by a signal, saved
     done = len(read_metrics(run))
     latest = ckpt.latest_valid_checkpoint(run / "checkpoints")
     assert latest is not None and int(latest.name.split("_")[1]) == done < 200

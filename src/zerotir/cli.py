@@ -17,37 +17,53 @@ DESCRIPTION = """Agent RL with spontaneous code execution (ZeroTIR).
   zerotir sandbox serve --port 8080 [--preset NAME] [key.sub=value ...]   the sandboxed Python service
   zerotir analyze runs/a runs/b --out report/    curves, scaling fits, report.html
   zerotir inspect runs/a [runs/b]                sampled trajectories token by token, in the browser
+
+exit codes: 0 done; 2 bad input (one line on stderr, checked before any model loads); 3 the run
+stopped on sandbox infrastructure failures; 130 stopped by Ctrl-C/SIGTERM after saving a checkpoint.
 """
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from zerotir.demo import run_demo
 
-    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides)
+    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides, overwrite=a.overwrite)
     return 0
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from zerotir.config import RunConfig, build_config, config_to_yaml
+    from zerotir.data import check_source
+    from zerotir.errors import UsageError
+    from zerotir.rundir import prepare_new_run
 
     if a.resume:
+        if a.overwrite:
+            raise UsageError(
+                "zerotir train: --resume continues a run, --overwrite replaces one; give one of them"
+            )
         run_dir = Path(a.resume)
         saved = run_dir / "config.yaml"
         if not saved.exists():
-            raise SystemExit(f"zerotir train --resume: {saved} not found; is {run_dir} a run directory?")
-        import yaml
-
-        cfg = build_config(base=yaml.safe_load(saved.read_text()), overrides=a.overrides)
+            raise UsageError(f"zerotir train --resume: {saved} not found; is {run_dir} a run directory?")
+        cfg = build_config(config_file=saved, overrides=a.overrides)
     else:
         if not a.preset and not a.config:
-            raise SystemExit("zerotir train: give --preset NAME (see --list-presets) and/or --config FILE")
+            raise UsageError("zerotir train: give --preset NAME (see --list-presets) and/or --config FILE")
         cfg = build_config(a.preset, a.config, a.overrides)
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / cfg.name
     assert isinstance(cfg, RunConfig)
     if a.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
+    for src in (cfg.data.train, cfg.data.eval):  # names and paths, before any model loads
+        if src:
+            check_source(src)
+    if not a.resume:
+        moved = prepare_new_run(run_dir, a.overwrite)
+        if moved is not None:
+            print(f"zerotir train: moved the previous run in {run_dir} to {moved}", file=sys.stderr)
     from zerotir.analysis.report import analyze
+
     if cfg.distributed.enabled:  # on Ray (the `ray` extra); the same loop, actors for learner and rollouts
         from zerotir.distributed import train
     else:
@@ -101,10 +117,16 @@ def eval_config(a: argparse.Namespace):
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
+    from zerotir.data import check_source
+    from zerotir.errors import UsageError
     from zerotir.eval.benchmark import run_benchmarks
     from zerotir.reward.audit import audit_grader
 
     benches = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
+    if not benches:
+        raise UsageError("zerotir eval: --benchmarks names no benchmark")
+    for b in benches:
+        check_source(b)
     if a.audit_grader:
         rep = audit_grader(benches)
         for name, r in rep.items():
@@ -117,9 +139,16 @@ def _cmd_eval(a: argparse.Namespace) -> int:
             (Path(a.out) / "grader_audit.json").write_text(json.dumps(rep, indent=2))
         return 0
     if not a.model:
-        raise SystemExit("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
+        raise UsageError("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
     cfg = eval_config(a)
-    budgets = [int(x) for x in str(a.max_tool_calls).split(",")] if a.max_tool_calls is not None else None
+    budgets = None
+    if a.max_tool_calls is not None:
+        try:
+            budgets = [int(x) for x in str(a.max_tool_calls).split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--max-tool-calls {a.max_tool_calls!r}: give integers, e.g. 1,2,4") from None
+        if not budgets or min(budgets) < 0:
+            raise UsageError(f"--max-tool-calls {a.max_tool_calls!r}: give integers >= 0, e.g. 1,2,4")
     res = run_benchmarks(cfg, benches, a.out, budgets, a.limit, missing_answer=a.missing_answer)
     from zerotir.eval.benchmark import results_markdown
 
@@ -134,13 +163,33 @@ def _cmd_sandbox(a: argparse.Namespace) -> int:
     from zerotir.build import make_sandbox_app
 
     cfg = _config_with_flags(a, _SERVE_FLAGS)
-    uvicorn.run(make_sandbox_app(cfg), host=a.host, port=a.port, log_level="warning")
+    app = make_sandbox_app(cfg)
+    s = cfg.sandbox
+    where = f"http://{a.host}:{a.port}"
+    print(
+        f"zerotir sandbox: starting on {where} ({s.workers} workers x {s.slots} slots, isolation {s.isolation})",
+        flush=True,
+    )
+
+    @app.on_event("startup")
+    async def _ready() -> None:  # runs after the app's own startup, which starts the pool
+        pool = getattr(app.state, "pool", None)
+        mode = pool.isolation if pool is not None else s.isolation
+        print(f"zerotir sandbox: ready on {where} (isolation: {mode}); Ctrl-C stops", flush=True)
+
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0
 
 
 def _cmd_analyze(a: argparse.Namespace) -> int:
     from zerotir.analysis.report import analyze
+    from zerotir.errors import UsageError
 
+    for r in a.runs:
+        if not Path(r).is_dir():
+            raise UsageError(
+                f"zerotir analyze: {r} is not a directory (give run directories with metrics.jsonl)"
+            )
     rep = analyze(a.runs, a.out, smooth=a.smooth)
     for p in rep["problems"]:
         print(f"warning: {p}", file=sys.stderr)
@@ -154,7 +203,9 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     try:
         page, n = build_page(a.runs, a.out or a.runs[0])
     except FileNotFoundError as e:
-        raise SystemExit(f"zerotir inspect: {e}") from None
+        from zerotir.errors import UsageError
+
+        raise UsageError(f"zerotir inspect: {e}") from None
     if n == 0:
         print("warning: no samples.jsonl records; train with log.samples_per_step > 0", file=sys.stderr)
     print(f"inspector: {page} ({n} samples)")
@@ -164,12 +215,43 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def _cmd_toy(a: argparse.Namespace) -> int:
+    from zerotir.errors import UsageError
+    from zerotir.rundir import prepare_new_run
     from zerotir.toy.pretrain import pretrain, record_base_metrics
 
-    rec = pretrain(a.out, steps=a.steps, seed=a.seed, easy_frac=a.easy_frac)
+    if a.resume and a.overwrite:
+        raise UsageError("zerotir toy pretrain: --resume continues, --overwrite replaces; give one of them")
+    if not a.resume:
+        moved = prepare_new_run(a.out, a.overwrite, command="zerotir toy pretrain")
+        if moved is not None:
+            print(f"zerotir toy pretrain: moved the previous {a.out} to {moved}", file=sys.stderr)
+    rec = pretrain(
+        a.out, steps=a.steps, seed=a.seed, easy_frac=a.easy_frac, resume=a.resume, save_every=a.save_every
+    )
     rec["base_metrics"] = record_base_metrics(a.out)
     print(json.dumps(rec, indent=2))
     return 0
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port (0 asks the OS for a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -185,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="toy world: ZeroTIR vs ZeroRL from the shipped base model, with a report")
-    d.add_argument("--out", default="runs/demo", help="output directory (summary.json, report.html, runs)")
+    d.add_argument(
+        "--out",
+        help="output directory (summary.json, report.html, runs; default runs/demo, or runs/demo-<time> if used)",
+    )
+    d.add_argument("--overwrite", action="store_true", help="a used --out is moved aside to <out>.old-<time>")
     d.add_argument("--quick", action="store_true", help="a smoke version for CI (a few steps, small eval)")
     d.add_argument("--steps", type=int, default=None, help="RL steps per arm (default: the preset's)")
     d.add_argument("overrides", nargs="*", help="config overrides applied to both arms, key.sub=value")
@@ -196,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a YAML config file (applied over the preset)")
     t.add_argument("--run-dir", help="output directory (default runs/<name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest valid checkpoint")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a used --run-dir is moved aside to <dir>.old-<time> (else refused)",
+    )
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.add_argument("--list-presets", action="store_true", help="list presets and exit")
     t.add_argument("overrides", nargs="*", help="key.sub=value, e.g. trainer.total_steps=100 algo.name=ppo")
@@ -221,11 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tool-calls",
         help="a budget or a comma list (sweep), e.g. 1,2,4,8,16 (default: the preset's, else 4)",
     )
-    e.add_argument("--max-tokens", type=int, help="rollout.max_response_len (default: the preset's, else 2048)")
+    e.add_argument(
+        "--max-tokens", type=int, help="rollout.max_response_len (default: the preset's, else 2048)"
+    )
     e.add_argument("--seed", type=int, help="eval.seed (default 42)")
     e.add_argument("--engine", choices=["hf", "vllm"], help="rollout.engine (default hf)")
     e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
-    e.add_argument("--problem-key", help="field holding the problem in your .jsonl/.parquet (data.problem_key)")
+    e.add_argument(
+        "--problem-key", help="field holding the problem in your .jsonl/.parquet (data.problem_key)"
+    )
     e.add_argument("--answer-key", help="field holding the reference answer (data.answer_key)")
     e.add_argument(
         "--missing-answer",
@@ -235,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--audit-grader", action="store_true", help="grade reference answers against themselves")
-    e.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)")
+    e.add_argument(
+        "overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)"
+    )
     e.set_defaults(fn=_cmd_eval)
 
     s = sub.add_parser("sandbox", help="the sandboxed code-execution service")
@@ -244,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve POST /run, /run_batch, /run_code (SandboxFusion), GET /health, /metrics"
     )
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--port", type=_port, default=8080)
     _config_args(sv)
     sv.add_argument("--workers", type=int, help="fork-server processes (each in its own sandbox; default 1)")
     sv.add_argument("--slots", type=int, help="concurrent executions per worker (default 8)")
@@ -260,11 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--smooth", type=float, default=0.6, help="EMA smoothing in [0, 1)")
     an.set_defaults(fn=_cmd_analyze)
 
-    ins = sub.add_parser("inspect", help="browse sampled trajectories token by token (a local page, no network)")
+    ins = sub.add_parser(
+        "inspect", help="browse sampled trajectories token by token (a local page, no network)"
+    )
     ins.add_argument("runs", nargs="+", help="run directories (each with samples.jsonl)")
     ins.add_argument("--out", help="file or directory for inspector.html (default: the first run directory)")
     ins.add_argument("--host", default="127.0.0.1")
-    ins.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    ins.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
     ins.add_argument("--no-serve", action="store_true", help="only write the page (it opens from disk too)")
     ins.set_defaults(fn=_cmd_inspect)
 
@@ -272,7 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = ty.add_subparsers(dest="toy_command", required=True)
     pt = tsub.add_parser("pretrain", help="pre-train the tiny base model on the synthetic corpus")
     pt.add_argument("--out", default="runs/toy-base")
-    pt.add_argument("--steps", type=int, default=900)
+    pt.add_argument("--steps", type=_positive, default=900)
+    pt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    pt.add_argument(
+        "--overwrite", action="store_true", help="a used --out is moved aside to <out>.old-<time>"
+    )
+    pt.add_argument("--save-every", type=_positive, default=100, help="checkpoint period in steps")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--easy-frac", type=float, default=0.5, help="share of easy problems in the corpus")
     pt.set_defaults(fn=_cmd_toy)
@@ -280,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; returns its exit code (see DESCRIPTION: 0, 2, 3, 130)."""
+    from zerotir import console
+
+    console.install()  # before logging and progress bars bind to stderr: a closed pipe must not stop a run
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -292,20 +400,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from zerotir.config import ConfigError
     from zerotir.data import DataError
-    from zerotir.errors import ModelLoadError, SandboxFailureAbort, TrainingInterrupted
+    from zerotir.errors import ModelLoadError, SandboxFailureAbort, TrainingInterrupted, UsageError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, ModelLoadError) as e:
-        print(f"zerotir: error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, DataError, ModelLoadError, UsageError) as e:
+        console.error_line(str(e))
+        return console.EXIT_USER_ERROR
     except SandboxFailureAbort as e:
         print(f"zerotir: sandbox failure: {e}", file=sys.stderr)
-        return 3
+        return console.EXIT_SANDBOX_ABORT
     except TrainingInterrupted as e:
-        run_dir = e.checkpoint.parent.parent
-        print(f"zerotir: {e}. Continue with: zerotir train --resume {run_dir}", file=sys.stderr)
-        return 0
+        print(f"zerotir: {e}. Continue with: {e.resume_cmd}", file=sys.stderr)
+        return console.EXIT_SIGNAL
+    except KeyboardInterrupt:
+        print("\nzerotir: interrupted", file=sys.stderr)
+        return console.EXIT_SIGNAL
 
 
 if __name__ == "__main__":

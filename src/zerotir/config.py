@@ -367,8 +367,21 @@ def list_presets() -> list[str]:
     )
 
 
+def _yaml_error(where: str, e: yaml.YAMLError) -> ConfigError:
+    """One line: file, line and column of a YAML syntax error, and what the parser found."""
+    mark = getattr(e, "problem_mark", None)
+    at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return ConfigError(f"{where}{at}: malformed YAML ({what})")
+
+
 def _read_yaml(path: Path | Any) -> dict:
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise _yaml_error(str(path), e) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping at the top level")
     return data
@@ -429,7 +442,10 @@ def parse_overrides(items: list[str]) -> dict:
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         _check_key(parts)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise _yaml_error(f"override {item!r}", e) from None
         cur = out
         for p in parts[:-1]:
             cur = cur.setdefault(p, {})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from scipy import stats
 
@@ -22,6 +23,7 @@ from zerotir.analysis.report import analyze
 from zerotir.config import build_config
 from zerotir.eval.runner import SUMMARY_KEYS
 from zerotir.logger import read_metrics
+from zerotir.rundir import fresh_default, prepare_new_run
 from zerotir.train.trainer import Trainer
 
 
@@ -53,13 +55,14 @@ def run_arm(
         console.print(
             f"[bold]{preset}[/]: evaluating the base model on {len(trainer.eval_rows)} held-out problems"
         )
-        base = _eval_summary(trainer.evaluate())
+        base = _eval_summary(trainer.evaluate(desc=f"{preset} base eval"))
         trainer.fit()
-        final = _eval_summary(trainer.evaluate())
+        console.print(f"[bold]{preset}[/]: evaluating the final policy")
+        final = _eval_summary(trainer.evaluate(desc=f"{preset} final eval"))
         budgets = {}
         for b in sweep:
             console.print(f"[bold]{preset}[/]: tool-call budget sweep, max_tool_calls={b}")
-            budgets[str(b)] = _eval_summary(trainer.evaluate(max_tool_calls=b))
+            budgets[str(b)] = _eval_summary(trainer.evaluate(max_tool_calls=b, desc=f"sweep calls={b}"))
     finally:
         trainer.close()
     rows = read_metrics(run_dir)
@@ -78,14 +81,29 @@ def run_arm(
     return out
 
 
+DEFAULT_OUT = Path("runs/demo")
+"""Where the demo writes when no --out is given (a used one: runs/demo-<time> instead)."""
+
+
 def run_demo(
-    out: str | Path = "runs/demo",
+    out: str | Path | None = None,
     quick: bool = False,
     steps: int | None = None,
     extra_overrides: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict:
+    """Both arms, evaluated, analysed and summarised under `out`. Never into an old demo: without
+    `out`, runs/demo or a fresh runs/demo-<time>; a used `out` is refused unless `overwrite`
+    (which moves it aside)."""
     console = Console()
-    out = Path(out)
+    if out is None:
+        out = fresh_default(DEFAULT_OUT)
+    else:
+        out = Path(out)
+        moved = prepare_new_run(out, overwrite, command="zerotir demo")
+        if moved is not None:
+            console.print(f"moved the previous demo in {out} to {moved}")
+    console.print(f"zerotir demo: writing to [bold]{out}[/]")
     out.mkdir(parents=True, exist_ok=True)
     overrides = list(extra_overrides or [])
     if quick:
@@ -151,10 +169,14 @@ def _summary_md(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_TABLE_WIDTH = 200
+"""The most columns the table may take: a narrow terminal or a pipe (80) must not cut its cells."""
+
+
 def _print_table(console: Console, summary: dict) -> None:
     table = Table(title="zerotir demo: held-out toy split, greedy decoding")
     for col in ("arm", "stage", "accuracy", "easy", "hard", "code use", "calls/resp", "resp len"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     for arm in ("zerotir", "zerorl"):
         for stage in ("base", "final"):
             v = summary[arm][stage]
@@ -168,5 +190,11 @@ def _print_table(console: Console, summary: dict) -> None:
                 f"{v['tool_calls_mean']:.2f}",
                 f"{v['response_len_mean']:.0f}",
             )
-    console.print(table)
+    need = Measurement.get(console, console.options.update(width=_TABLE_WIDTH), table).maximum
+    narrow = console.width
+    console.width = max(narrow, need)  # wider lines wrap in a narrow terminal; cut cells would lie
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = narrow
     console.print(f"total {summary['seconds']:.0f} s")

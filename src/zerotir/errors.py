@@ -16,6 +16,13 @@ class SandboxFailureAbort(RuntimeError):
 class TrainingInterrupted(Exception):
     """SIGTERM/SIGINT arrived: the current step finished and a checkpoint was saved."""
 
-    def __init__(self, step: int, checkpoint: Path):
+    def __init__(self, step: int, checkpoint: Path, resume_cmd: str | None = None):
         super().__init__(f"stopped by signal after step {step}; checkpoint {checkpoint}")
         self.step, self.checkpoint = step, checkpoint
+        self.resume_cmd = resume_cmd or f"zerotir train --resume {checkpoint.parent.parent}"
+        """The command that continues from the checkpoint (the CLI prints it)."""
+
+
+class UsageError(ValueError):
+    """A bad command line (a used run directory, an unknown benchmark, a bad port): exit code 2,
+    reported in one line before any work starts."""

@@ -67,6 +67,19 @@ def run_label(run_dir: Path) -> str:
     return str(run_config(run_dir).get("name") or run_dir.name)
 
 
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """One distinct label per run directory: the config name, with the directory added where the
+    name alone is ambiguous (two runs of one preset), e.g. `toy-zerotir (runs/a)`."""
+    names = [run_label(rd) for rd in run_dirs]
+    labels = [n if names.count(n) == 1 else f"{n} ({rd})" for n, rd in zip(names, run_dirs)]
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:  # the same directory given twice still gets two entries
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} #{seen[lab]}")
+    return out
+
+
 def final_accuracy(rows: list[dict], window: int = 5) -> float | None:
     """The last held-out eval accuracy if the run evaluated, else the mean training accuracy of the last steps."""
     evals = [
@@ -282,12 +295,14 @@ def analyze(
 ) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict]] = {}
+    runs: dict[str, list[dict]] = {}  # keyed by a label unique per directory (run_labels)
     problems = []
-    for i, rd in enumerate(run_dirs):
-        rd = Path(rd)
+    dirs = [Path(rd) for rd in run_dirs]
+    labels = list(labels) if labels else run_labels(dirs)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"analyze: labels must be distinct, got {labels}")
+    for rd, label in zip(dirs, labels):
         rows = read_metrics(rd)
-        label = labels[i] if labels else run_label(rd)
         if not rows:
             problems.append(f"{rd}: no metrics.jsonl rows yet")
         runs[label] = rows

@@ -6,6 +6,7 @@ line number; rows without an answer are skipped (with a count) or rejected, as t
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from importlib import resources
@@ -97,6 +98,25 @@ def load_benchmark(name: str) -> list[dict]:
     return rows
 
 
+def check_source(source: str) -> None:
+    """Fail now (DataError) if `source` is neither `toy`, a bundled name, nor an existing file or
+    directory of a readable kind: cheap, so commands call it before loading a model."""
+    if source == "toy" or source in BENCHMARKS:
+        return
+    p = Path(source).expanduser()
+    if not p.exists():
+        near = difflib.get_close_matches(source, ["toy", *BENCHMARKS], n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise DataError(
+            f"dataset {source!r}: no such file or directory, and not a bundled name{hint} "
+            f"({', '.join(['toy', *BENCHMARKS])})"
+        )
+    if not (p.is_dir() or p.suffix in (".jsonl", ".json", ".parquet")):
+        raise DataError(
+            f"dataset {source!r}: unsupported format (use .jsonl, .parquet or a datasets directory)"
+        )
+
+
 def load_dataset_rows(
     source: str,
     problem_key: str = "problem",
@@ -118,12 +138,8 @@ def load_dataset_rows(
         return [p.to_row() for p in probs]
     if source in BENCHMARKS:
         return load_benchmark(source)
+    check_source(source)
     p = Path(source).expanduser()
-    if not p.exists():
-        raise DataError(
-            f"dataset {source!r}: no such file or directory, and not a bundled name "
-            f"({', '.join(['toy', *BENCHMARKS])})"
-        )
     if p.suffix in (".jsonl", ".json"):
         return read_jsonl(p, problem_key, answer_key, missing_answer)
     if p.suffix == ".parquet":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from zerotir import console
 from zerotir.eval.metrics import avg_at_k, maj_at_k, max_at_k, pass_at_k
 from zerotir.rollout.engine import Engine, SamplingParams
 from zerotir.rollout.metrics import rollout_metrics
@@ -34,14 +35,17 @@ def evaluate_rows(
     batch_size: int = 64,
     task: Task | None = None,
     tool: Tool | None = None,
+    desc: str | None = None,
 ) -> dict:
     """Returns {"metrics": {...}, "samples": [...]} with accuracy (avg@n), pass@k, maj@n, max@n,
     code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field.
 
-    `task` renders and scores (default: the math task of `template`, the same one training uses)."""
+    `task` renders and scores (default: the math task of `template`, the same one training uses);
+    `desc` shows a progress bar (responses done) with that label."""
     task = task if task is not None else MathTask(template, engine.tokenizer)
     items = [(i, j) for i in range(len(rows)) for j in range(n)]
     trajs = []
+    bar = console.progress(total=len(items), desc=desc, unit="resp", leave=False) if desc else None
     for b in range(0, len(items), batch_size):
         chunk = items[b : b + batch_size]
         sp = params if params.seed is None else replace(params, seed=params.seed + b)
@@ -51,6 +55,11 @@ def evaluate_rows(
             tr.reward = task.score(tr)
             tr.correct = tr.reward >= 1.0
         trajs.extend(out)
+        if bar is not None:
+            bar.set_postfix(acc=f"{sum(t.correct for t in trajs) / len(trajs):.2f}", refresh=False)
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
     per_problem: dict[int, list] = {}
     for tr in trajs:
         per_problem.setdefault(tr.prompt_index, []).append(tr)

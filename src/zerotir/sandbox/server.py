@@ -221,7 +221,7 @@ def create_app(
     async def _startup() -> None:
         if state["pool"] is None:
             state["pool"] = await asyncio.to_thread(ExecutorPool, app.state.pool_config)
-        p = state["pool"]
+        p = app.state.pool = state["pool"]  # app.state.pool: `zerotir sandbox serve` reports its isolation
         # One scheduler per group of fork servers that code is routed to, so that calls waiting
         # for a busy group never hold back calls another group could run now.
         for group in (p.servers, p.light, p.numpy):

@@ -8,16 +8,23 @@ model, and a `pretrain.json` records the recipe that made it.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import shutil
+import signal
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from zerotir import console
+from zerotir.errors import TrainingInterrupted, UsageError
 from zerotir.toy.corpus import corpus_stream
 from zerotir.toy.model import build_tiny_model
 from zerotir.toy.tokenizer import build_byte_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def packed_batches(tokenizer, seed: int, batch: int, seq_len: int, easy_frac: float):
@@ -43,11 +50,32 @@ def pretrain(
     seed: int = 0,
     hidden: int = 192,
     layers: int = 4,
+    resume: bool = False,
+    save_every: int = 100,
 ) -> dict:
+    """Train and save into `out_dir`. Checkpoints (the trainer's atomic format, under
+    `out_dir/checkpoints`) every `save_every` steps and on SIGINT/SIGTERM, which then raises
+    TrainingInterrupted; `resume` continues from the newest one with the same result as an
+    uninterrupted run (the corpus stream is replayed to the saved step)."""
+    recipe = {"steps": steps, "batch": batch, "seq_len": seq_len, "lr": lr, "warmup": warmup,
+              "easy_frac": easy_frac, "seed": seed, "hidden": hidden, "layers": layers}  # fmt: skip
+    out_dir = Path(out_dir)
+    ckpt_root = out_dir / "checkpoints"
     torch.manual_seed(seed)
     tok = build_byte_tokenizer()
     model = build_tiny_model(tok, seed=seed, hidden=hidden, layers=layers)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
+    start, losses, seconds = 0, [], 0.0
+    restore = _latest_checkpoint(ckpt_root) if resume else None
+    if restore is not None:
+        if restore["recipe"] != recipe:
+            raise UsageError(f"{out_dir}: its checkpoint was made with {restore['recipe']}, not {recipe}")
+        model.load_state_dict(restore["model"])
+        opt.load_state_dict(restore["optimizer"])
+        start, losses, seconds = restore["step"], restore["losses"], restore["seconds"]
+        torch.set_rng_state(restore["torch_rng"])
+    elif resume:
+        log.warning("no valid checkpoint in %s: starting from step 0", ckpt_root)
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -56,42 +84,104 @@ def pretrain(
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     batches = packed_batches(tok, seed, batch, seq_len, easy_frac)
+    for _ in range(start):  # the stream is deterministic: skip what the checkpointed steps consumed
+        next(batches)
+
+    def save(step: int) -> Path:
+        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                   "step": step, "losses": losses, "recipe": recipe, "seconds": seconds + time.time() - t0}  # fmt: skip
+        return _save_checkpoint(ckpt_root, step, payload)
+
+    stop: list[int] = []
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_signal(signum, _frame) -> None:
+        stop.append(signum)
+        console.notice(f"zerotir: signal {signum}: finishing the current step, then saving a checkpoint")
+
+    for sig in old:
+        try:
+            signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread
+            pass
     t0 = time.time()
-    losses: list[float] = []
     model.train()
-    for step in (bar := tqdm(range(steps), desc="pretrain", dynamic_ncols=True)):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        x = next(batches)
-        logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-    out_dir = Path(out_dir)
+    bar = console.progress(total=steps, initial=start, desc="pretrain")
+    try:
+        for step in range(start, steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            x = next(batches)
+            logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", refresh=False)
+            bar.update(1)
+            done = step + 1
+            if stop:
+                path = save(done)
+                raise TrainingInterrupted(done, path, resume_cmd=_resume_cmd(out_dir, recipe))
+            if save_every and done % save_every == 0 and done < steps:
+                save(done)
+    finally:
+        bar.close()
+        for sig, h in old.items():
+            try:
+                signal.signal(sig, h)
+            except ValueError:
+                pass
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     record = {
-        "steps": steps,
-        "batch": batch,
-        "seq_len": seq_len,
-        "lr": lr,
-        "warmup": warmup,
-        "easy_frac": easy_frac,
-        "seed": seed,
-        "hidden": hidden,
-        "layers": layers,
+        **recipe,
         "params": sum(p.numel() for p in model.parameters()),
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
-        "seconds": round(time.time() - t0, 1),
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+        "seconds": round(seconds + time.time() - t0, 1),
     }
     (out_dir / "pretrain.json").write_text(json.dumps(record, indent=2))
+    shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished weights are in out_dir itself
     return record
+
+
+def _save_checkpoint(ckpt_root: Path, step: int, payload: dict, keep: int = 2) -> Path:
+    """One file per checkpoint, written to a temp name, fsynced and renamed (atomic): a crash
+    mid-write leaves the previous one. (The toy layer does not import the trainer's checkpoints.)"""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_root / f".tmp_step_{step:07d}_{os.getpid()}.pt"
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    final = ckpt_root / f"step_{step:07d}.pt"
+    os.replace(tmp, final)
+    for old in sorted(ckpt_root.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return final
+
+
+def _latest_checkpoint(ckpt_root: Path) -> dict | None:
+    """The newest checkpoint that loads (an unreadable one is skipped with a warning)."""
+    for p in sorted(ckpt_root.glob("step_*.pt"), reverse=True):
+        try:
+            return torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file: try the previous one
+            log.warning("skipping checkpoint %s: %s", p, e)
+    return None
+
+
+def _resume_cmd(out_dir: Path, recipe: dict) -> str:
+    extra = "".join(
+        f" --{k.replace('_', '-')} {recipe[k]}"
+        for k, d in (("steps", 900), ("seed", 0), ("easy_frac", 0.5))
+        if recipe[k] != d
+    )
+    return f"zerotir toy pretrain --out {out_dir} --resume{extra}"
 
 
 def record_base_metrics(model_dir: str | Path, eval_size: int = 256, max_response_len: int = 160) -> dict:

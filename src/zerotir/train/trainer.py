@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from zerotir import build
+from zerotir import build, console
 from zerotir.algos.filters import GROUP_FILTERS
 from zerotir.config import RunConfig, config_to_yaml
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
@@ -198,7 +197,8 @@ class Trainer:
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
-    def evaluate(self, max_tool_calls: int | None = None) -> dict[str, float]:
+    def evaluate(self, max_tool_calls: int | None = None, desc: str | None = None) -> dict[str, float]:
+        """Held-out metrics; `desc` shows a progress bar with that label."""
         if not self.eval_rows:
             return {}
         e = self.cfg.eval
@@ -208,21 +208,22 @@ class Trainer:
         seed = self.cfg.trainer.seed if e.seed is None else e.seed
         params = SamplingParams(e.temperature, e.top_p, self.cfg.rollout.max_response_len, seed=seed)
         res = evaluate_rows(self.engine, self.sandbox, self.eval_rows, self.task.template, tool_cfg, params,
-                            n=e.n_samples, batch_size=e.batch_size, task=self.task, tool=self.tool)  # fmt: skip
+                            n=e.n_samples, batch_size=e.batch_size, task=self.task, tool=self.tool,
+                            desc=desc if self.cfg.log.progress else None)  # fmt: skip
         name = Path(self.cfg.data.eval).stem if self.cfg.data.eval else "eval"
         return {f"eval/{name}/{k}": v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, _frame) -> None:
-        log.warning("signal %d: finishing the current step, then saving a checkpoint", signum)
-        self._stop_requested = True
+        self._stop_requested = True  # first: whatever happens to the terminal, the loop stops and saves
+        console.notice(f"zerotir: signal {signum}: finishing the current step, then saving a checkpoint")
 
     def fit(self) -> dict[str, float]:
         t = self.cfg.trainer
         last: dict[str, float] = {}
         with stop_signals(self._on_signal):
-            bar = tqdm(total=t.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True,
-                       disable=not self.cfg.log.progress)  # fmt: skip
+            bar = console.progress(total=t.total_steps, initial=self.step, desc=self.cfg.name,
+                                   disable=not self.cfg.log.progress)  # fmt: skip
             while self.step < t.total_steps and not self._stop_requested:
                 metrics = self.train_step()
                 if t.eval_every and (self.step + 1) % t.eval_every == 0:
@@ -230,9 +231,9 @@ class Trainer:
                 self.logger.log(self.step, metrics)
                 last = metrics
                 self.step += 1
-                bar.update(1)
                 bar.set_postfix(acc=f"{metrics.get('reward/accuracy', 0):.2f}",
-                                code=f"{metrics.get('rollout/code_ratio', 0):.2f}")  # fmt: skip
+                                code=f"{metrics.get('rollout/code_ratio', 0):.2f}", refresh=False)  # fmt: skip
+                bar.update(1)  # one refresh per step (one line per step in a log file)
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
                     self.save()
             bar.close()
