@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
-    same = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
+    same: tuple[str, ...] = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
     same += ("max_context_len",)
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
