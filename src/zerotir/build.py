@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
-    same = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
+    same: tuple[str, ...] = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
+    same += ("max_context_len",)
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
         sandbox_retries=cfg.sandbox.retries,
@@ -131,6 +132,7 @@ def make_task(cfg: RunConfig, tokenizer: Any, reward_fn: RewardFn | None = None)
         allow_printed_answers=r.allow_printed_answers,
         multi_box=r.multi_box,
         timeout_s=r.grader_timeout_s,
+        chat_template=r.chat_template,
     )
 
 

@@ -17,6 +17,7 @@ DESCRIPTION = """Agent RL with spontaneous code execution (ZeroTIR).
   zerotir sandbox serve --port 8080 [--preset NAME] [key.sub=value ...]   the sandboxed Python service
   zerotir analyze runs/a runs/b --out report/    curves, scaling fits, report.html
   zerotir inspect runs/a [runs/b]                sampled trajectories token by token, in the browser
+  zerotir convert-gguf model.gguf models/m       a GGUF file as a Hugging Face model directory
 
 exit codes: 0 done; 2 bad input (one line on stderr, checked before any model loads); 3 the run
 stopped on sandbox infrastructure failures; 130 stopped by Ctrl-C/SIGTERM after saving a checkpoint.
@@ -62,6 +63,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
         moved = prepare_new_run(run_dir, a.overwrite)
         if moved is not None:
             print(f"zerotir train: moved the previous run in {run_dir} to {moved}", file=sys.stderr)
+    if a.estimate_memory:
+        from zerotir.memory_estimate import format_estimates
+
+        print(format_estimates(cfg, [int(n) for n in a.gpus.split(",")]))
+        return 0
     from zerotir.analysis.report import analyze
 
     if cfg.distributed.enabled:  # on Ray (the `ray` extra); the same loop, actors for learner and rollouts
@@ -214,6 +220,13 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_gguf(a: argparse.Namespace) -> int:
+    from zerotir.gguf import convert_gguf
+
+    print(f"model: {convert_gguf(a.gguf, a.out)}")
+    return 0
+
+
 def _cmd_toy(a: argparse.Namespace) -> int:
     from zerotir.errors import UsageError
     from zerotir.rundir import prepare_new_run
@@ -289,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.add_argument("--list-presets", action="store_true", help="list presets and exit")
+    t.add_argument(
+        "--estimate-memory", action="store_true", help="print model-state memory per GPU and exit"
+    )
+    t.add_argument("--gpus", default="1,8", help="--estimate-memory: FSDP2 shard counts, e.g. 1,4,8")
     t.add_argument("overrides", nargs="*", help="key.sub=value, e.g. trainer.total_steps=100 algo.name=ppo")
     t.set_defaults(fn=_cmd_train)
 
@@ -366,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
     ins.add_argument("--no-serve", action="store_true", help="only write the page (it opens from disk too)")
     ins.set_defaults(fn=_cmd_inspect)
+
+    cg = sub.add_parser("convert-gguf", help="a GGUF file -> a Hugging Face model directory (fp32)")
+    cg.add_argument("gguf", help="the .gguf file")
+    cg.add_argument("out", help="output directory (config.json, model.safetensors, tokenizer)")
+    cg.set_defaults(fn=_cmd_convert_gguf)
 
     ty = sub.add_parser("toy", help="toy-world utilities")
     tsub = ty.add_subparsers(dest="toy_command", required=True)

@@ -64,6 +64,8 @@ class DataConfig(_Section):
 class RolloutConfig(_Section):
     template: str = "toy-zerotir"
     """Prompt template (rollout/protocol.py TEMPLATES): zerotir | zerorl | boxed | boxed-tir | toy-*."""
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    """Instruct models: the template's instruction inside the tokenizer's chat template (auto: when it has one; off: raw text, the paper's base-model setting)."""
     engine: Literal["hf", "vllm"] = "hf"
     """hf: our transformers decode loop (CPU/one GPU); vllm: vLLM, colocated."""
     temperature: float = Field(1.0, ge=0.0)
@@ -72,6 +74,8 @@ class RolloutConfig(_Section):
     """Nucleus sampling mass."""
     max_response_len: int = Field(160, ge=1)
     """Model + injected tokens per response."""
+    max_context_len: int | None = Field(None, ge=1)
+    """Cap on prompt + model + injected tokens (None: the model's max_position_embeddings); reaching it finishes as `length`."""
     max_tool_calls: int = Field(2, ge=0)
     """Executed code blocks per response (0: tools off); a notice follows the last one."""
     output_max_tokens: int = Field(256, ge=1)

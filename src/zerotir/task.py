@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from zerotir.reward import MultiBox, segments_from_trajectory, trajectory_answer, trajectory_reward
+from zerotir.rollout.chat import ChatTemplateMode
+from zerotir.rollout.chat import prompt_ids as chat_prompt_ids
 from zerotir.rollout.engine import Engine, SamplingParams
 from zerotir.rollout.protocol import Template
 from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
@@ -55,9 +57,11 @@ class MathTask:
     """Several final boxes: all as a set/tuple (math-verify's grouping) or the last one."""
     timeout_s: float = 5.0
     """Budget for extracting and verifying one answer."""
+    chat_template: ChatTemplateMode | str = ChatTemplateMode.AUTO
+    """Raw template text, or its instruction inside the tokenizer's chat template (rollout/chat.py)."""
 
     def prompt_ids(self, row: dict) -> list[int]:
-        return self.tokenizer.encode(self.template.render(row["problem"]), add_special_tokens=False)
+        return chat_prompt_ids(self.template, row["problem"], self.tokenizer, self.chat_template)
 
     def score(self, traj: Trajectory) -> float:
         if self.reward_fn is not None:

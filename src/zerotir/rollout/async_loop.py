@@ -24,6 +24,8 @@ from zerotir.rollout.tool_loop import (
     _record,
     _State,
     _stops_for,
+    context_window,
+    response_limit,
 )
 from zerotir.rollout.tools import Tool
 from zerotir.types import CompletionReason, ToolCall, Trajectory
@@ -56,10 +58,12 @@ async def run_trajectory(
 ) -> Trajectory:
     the_tool: Tool = tool if tool is not None else cfg.python_tool()
     tok = engine.tokenizer
-    st = _State(Trajectory(prompt_ids=list(prompt)))
+    st = _State(
+        Trajectory(prompt_ids=list(prompt)), response_limit(len(prompt), cfg, context_window(engine, cfg))
+    )
     segment = 0
     while not st.done:
-        budget = cfg.max_response_len - len(st.traj.response_ids)
+        budget = st.limit - len(st.traj.response_ids)
         if budget <= 0:
             _on_stop(st, None, CompletionReason.LENGTH, template, cfg, the_tool)
             break
@@ -74,7 +78,7 @@ async def run_trajectory(
         code = _closed_code(st, tok, the_tool)
         res = await _execute(sandbox, the_tool, code, cfg, st.history if cfg.stateful else None)
         _apply_result(st, code, res, tok, cfg, the_tool)
-    return _finish(st, tok)
+    return _finish(st, tok, cfg)
 
 
 async def run_trajectories(

@@ -13,6 +13,7 @@ import inspect
 
 import torch
 
+from zerotir.rollout.chat import stop_token_ids
 from zerotir.rollout.engine import Completion, EngineCapabilities, Interaction, SamplingParams
 
 
@@ -50,7 +51,9 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.device = device
         self._pieces: dict[int, str] = {}
-        self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        # EOS and every end-of-turn token (`<|im_end|>`, `<|eot_id|>`, ...) end a response.
+        gen_cfg = getattr(model, "generation_config", None)
+        self.eos_ids = stop_token_ids(tokenizer, getattr(gen_cfg, "eos_token_id", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # transformers 5 renamed `past_key_values` to `cache` (the old name is removed in 5.40)
         self._cache_kw = (

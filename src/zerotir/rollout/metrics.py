@@ -23,6 +23,9 @@ def rollout_metrics(trajs: list[Trajectory]) -> dict[str, float]:
         "rollout/response_len_mean": _mean([tr.model_tokens for tr in trajs]),
         "rollout/total_len_mean": _mean([len(tr.response_ids) for tr in trajs]),
         "rollout/finish_length_ratio": _mean([1.0 if tr.finish_reason == "length" else 0.0 for tr in trajs]),
+        "rollout/context_limited_ratio": _mean(
+            [1.0 if tr.meta.get("context_limited") else 0.0 for tr in trajs]
+        ),
         "rollout/sandbox_fail_ratio": _mean(
             [1.0 if tr.finish_reason == "sandbox_error" else 0.0 for tr in trajs]
         ),

@@ -32,6 +32,8 @@ _ORZ = (
     "This is the problem:{{problem}}\nAssistant: <think>"
 )
 
+_ORZ_CUE = "\nAssistant: <think>"
+
 TOY_TOOL_SENTENCE = "Python code in ```python blocks is run and its output is shown.\n"
 
 
@@ -43,6 +45,11 @@ class Template:
     text: str
     uses_tools: bool
     stop: tuple[str, ...] = ()
+    cue: str = ""
+    """The raw text's closing cue for the answer; dropped inside a chat template (rollout/chat.py),
+    where the assistant turn's generation prompt plays its part."""
+    response_prefix: str = ""
+    """Text the response starts with inside a chat template (the ORZ templates open `<think>`)."""
 
     def render(self, problem: str) -> str:
         return self.text.replace("{problem}", problem)
@@ -50,13 +57,16 @@ class Template:
 
 TEMPLATES: dict[str, Template] = {
     # The paper's templates (seed repo keys orz_tir_xinji / orz_xinji).
-    "zerotir": Template("zerotir", _ORZ.format(tool=_TOOL_SENTENCE), True, ("</answer>",)),
-    "zerorl": Template("zerorl", _ORZ.format(tool=""), False, ("</answer>",)),
+    "zerotir": Template(
+        "zerotir", _ORZ.format(tool=_TOOL_SENTENCE), True, ("</answer>",), _ORZ_CUE, "<think>"
+    ),
+    "zerorl": Template("zerorl", _ORZ.format(tool=""), False, ("</answer>",), _ORZ_CUE, "<think>"),
     # For base models without think tags.
     "boxed": Template(
         "boxed",
         "Question: {problem}\nPlease reason step by step, and put your final answer within \\boxed{}.\nAnswer:",
         False,
+        cue="\nAnswer:",
     ),
     "boxed-tir": Template(
         "boxed-tir",
@@ -64,10 +74,13 @@ TEMPLATES: dict[str, Template] = {
         + _TOOL_SENTENCE
         + "Please reason step by step, and put your final answer within \\boxed{}.\nAnswer:",
         True,
+        cue="\nAnswer:",
     ),
     # The embedded toy world: short prompts so that a tiny model and a laptop CPU suffice.
-    "toy-zerotir": Template("toy-zerotir", TOY_TOOL_SENTENCE + "Question: {problem}\nAnswer:", True),
-    "toy-zerorl": Template("toy-zerorl", "Question: {problem}\nAnswer:", False),
+    "toy-zerotir": Template(
+        "toy-zerotir", TOY_TOOL_SENTENCE + "Question: {problem}\nAnswer:", True, cue="\nAnswer:"
+    ),
+    "toy-zerorl": Template("toy-zerorl", "Question: {problem}\nAnswer:", False, cue="\nAnswer:"),
 }
 
 

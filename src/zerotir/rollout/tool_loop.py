@@ -7,6 +7,11 @@ closed a ```python block have their code executed together (one `run_batch`), th
 is tokenized *separately* and appended with action_mask 0, and they continue in the next round.
 The model's sampled ids are never re-tokenized, so the trainer sees exactly what was sampled.
 
+A per-turn context budget holds too: prompt + model + injected tokens never exceed the model's
+context window (`max_context_len`, else the engine's `max_model_len` / the model config's
+`max_position_embeddings`). A trajectory that reaches it finishes as `length` with
+`meta["context_limited"]` set (metric `rollout/context_limited_ratio`).
+
 Sandbox infrastructure failures are retried; if they persist the trajectory is excluded from the
 loss (finish_reason `sandbox_error`) and never shown an "error" it did not cause.
 """
@@ -41,6 +46,8 @@ class ToolLoopConfig:
     sandbox_retries: int = 2
     scheduler: str = "auto"
     """auto | interactive (one decode loop; the engine must support it) | rounds."""
+    max_context_len: int | None = None
+    """Cap on prompt + response tokens (None: the engine's / model's context window)."""
 
     def python_tool(self) -> PythonTool:
         """Today's tool with this config's output cap, overflow policy and traceback length."""
@@ -50,6 +57,8 @@ class ToolLoopConfig:
 @dataclass
 class _State:
     traj: Trajectory
+    limit: int = 0
+    """Most response tokens (model + injected) this trajectory may hold."""
     in_code: bool = False
     done: bool = False
     history: list[str] = field(default_factory=list)
@@ -128,7 +137,7 @@ def _apply_result(
         st.history.append(code)
     exhausted = len(tr.tool_calls) >= cfg.max_tool_calls
     obs = tool.observation_ids(tok, res, exhausted)
-    room = cfg.max_response_len - len(tr.response_ids)
+    room = st.limit - len(tr.response_ids)
     if len(obs) >= room:
         obs = obs[:room]
         st.done, tr.finish_reason = True, FinishReason.LENGTH
@@ -157,7 +166,12 @@ def run_tool_rollout(
     `PythonTool` of `cfg`."""
     tok = engine.tokenizer
     tool = tool if tool is not None else cfg.python_tool()
-    states = [_State(Trajectory(prompt_ids=list(p))) for p in prompts]
+    window = context_window(engine, cfg)
+    states = [_State(Trajectory(prompt_ids=list(p)), response_limit(len(p), cfg, window)) for p in prompts]
+    for st in states:
+        if st.limit <= 0:  # the prompt alone fills the window: nothing may be sampled
+            st.done, st.traj.finish_reason = True, FinishReason.LENGTH
+            st.turn_ends.append("length")
     timings = timings if timings is not None else {}
     timings.setdefault("sandbox_s", 0.0)
     timings.setdefault("generate_s", 0.0)
@@ -173,16 +187,40 @@ def run_tool_rollout(
         driver = _ToolDriver(states, sandbox, template, cfg, tok, timings, tool)
         t0 = time.perf_counter()
         engine.generate_interactive(  # type: ignore[attr-defined]
-            [s.traj.prompt_ids for s in states], params, [cfg.max_response_len] * len(states), driver
+            [s.traj.prompt_ids for s in states], params, [s.limit for s in states], driver
         )
         timings["generate_s"] += time.perf_counter() - t0 - driver.waited_s
     else:
         _rounds(engine, sandbox, states, template, cfg, params, timings, tool)
-    return [_finish(st, tok) for st in states]
+    return [_finish(st, tok, cfg) for st in states]
 
 
-def _finish(st: _State, tok) -> Trajectory:
+def context_window(engine: object, cfg: ToolLoopConfig) -> int | None:
+    """The most prompt + response tokens a trajectory may hold: the config's cap, else the engine's
+    context window (vLLM's `max_model_len`, a transformers model's `max_position_embeddings`)."""
+    if cfg.max_context_len is not None:
+        return cfg.max_context_len
+    n = getattr(engine, "max_model_len", None)
+    if n is None:
+        n = getattr(getattr(getattr(engine, "model", None), "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def response_limit(prompt_len: int, cfg: ToolLoopConfig, window: int | None) -> int:
+    """Response tokens (model + injected) a trajectory with this prompt may hold."""
+    if window is None:
+        return cfg.max_response_len
+    return max(0, min(cfg.max_response_len, window - prompt_len))
+
+
+def _finish(st: _State, tok, cfg: ToolLoopConfig) -> Trajectory:
     st.traj.text = tok.decode(st.traj.response_ids)
+    # Cut by the context window rather than by the response budget alone.
+    st.traj.meta["context_limited"] = (
+        st.traj.finish_reason == FinishReason.LENGTH
+        and st.limit < cfg.max_response_len
+        and len(st.traj.response_ids) >= st.limit
+    )
     # A void turn (SimpleTIR): a turn that ended with neither a complete code block nor an answer.
     st.traj.meta["void_turn"] = any(e == "length" for e in st.turn_ends[:-1]) or (
         st.turn_ends[-1:] == ["answer"] and "\\boxed" not in st.traj.text
@@ -202,7 +240,7 @@ def _rounds(engine, sandbox, states, template, cfg, params, timings, tool: Tool)
         active = [s for s in states if not s.done]
         if not active:
             break
-        budgets = [cfg.max_response_len - len(s.traj.response_ids) for s in active]
+        budgets = [s.limit - len(s.traj.response_ids) for s in active]
         stops = [_stops_for(s, template, cfg, tool) for s in active]
         sp = params if params.seed is None else replace(params, seed=params.seed + 7919 * round_idx)
         t0 = time.perf_counter()

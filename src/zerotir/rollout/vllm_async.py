@@ -81,7 +81,7 @@ class AsyncVLLMEngine(VLLMEngineBase):
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        sp = request_params(params, stops, budget, seed, output_kind=RequestOutputKind.DELTA)
+        sp = request_params(params, stops, budget, seed, self.stop_ids, output_kind=RequestOutputKind.DELTA)
         toks: list[int] = []
         lps: list[float] = []
         last = None

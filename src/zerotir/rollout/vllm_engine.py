@@ -19,7 +19,9 @@ core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) and in its own process
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
+from zerotir.rollout.chat import stop_token_ids
 from zerotir.rollout.engine import Completion, EngineCapabilities, SamplingParams
 from zerotir.rollout.vllm_sync import SyncStats, check_version, sync_llm
 
@@ -78,8 +80,17 @@ def per_request_seeds() -> bool:
     return torch.cuda.is_available()
 
 
-def request_params(params: SamplingParams, stops: list[str], budget: int, seed: int | None, **kw):
-    """vLLM `SamplingParams` for one request under our conventions."""
+def request_params(
+    params: SamplingParams,
+    stops: list[str],
+    budget: int,
+    seed: int | None,
+    stop_token_ids: Iterable[int] = (),
+    **kw,
+):
+    """vLLM `SamplingParams` for one request under our conventions. `stop_token_ids` (the engine's
+    EOS and end-of-turn tokens, rollout/chat.py) end it like EOS: vLLM reports their id as the stop
+    reason, which `to_completion` maps to `eos`."""
     from vllm import SamplingParams as VSP
 
     return VSP(
@@ -87,6 +98,7 @@ def request_params(params: SamplingParams, stops: list[str], budget: int, seed: 
         top_p=params.top_p,
         max_tokens=budget,
         stop=stops or None,
+        stop_token_ids=sorted(stop_token_ids) or None,
         include_stop_str_in_output=True,
         ignore_eos=params.ignore_eos,
         logprobs=0,
@@ -151,6 +163,8 @@ class VLLMEngineBase:
         from zerotir.models import resolve_model_path
 
         self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(tokenizer)
+        """EOS and end-of-turn tokens: every request stops at them (ignore_eos aside)."""
         self.dtype = dtype
         self.weight_version: int | None = None
         """Policy version of the weights being sampled from (None: the checkpoint it was built from)."""
@@ -211,7 +225,9 @@ class VLLMEngine(VLLMEngineBase):
         if not todo:
             return out
         sps = [
-            request_params(params, stops[i], budgets[i], None if params.seed is None else params.seed + i)
+            request_params(
+                params, stops[i], budgets[i], None if params.seed is None else params.seed + i, self.stop_ids
+            )
             for i in todo
         ]
         results = self.llm.generate(
