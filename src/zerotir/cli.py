@@ -48,14 +48,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
         print(config_to_yaml(cfg), end="")
         return 0
     from zerotir.analysis.report import analyze
+
     if cfg.distributed.enabled:  # on Ray (the `ray` extra); the same loop, actors for learner and rollouts
         from zerotir.distributed import train
     else:
         from zerotir.train.trainer import train
 
-    train(cfg, run_dir, resume=bool(a.resume))
+    trainer = train(cfg, run_dir, resume=bool(a.resume))
     rep = analyze([run_dir], run_dir / "report")
-    print(f"run: {run_dir}  report: {rep['report_html']}")
+    trained = f"{trainer.trained_steps}/{trainer.step} steps trained"
+    print(f"run: {run_dir}  {trained}  report: {rep['report_html']}")
     return 0
 
 
@@ -76,6 +78,10 @@ _EVAL_FLAGS = {
     "engine": "rollout.engine",
     "problem_key": "data.problem_key",
     "answer_key": "data.answer_key",
+    "device": "trainer.device",
+    "dtype": "model.dtype",
+    "threads": "trainer.threads",
+    "batch_size": "eval.batch_size",
 }
 _SERVE_FLAGS = {
     "workers": "sandbox.workers",
@@ -164,8 +170,11 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def _cmd_toy(a: argparse.Namespace) -> int:
+    from zerotir.build import apply_runtime
+    from zerotir.config import build_config
     from zerotir.toy.pretrain import pretrain, record_base_metrics
 
+    apply_runtime(build_config(overrides=[f"trainer.threads={a.threads}"]))
     rec = pretrain(a.out, steps=a.steps, seed=a.seed, easy_frac=a.easy_frac)
     rec["base_metrics"] = record_base_metrics(a.out)
     print(json.dumps(rec, indent=2))
@@ -221,11 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tool-calls",
         help="a budget or a comma list (sweep), e.g. 1,2,4,8,16 (default: the preset's, else 4)",
     )
-    e.add_argument("--max-tokens", type=int, help="rollout.max_response_len (default: the preset's, else 2048)")
+    e.add_argument(
+        "--max-tokens", type=int, help="rollout.max_response_len (default: the preset's, else 2048)"
+    )
     e.add_argument("--seed", type=int, help="eval.seed (default 42)")
     e.add_argument("--engine", choices=["hf", "vllm"], help="rollout.engine (default hf)")
+    e.add_argument("--device", help="trainer.device: cpu, cuda, cuda:1 (default: the preset's, else cpu)")
+    e.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="model.dtype (default float32)"
+    )
+    e.add_argument("--threads", type=int, help="trainer.threads: torch CPU threads (0: at most 4)")
+    e.add_argument("--batch-size", type=int, help="eval.batch_size: prompts per rollout batch (default 32)")
     e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
-    e.add_argument("--problem-key", help="field holding the problem in your .jsonl/.parquet (data.problem_key)")
+    e.add_argument(
+        "--problem-key", help="field holding the problem in your .jsonl/.parquet (data.problem_key)"
+    )
     e.add_argument("--answer-key", help="field holding the reference answer (data.answer_key)")
     e.add_argument(
         "--missing-answer",
@@ -235,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--audit-grader", action="store_true", help="grade reference answers against themselves")
-    e.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)")
+    e.add_argument(
+        "overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)"
+    )
     e.set_defaults(fn=_cmd_eval)
 
     s = sub.add_parser("sandbox", help="the sandboxed code-execution service")
@@ -260,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--smooth", type=float, default=0.6, help="EMA smoothing in [0, 1)")
     an.set_defaults(fn=_cmd_analyze)
 
-    ins = sub.add_parser("inspect", help="browse sampled trajectories token by token (a local page, no network)")
+    ins = sub.add_parser(
+        "inspect", help="browse sampled trajectories token by token (a local page, no network)"
+    )
     ins.add_argument("runs", nargs="+", help="run directories (each with samples.jsonl)")
     ins.add_argument("--out", help="file or directory for inspector.html (default: the first run directory)")
     ins.add_argument("--host", default="127.0.0.1")
@@ -275,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps", type=int, default=900)
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--easy-frac", type=float, default=0.5, help="share of easy problems in the corpus")
+    pt.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (trainer.threads; 0: at most 4)"
+    )
     pt.set_defaults(fn=_cmd_toy)
     return p
 

@@ -246,7 +246,7 @@ class TrainerConfig(_Section):
     bf16: bool = False
     """bfloat16 autocast for the policy forward (CUDA only)."""
     threads: int = Field(0, ge=0)
-    """torch CPU threads (0: leave torch's default)."""
+    """torch CPU threads of every command (0: the CPUs this process may use, at most 4; build.default_threads)."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:

@@ -44,12 +44,17 @@ def run_benchmarks(
     tool-call budget. `engine` / `sandbox` replace the built ones (tests, an already loaded model)."""
     from zerotir.models import load_causal_lm, load_tokenizer
 
+    threads = build.apply_runtime(cfg)
     e, r = cfg.eval, cfg.rollout
     budgets = budgets or [r.max_tool_calls]
     seed = cfg.trainer.seed if e.seed is None else e.seed
     if engine is None:
         tok = load_tokenizer(cfg.model.path)
-        policy = None if r.engine == "vllm" else load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.trainer.device)
+        policy = (
+            None
+            if r.engine == "vllm"
+            else load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.trainer.device)
+        )
         engine = build.make_engine(cfg, policy, tok)
     task = build.make_task(cfg, engine.tokenizer)
     own_sandbox = sandbox is None
@@ -66,6 +71,10 @@ def run_benchmarks(
             "seed": seed,
             "budgets": budgets,
             "engine": r.engine,
+            "device": cfg.trainer.device,
+            "dtype": cfg.model.dtype,
+            "threads": threads,
+            "batch_size": e.batch_size,
             "grader": grader_version(),
             "limit": limit,
             "exec_timeout_s": r.exec_timeout_s,

@@ -39,16 +39,21 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None):
+    def __init__(
+        self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None
+    ):
         """`reward_fn(response_text, answer) -> float` replaces the verified math reward (an extension
         seam; `rollout.reward: module:function` names one in config)."""
         self.cfg, t = cfg, cfg.trainer
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        build.apply_runtime(cfg)
         self.step = 0
+        self.trained_steps = 0
+        """Steps whose filter kept at least one group (the others updated nothing)."""
+        self.empty_in_a_row = 0
+        """Consecutive steps, up to the last one, whose filter kept no group."""
         restore = ckpt.latest_valid_checkpoint(self.ckpt_root) if resume else None
         if resume and restore is None:
             log.warning("no valid checkpoint in %s: starting from step 0", self.ckpt_root)
@@ -66,6 +71,8 @@ class Trainer:
         if restore:
             state = ckpt.load_payload(restore, "trainer_state")
             self.step, self.cursor.pos = state["step"], state["data_pos"]
+            self.trained_steps = state.get("trained_steps", self.step)  # older checkpoints: all trained
+            self.empty_in_a_row = state.get("empty_in_a_row", 0)
             self.learner.load_checkpoint_parts(lambda name: ckpt.load_payload(restore, name))
             ckpt.set_rng_state(ckpt.load_payload(restore, "rng"))
             log.info("resumed from %s (step %d)", restore, self.step)
@@ -90,10 +97,13 @@ class Trainer:
         return self.cursor.pos
 
     def save(self) -> Path:
-        state = {"step": self.step, "data_pos": self.cursor.pos, "config": self.cfg.model_dump(mode="json")}
+        state = {"step": self.step, "data_pos": self.cursor.pos, "config": self.cfg.model_dump(mode="json"),
+                 "trained_steps": self.trained_steps, "empty_in_a_row": self.empty_in_a_row}  # fmt: skip
         payload = {**self.learner.checkpoint_parts(), "rng": ckpt.rng_state(), "trainer_state": state}
         keep = self.cfg.trainer.keep_checkpoints
-        return ckpt.save_checkpoint(self.ckpt_root, self.step, self.learner.policy, self.tokenizer, payload, keep)
+        return ckpt.save_checkpoint(
+            self.ckpt_root, self.step, self.learner.policy, self.tokenizer, payload, keep
+        )
 
     # ------------------------------------------------------------------ rollout and reward
     def _sample(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
@@ -101,7 +111,9 @@ class Trainer:
         G, r = self.cfg.algo.group_size, self.cfg.rollout
         params = SamplingParams(r.temperature, r.top_p, r.max_response_len, seed)
         repeated = [row for row in rows for _ in range(G)]
-        return sample_rows(self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool)
+        return sample_rows(
+            self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool
+        )
 
     def _rollout(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` samples per row, scored by the task (0 for excluded trajectories)."""
@@ -141,7 +153,10 @@ class Trainer:
                 if keep[g] and (not filt.refill or groups_kept < t.prompts_per_step):
                     kept += trajs[g * G : (g + 1) * G]
                     groups_kept += 1
-        stats = {"filter/kept_groups_ratio": groups_kept / max(1, groups_total), "filter/groups_sampled": groups_total}
+        stats = {
+            "filter/kept_groups_ratio": groups_kept / max(1, groups_total),
+            "filter/groups_sampled": groups_total,
+        }
         return kept, sampled, stats
 
     # ------------------------------------------------------------------ advantages and update
@@ -149,7 +164,9 @@ class Trainer:
         a = self.cfg.algo
         truncated = torch.tensor([tr.finish_reason == FinishReason.LENGTH for tr in trajs])
         lengths = torch.tensor([len(tr.response_ids) for tr in trajs])
-        pen, exclude = OVERLONG[a.overlong](lengths, truncated, self.cfg.rollout.max_response_len, a.overlong_cache)
+        pen, exclude = OVERLONG[a.overlong](
+            lengths, truncated, self.cfg.rollout.max_response_len, a.overlong_cache
+        )
         for tr, cut, p, ex in zip(trajs, truncated.tolist(), pen, exclude.tolist()):
             if cut and ex:
                 tr.excluded = True
@@ -173,7 +190,10 @@ class Trainer:
         lb = self.learner.prepare(trajs, recompute=recompute)
         adv = self.advantages(lb)
         metrics = self.learner.train_on_batch(lb, adv)
-        self._update_tokens = {"advantages": adv.advantages, "trainer_logprobs": self.learner.last_train_logprobs}
+        self._update_tokens = {
+            "advantages": adv.advantages,
+            "trainer_logprobs": self.learner.last_train_logprobs,
+        }
         metrics["time/weight_sync_s"] = self._sync_engine()
         return metrics
 
@@ -203,6 +223,18 @@ class Trainer:
         if kept:
             self._apply_overlong(kept)
             metrics.update(self.update(kept))
+            self.trained_steps += 1
+            self.empty_in_a_row = 0
+        else:
+            self.empty_in_a_row += 1
+            a = self.cfg.algo
+            log.warning(
+                "step %d: filter algo.filter=%s kept no group of %d sampled (accuracy band [%g, %g]): no update "
+                "this step, %d step(s) in a row; a weak model on hard problems trains on nothing",
+                self.step, a.filter, fstats["filter/groups_sampled"], a.filter_low, a.filter_high,
+                self.empty_in_a_row,
+            )  # fmt: skip
+        metrics["filter/empty_steps_in_a_row"] = self.empty_in_a_row
         t_train = time.perf_counter() - t1
         step_s = time.perf_counter() - t0
         n_tok = sum(len(tr.response_ids) for tr in sampled)
@@ -224,7 +256,9 @@ class Trainer:
         if not self.eval_rows:
             return {}
         e = self.cfg.eval
-        tool_cfg = build.tool_loop_config(self.cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls)
+        tool_cfg = build.tool_loop_config(
+            self.cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls
+        )
         seed = self.cfg.trainer.seed if e.seed is None else e.seed
         params = SamplingParams(e.temperature, e.top_p, self.cfg.rollout.max_response_len, seed=seed)
         res = evaluate_rows(self.engine, self.sandbox, self.eval_rows, self.task.template, tool_cfg, params,
@@ -262,6 +296,7 @@ class Trainer:
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
                     self.save()
             bar.close()
+            self._summarise()
             path = self.save()
             if self._stop_requested:
                 raise TrainingInterrupted(self.step, path)
@@ -272,6 +307,14 @@ class Trainer:
                 except ValueError:
                     pass
         return last
+
+    def _summarise(self) -> None:
+        """Say how many steps updated the policy (a filter may have skipped some or all)."""
+        msg = f"{self.cfg.name}: {self.trained_steps} of {self.step} steps trained"
+        if self.trained_steps < self.step:
+            log.warning("%s; the others kept no group under algo.filter=%s", msg, self.cfg.algo.filter)
+        else:
+            log.info(msg)
 
     def close(self) -> None:
         self.logger.close()
