@@ -244,7 +244,9 @@ class TrainerConfig(_Section):
     device: str = "cpu"
     """torch device of the learner and the HF engine."""
     bf16: bool = False
-    """bfloat16 autocast for the policy forward (CUDA only)."""
+    """bfloat16 autocast of the policy's and reference's forward passes (CPU or CUDA)."""
+    logprob_chunk: int = Field(256, ge=0)
+    """Response positions per LM-head chunk for logprobs and entropy (0: full (B, L, V) logits at once)."""
     threads: int = Field(0, ge=0)
     """torch CPU threads of every command (0: the CPUs this process may use, at most 4; build.default_threads)."""
 
