@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 CONFIGS = {
-    "fp32, full logits (before)": ["trainer.logprob_chunk=0"],
-    "fp32, chunk 256 (after)": ["trainer.logprob_chunk=256"],
-    "bf16 autocast, chunk 256": ["trainer.logprob_chunk=256", "trainer.bf16=true"],
-    "bf16 weights, chunk 256": ["trainer.logprob_chunk=256", "model.dtype=bfloat16"],
+    "fp32_full_logits_before": ["trainer.logprob_chunk=0"],
+    "fp32_chunk256_after": ["trainer.logprob_chunk=256"],
+    "bf16_autocast_chunk256": ["trainer.logprob_chunk=256", "trainer.bf16=true"],
+    "bf16_weights_chunk256": ["trainer.logprob_chunk=256", "model.dtype=bfloat16"],
 }
 
 

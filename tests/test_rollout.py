@@ -10,6 +10,7 @@ import torch
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, rollout_metrics, run_tool_rollout
 from zerotir.rollout.engine import Completion
 from zerotir.rollout.protocol import CODE_CLOSE, CODE_OPEN, EXHAUSTED_NOTICE, TOO_LONG_NOTICE
+from zerotir.rollout.tools import FENCE_OPEN_STOP
 from zerotir.sandbox.pool import SandboxInfraError
 from zerotir.toy.tokenizer import build_byte_tokenizer
 
@@ -32,9 +33,10 @@ class ScriptedEngine:
         out = []
         for i, p in enumerate(prompts):
             ctx = TOK.decode(p).split("Answer:", 1)[-1]
-            written = ctx.count(CODE_OPEN)
-            if stops[i] == [CODE_CLOSE]:
-                text = f"\n{self.code}\n{CODE_CLOSE}"
+            written = ctx.count(FENCE_OPEN_STOP)
+            if stops[i] == [CODE_CLOSE]:  # inside a block: finish the fence's tag if the stop cut it
+                rest = CODE_OPEN[len(FENCE_OPEN_STOP) :] if ctx.endswith(FENCE_OPEN_STOP) else ""
+                text = f"{rest}\n{self.code}\n{CODE_CLOSE}"
             elif written < self.n_blocks:
                 text = f"Let me compute.\n{CODE_OPEN}\n{self.code}\n{CODE_CLOSE}\n"
             else:
