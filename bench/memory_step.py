@@ -65,15 +65,22 @@ def one(a: argparse.Namespace, overrides: list[str]) -> dict:
     for i in range(a.micro):
         ids = torch.randint(10, V, (64 + a.response,), generator=g).tolist()
         trajs.append(
-            Trajectory(prompt_ids=ids[:64], response_ids=ids[64:], action_mask=[1] * a.response,
-                       rollout_logprobs=[-2.0] * a.response, reward=float(i % 2))  # fmt: skip
+            Trajectory(
+                prompt_ids=ids[:64],
+                response_ids=ids[64:],
+                action_mask=[1] * a.response,
+                rollout_logprobs=[-2.0] * a.response,
+                reward=float(i % 2),
+            )  # fmt: skip
         )
     loaded = _rss_gb()
     t0 = time.perf_counter()
     lb = learner.prepare(trajs, recompute=True)
     al = cfg.algo
     adv, ret = ESTIMATORS[al.name](
-        AdvantageInputs(lb.rewards, lb.tokens.action_mask, al.group_size, None, 0.0, lb.values, al.gamma, al.lam)
+        AdvantageInputs(
+            lb.rewards, lb.tokens.action_mask, al.group_size, None, 0.0, lb.values, al.gamma, al.lam
+        )
     )
     from zerotir.train.learner import Advantages
 
@@ -109,7 +116,9 @@ def main() -> None:
                "--micro", str(a.micro), "--critic-steps", str(a.critic_steps), "--threads", str(a.threads)]  # fmt: skip
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            runs[name] = {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"rc {r.returncode}"}
+            runs[name] = {
+                "error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"rc {r.returncode}"
+            }
         else:
             runs[name] = json.loads(r.stdout.strip().splitlines()[-1])
         print(name, runs[name], flush=True)

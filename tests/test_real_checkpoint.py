@@ -69,7 +69,13 @@ def varying_reward(text: str, answer: str) -> float:
 def test_ppo_update_on_a_bf16_checkpoint(bf16_model_dir, tmp_path, keep_threads, dtype):
     cfg = small_cfg(
         bf16_model_dir,
-        ["algo.name=ppo", "algo.critic_lr=1e-3", "algo.critic_steps=1", f"model.dtype={dtype}", "algo.kl_coef=0.01"],
+        [
+            "algo.name=ppo",
+            "algo.critic_lr=1e-3",
+            "algo.critic_steps=1",
+            f"model.dtype={dtype}",
+            "algo.kl_coef=0.01",
+        ],
     )
     trainer = Trainer(cfg, tmp_path, reward_fn=varying_reward)
     try:
@@ -95,7 +101,9 @@ def test_critic_load_errors_like_the_policy(tmp_path, tiny_model_dir):
 
 
 # ------------------------------------------------------------------ 2 + 3. eval and threads from config
-def test_eval_takes_device_dtype_threads_and_batch_from_config(tiny_model_dir, tmp_path, monkeypatch, keep_threads):
+def test_eval_takes_device_dtype_threads_and_batch_from_config(
+    tiny_model_dir, tmp_path, monkeypatch, keep_threads
+):
     from zerotir import cli
 
     seen = {}
@@ -122,7 +130,9 @@ def test_eval_takes_device_dtype_threads_and_batch_from_config(tiny_model_dir, t
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_eval_on_cuda_without_cuda_is_one_clear_line(tiny_model_dir, tmp_path):
-    r = run_cli("eval", "--model", tiny_model_dir, "--benchmarks", "toy", "--device", "cuda", "--out", tmp_path)
+    r = run_cli(
+        "eval", "--model", tiny_model_dir, "--benchmarks", "toy", "--device", "cuda", "--out", tmp_path
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines == [lines[-1]] and "trainer.device=cuda: CUDA is not available" in lines[-1]
@@ -130,7 +140,9 @@ def test_eval_on_cuda_without_cuda_is_one_clear_line(tiny_model_dir, tmp_path):
 
 def test_threads_default_and_override(keep_threads):
     torch.set_num_threads(1)
-    assert build.apply_runtime(build_config("toy-zerotir")) == build.default_threads() == torch.get_num_threads()
+    assert (
+        build.apply_runtime(build_config("toy-zerotir")) == build.default_threads() == torch.get_num_threads()
+    )
     assert 1 <= build.default_threads() <= 4
     assert build.apply_runtime(build_config("toy-zerotir", overrides=["trainer.threads=3"])) == 3
     assert torch.get_num_threads() == 3
@@ -191,7 +203,9 @@ def _batch(vocab: int, seed: int = 0):
     for P, T in ((5, 37), (9, 20), (3, 1), (7, 33)):
         ids = torch.randint(3, vocab, (P + T,), generator=g).tolist()
         trajs.append(
-            Trajectory(prompt_ids=ids[:P], response_ids=ids[P:], action_mask=[1] * T, rollout_logprobs=[0.0] * T)
+            Trajectory(
+                prompt_ids=ids[:P], response_ids=ids[P:], action_mask=[1] * T, rollout_logprobs=[0.0] * T
+            )
         )
     return collate(trajs, pad_id=0)
 

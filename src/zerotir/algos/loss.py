@@ -83,7 +83,8 @@ def rl_loss(x: LossInputs) -> LossOutput:
     }
     if x.entropy is not None or x.logits is not None:
         with torch.no_grad() if s.entropy_coef == 0 else torch.enable_grad():
-            ent = (x.entropy if x.entropy is not None else entropy_from_logits(x.logits)).to(x.logprobs.device)
+            ent = x.entropy if x.entropy is not None else entropy_from_logits(x.logits)
+            ent = ent.to(x.logprobs.device)
             ent_mean = aggregate(ent, x.mask, "token-mean")
         if s.entropy_coef:
             loss = loss - s.entropy_coef * ent_mean

@@ -41,7 +41,6 @@ from zerotir.rollout.protocol import (
 )
 from zerotir.types import ToolCall
 
-
 PYTHON_TAGS = ("python", "py", "python3")
 """Language tags that open a Python call (the first thing after the three backticks)."""
 FENCE_OPEN_STOP = "```py"
@@ -74,7 +73,7 @@ class CodeBlock:
 
 
 def scan_code_blocks(text: str) -> list[CodeBlock]:
-    """Every Python call in `text` by the module's grammar, in order (the last may be unclosed).
+    r"""Every Python call in `text` by the module's grammar, in order (the last may be unclosed).
 
     >>> [b.code for b in scan_code_blocks('```python3\nprint("```")\n```\n')]
     ['print("```")\n']
@@ -108,7 +107,7 @@ def extract_last_code(text: str) -> str | None:
 
 
 def python_call_status(text: str) -> CallStatus:
-    """After a stop at "```": OPEN when the last call is not closed yet, CLOSED when the last "```" of
+    r"""After a stop at "```": OPEN when the last call is not closed yet, CLOSED when the last "```" of
     `text` is the closing line of its last call, else NOT_A_CALL (the opening fence had another tag).
 
     >>> python_call_status('```python\nprint("```'), python_call_status('```py\nx = 1\n```')
