@@ -6,7 +6,8 @@ Each configuration runs in a fresh process (peak RSS only grows within one), bui
 through `zerotir.build` exactly as training does, and runs one step on synthetic trajectories
 (4 sequences of 64 prompt + `--response` sampled tokens): critic values, advantages (GAE), one
 policy update and `--critic-steps` critic updates. `ru_maxrss` before the step (models and
-optimizers loaded) and after it gives the step's peak. Writes bench/results/memory_step.json.
+optimizers loaded), after `prepare`, after the policy update and after the critic's gives the
+peak of each phase. Writes bench/results/memory_step.json (after every configuration).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CONFIGS = {
     "fp32_chunk256_after": ["trainer.logprob_chunk=256"],
     "bf16_autocast_chunk256": ["trainer.logprob_chunk=256", "trainer.bf16=true"],
     "bf16_weights_chunk256": ["trainer.logprob_chunk=256", "model.dtype=bfloat16"],
+    "fp32_chunk256_grad_ckpt": ["trainer.logprob_chunk=256", "model.gradient_checkpointing=true"],
 }
 
 
@@ -84,12 +86,21 @@ def one(a: argparse.Namespace, overrides: list[str]) -> dict:
     )
     from zerotir.train.learner import Advantages
 
+    phases = {"prepare_gb": round(_rss_gb(), 3)}
+    update_critic = learner._update_critic
+
+    def critic_phase(*args):  # the peak so far is the policy update's (ru_maxrss only grows)
+        phases["policy_update_gb"] = round(_rss_gb(), 3)
+        return update_critic(*args)
+
+    learner._update_critic = critic_phase  # type: ignore[method-assign]
     m = learner.train_on_batch(lb, Advantages(adv, ret))
     return {
         "overrides": overrides,
         "rss_loaded_gb": round(loaded, 3),
         "rss_peak_gb": round(_rss_gb(), 3),
         "step_peak_over_loaded_gb": round(_rss_gb() - loaded, 3),
+        "peak_through": phases,
         "step_s": round(time.perf_counter() - t0, 1),
         "policy_loss": m["train/policy_loss"],
         "value_loss": m["train/value_loss"],
@@ -110,7 +121,7 @@ def main() -> None:
     if a.only:
         print(json.dumps(one(a, CONFIGS[a.only])))
         return
-    runs = {}
+    runs: dict = {}
     for name in a.configs.split(","):
         cmd = [sys.executable, __file__, "--only", name, "--model", a.model, "--response", str(a.response),
                "--micro", str(a.micro), "--critic-steps", str(a.critic_steps), "--threads", str(a.threads)]  # fmt: skip
@@ -122,6 +133,10 @@ def main() -> None:
         else:
             runs[name] = json.loads(r.stdout.strip().splitlines()[-1])
         print(name, runs[name], flush=True)
+        _write(a, runs)
+
+
+def _write(a: argparse.Namespace, runs: dict) -> None:
     settings = {"model": a.model, "prompt_tokens": 64, "response_tokens": a.response, "micro_batch": a.micro,
                 "sequences": a.micro, "critic_steps": a.critic_steps, "threads": a.threads,
                 "peak": "resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh process per configuration"}  # fmt: skip

@@ -32,7 +32,7 @@ class ModelConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights' dtype for the policy, the reference and the vLLM engine."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+    """Recompute activations in the backward pass, policy and critic (less memory, ~30% more compute)."""
     ref_path: str | None = None
     """Reference policy for the KL term (defaults to `path`); not loaded when the KL coefficient is 0."""
     critic_path: str | None = None

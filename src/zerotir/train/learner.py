@@ -183,6 +183,7 @@ class Learner:
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
             acc["train/grad_norm"] = float(gn)
             self.opt.step()
+        self.opt.zero_grad(set_to_none=True)  # the policy's gradients are dead weight during the critic's update
         once = ("train/ratio_max", "train/grad_norm", "train/mismatch_kl", "train/mismatch_max_abs")
         acc = {k: (v / t.ppo_epochs if k not in once else v) for k, v in acc.items()}
         acc["train/lr"] = float(self.sched.get_last_lr()[0])
@@ -212,6 +213,7 @@ class Learner:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), t.grad_clip)
             self.critic_opt.step()
             last = total
+        self.critic_opt.zero_grad(set_to_none=True)
         return last
 
     # ------------------------------------------------------------------ weights and checkpoints
