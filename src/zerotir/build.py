@@ -35,14 +35,15 @@ def default_threads() -> int:
     return max(1, min(n, 4))
 
 
-def apply_runtime(cfg: RunConfig) -> int:
+def apply_runtime(cfg: RunConfig, check_device: bool = True) -> int:
     """Process-wide settings every command applies first (train, eval, demo, toy pretrain, Ray actors):
     torch's CPU threads from `trainer.threads` (0: `default_threads()`), and a device check that fails
-    with one line instead of a CUDA stack trace. Returns the thread count set."""
+    with one line instead of a CUDA stack trace (`check_device=False` in a process that loads no model,
+    the Ray driver). Returns the thread count set."""
     import torch
 
     device = cfg.trainer.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if check_device and device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.device={device}: CUDA is not available on this machine "
             f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA); "

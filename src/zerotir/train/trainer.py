@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
+    models_in_process = True
+    """False for the Ray driver: its learner and engines are actors, so its own CUDA does not matter."""
+
     def __init__(
         self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None
     ):
@@ -48,7 +51,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
-        build.apply_runtime(cfg)
+        build.apply_runtime(cfg, check_device=self.models_in_process)
         self.step = 0
         self.trained_steps = 0
         """Steps whose filter kept at least one group (the others updated nothing)."""
