@@ -10,6 +10,7 @@ import torch
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, rollout_metrics, run_tool_rollout
 from zerotir.rollout.engine import Completion
 from zerotir.rollout.protocol import CODE_CLOSE, CODE_OPEN, EXHAUSTED_NOTICE, TOO_LONG_NOTICE
+from zerotir.rollout.tools import FENCE_OPEN_STOP
 from zerotir.sandbox.pool import SandboxInfraError
 from zerotir.toy.tokenizer import build_byte_tokenizer
 
@@ -32,9 +33,10 @@ class ScriptedEngine:
         out = []
         for i, p in enumerate(prompts):
             ctx = TOK.decode(p).split("Answer:", 1)[-1]
-            written = ctx.count(CODE_OPEN)
-            if stops[i] == [CODE_CLOSE]:
-                text = f"\n{self.code}\n{CODE_CLOSE}"
+            written = ctx.count(FENCE_OPEN_STOP)
+            if stops[i] == [CODE_CLOSE]:  # inside a block: finish the fence's tag if the stop cut it
+                rest = CODE_OPEN[len(FENCE_OPEN_STOP) :] if ctx.endswith(FENCE_OPEN_STOP) else ""
+                text = f"{rest}\n{self.code}\n{CODE_CLOSE}"
             elif written < self.n_blocks:
                 text = f"Let me compute.\n{CODE_OPEN}\n{self.code}\n{CODE_CLOSE}\n"
             else:
@@ -444,3 +446,104 @@ def test_scheduler_interactive_requires_support(local_sandbox):
         run_tool_rollout(
             ScriptedEngine(), local_sandbox, ps, t, ToolLoopConfig(scheduler="interactive"), SamplingParams()
         )
+
+
+# ------------------------------------------------------------------ the fence grammar (rollout/tools.py)
+FENCE_CASES = [
+    ("```python\nprint(1)\n```", "print(1)\n"),
+    ("```py\nprint(1)\n```\n", "print(1)\n"),
+    ("```python3\nprint(1)\n```", "print(1)\n"),  # no stray `3` line
+    ("```python  \nprint(1)\n```  \n", "print(1)\n"),
+    ('```python\nprint("```")\n```', 'print("```")\n'),  # backticks in a string do not close
+    ('```python\ns = "a```b"\nprint(s)\n```', 's = "a```b"\nprint(s)\n'),
+    ("```python\nx = 1```\nprint(x)\n```", "x = 1```\nprint(x)\n"),  # a close is a line of its own
+    ("```python\n```", ""),
+    ("```pyx\nprint(1)\n```", None),  # other tags are text
+    ("```pythonic\nprint(1)\n```", None),
+    ("```python print(1)```", None),  # the tag's line must end
+    ("```python\nprint(1)", None),  # unclosed
+    ("```python\na = 1\n```\n````output\n```python\nfake\n```\n````\nok", "a = 1\n"),  # output skipped
+    ("```python\na = 1\n```\n```output\n1\n```\n```python3\nb = 2\n```\n", "b = 2\n"),
+]
+
+
+@pytest.mark.parametrize("text,code", FENCE_CASES)
+def test_fence_grammar(text, code):
+    from zerotir.rollout.tools import PythonTool
+
+    assert PythonTool().parse_call(text) == code
+
+
+@pytest.mark.parametrize(
+    "text,status",
+    [
+        ('```python\nprint("```', "open"),
+        ("```python\nx = 1```", "open"),
+        ("```python3\nx = 1\n```", "closed"),
+        ("```python\nx = 1\n```\n", "closed"),
+        ("```pyx\nx = 1\n```", "not_a_call"),
+        ("```python\na\n```\n```output\n1\n```\nthen ```pyramid\n```", "not_a_call"),
+    ],
+)
+def test_call_status_after_a_closing_stop(text, status):
+    from zerotir.rollout.tools import PythonTool
+
+    assert PythonTool().call_status(text) == status
+    assert all(PythonTool().open == "```py" and tag.startswith("py") for tag in ("python", "py", "python3"))
+
+
+class TapeEngine:
+    """Writes one fixed model text, honouring each call's stop strings (stop included in the output),
+    as a real engine would: a stop string is found wherever it occurs, even inside a string literal."""
+
+    def __init__(self, script: str):
+        self.tokenizer, self.script, self.pos, self.calls = TOK, script, 0, []
+
+    def load_weights(self, sd, version=0):
+        pass
+
+    def generate(self, prompts, params, stops, max_tokens=None):
+        rest = self.script[self.pos :]
+        hits = [(rest.find(s) + len(s), s) for s in stops[0] if s in rest]
+        end, stop = min(hits) if hits else (len(rest), None)
+        self.pos += end
+        self.calls.append(stop)
+        ids = TOK.encode(rest[:end], add_special_tokens=False)
+        return [Completion(ids + ([] if stop else [TOK.eos_token_id]), [-0.1] * (len(ids) + (not stop)),
+                           "stop" if stop else "eos", stop)]  # fmt: skip
+
+
+def test_tool_loop_keeps_generating_when_a_stop_is_not_a_real_close(local_sandbox):
+    script = (
+        'Compute.\n```python3\ns = "a```b"\nprint(s)\n```\nAnd:\n```pyx\nnot run\n```\n'
+        '```py\nprint("```")\n```\nThe answer is \\boxed{1}.'
+    )
+    ps, t = prompts(1)
+    eng = TapeEngine(script)
+    tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=4, max_response_len=400),
+                          SamplingParams(seed=0))[0]  # fmt: skip
+    assert [c.stdout for c in tr.tool_calls] == ["a```b\n", "```\n"]
+    assert all(c.status == "ok" for c in tr.tool_calls)
+    assert (
+        tr.finish_reason == "stop" and "```pyx\nnot run\n```\n```py" in tr.text and "\\boxed{1}." in tr.text
+    )
+    # the engine stopped at three backticks more often than blocks were closed: it was asked to go on
+    assert eng.calls.count("```") > 2
+
+
+def test_interactive_driver_continues_after_a_mid_line_fence():
+    from zerotir.rollout.tool_loop import _State, _ToolDriver
+    from zerotir.types import Trajectory
+
+    t = get_template("toy-zerotir")
+    st = _State(Trajectory(prompt_ids=[1]))
+    drv = _ToolDriver(
+        [st], None, t, ToolLoopConfig(max_tool_calls=2), TOK, {}, ToolLoopConfig().python_tool()
+    )
+    ids = lambda s: TOK.encode(s, add_special_tokens=False)  # noqa: E731
+    assert drv.on_stop(0, "```py", ids("```py"), [0.0] * 5) == "continue"
+    assert drv.stops(0) == ["```"]
+    assert drv.on_stop(0, "```", ids('thon\nprint("```'), [0.0] * 14) == "continue"
+    assert drv.stops(0) == ["```"] and not drv.pending
+    assert drv.on_stop(0, "```", ids('")\n```'), [0.0] * 6) == "pause"
+    assert drv.pending[0][1] == 'print("```")\n'

@@ -8,9 +8,10 @@ trained with: template, budget, exec timeout, output cap).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from zerotir.config import RunConfig
+from zerotir.config import ConfigError, RunConfig
 from zerotir.rollout.engine import SamplingParams
 from zerotir.rollout.protocol import get_template
 from zerotir.rollout.tool_loop import ToolLoopConfig
@@ -27,10 +28,48 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
     from zerotir.train.learner import Learner
 
 
+def default_threads() -> int:
+    """CPUs this process may use (affinity/cgroup-aware where the OS says), at most 4: torch's own
+    default (all cores) was 3-4x slower than one thread on a loaded 2-core machine."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 4))
+
+
+def apply_runtime(cfg: RunConfig, check_device: bool = True) -> int:
+    """Process-wide settings every command applies first (train, eval, demo, toy pretrain, Ray actors):
+    torch's CPU threads from `trainer.threads` (0: `default_threads()`), and a device check that fails
+    with one line instead of a CUDA stack trace (`check_device=False` in a process that loads no model,
+    the Ray driver). Returns the thread count set."""
+    import torch
+
+    device = cfg.trainer.device
+    if check_device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={device}: CUDA is not available on this machine "
+            f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA); "
+            "use trainer.device=cpu"
+        )
+    n = cfg.trainer.threads or default_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
-    same: tuple[str, ...] = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
-    same += ("max_context_len",)
+    same = (
+        "max_response_len",
+        "output_max_tokens",
+        "overflow",
+        "exec_timeout_s",
+        "error_lines",
+        "stateful",
+        "scheduler",
+        "max_context_len",
+    )
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
         sandbox_retries=cfg.sandbox.retries,
@@ -143,7 +182,12 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
     d = cfg.data
     if split == "train":
         return load_dataset_rows(
-            d.train, d.problem_key, d.answer_key, toy_size=d.train_size, toy_easy_frac=d.easy_frac, toy_split="train"
+            d.train,
+            d.problem_key,
+            d.answer_key,
+            toy_size=d.train_size,
+            toy_easy_frac=d.easy_frac,
+            toy_split="train",
         )
     if not d.eval:
         return []
@@ -171,7 +215,7 @@ def sampling_params(cfg: RunConfig, seed: int | None, ignore_eos: bool = False) 
 def build_learner(cfg: RunConfig, model_src: str) -> tuple[Learner, Any]:
     """(learner, tokenizer) from `model_src` (the config's model, or a checkpoint's policy/). The
     load order (policy, reference, critic) is fixed: the critic's head draws from the seeded RNG."""
-    from zerotir.models import load_causal_lm, resolve_model_path
+    from zerotir.models import DTYPES, load_backbone, load_causal_lm
     from zerotir.train.batch import ValueModel
     from zerotir.train.learner import Learner
 
@@ -185,10 +229,10 @@ def build_learner(cfg: RunConfig, model_src: str) -> tuple[Learner, Any]:
         ref.requires_grad_(False)
     critic = None
     if cfg.algo.name == "ppo":
-        from transformers import AutoModel
-
-        backbone = AutoModel.from_pretrained(resolve_model_path(m.critic_path or m.path))
-        critic = ValueModel(backbone, backbone.config.hidden_size).to(device)
+        backbone = load_backbone(m.critic_path or m.path, m.dtype, device)
+        if m.gradient_checkpointing:
+            backbone.gradient_checkpointing_enable()  # type: ignore[operator]
+        critic = ValueModel(backbone, backbone.config.hidden_size).to(device=device, dtype=DTYPES[m.dtype])
     learner = Learner(
         cfg.algo,
         cfg.trainer,

@@ -75,9 +75,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
     else:
         from zerotir.train.trainer import train
 
-    train(cfg, run_dir, resume=bool(a.resume))
+    trainer = train(cfg, run_dir, resume=bool(a.resume))
     rep = analyze([run_dir], run_dir / "report")
-    print(f"run: {run_dir}  report: {rep['report_html']}")
+    trained = f"{trainer.trained_steps}/{trainer.step} steps trained"
+    print(f"run: {run_dir}  {trained}  report: {rep['report_html']}")
     return 0
 
 
@@ -98,6 +99,10 @@ _EVAL_FLAGS = {
     "engine": "rollout.engine",
     "problem_key": "data.problem_key",
     "answer_key": "data.answer_key",
+    "device": "trainer.device",
+    "dtype": "model.dtype",
+    "threads": "trainer.threads",
+    "batch_size": "eval.batch_size",
 }
 _SERVE_FLAGS = {
     "workers": "sandbox.workers",
@@ -228,12 +233,15 @@ def _cmd_convert_gguf(a: argparse.Namespace) -> int:
 
 
 def _cmd_toy(a: argparse.Namespace) -> int:
+    from zerotir.build import apply_runtime
+    from zerotir.config import build_config
     from zerotir.errors import UsageError
     from zerotir.rundir import prepare_new_run
     from zerotir.toy.pretrain import pretrain, record_base_metrics
 
     if a.resume and a.overwrite:
         raise UsageError("zerotir toy pretrain: --resume continues, --overwrite replaces; give one of them")
+    apply_runtime(build_config(overrides=[f"trainer.threads={a.threads}"]))
     if not a.resume:
         moved = prepare_new_run(a.out, a.overwrite, command="zerotir toy pretrain")
         if moved is not None:
@@ -334,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--seed", type=int, help="eval.seed (default 42)")
     e.add_argument("--engine", choices=["hf", "vllm"], help="rollout.engine (default hf)")
+    e.add_argument("--device", help="trainer.device: cpu, cuda, cuda:1 (default: the preset's, else cpu)")
+    e.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="model.dtype (default float32)"
+    )
+    e.add_argument("--threads", type=int, help="trainer.threads: torch CPU threads (0: at most 4)")
+    e.add_argument("--batch-size", type=int, help="eval.batch_size: prompts per rollout batch (default 32)")
     e.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
     e.add_argument(
         "--problem-key", help="field holding the problem in your .jsonl/.parquet (data.problem_key)"
@@ -401,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--save-every", type=_positive, default=100, help="checkpoint period in steps")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--easy-frac", type=float, default=0.5, help="share of easy problems in the corpus")
+    pt.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (trainer.threads; 0: at most 4)"
+    )
     pt.set_defaults(fn=_cmd_toy)
     return p
 

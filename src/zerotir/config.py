@@ -35,7 +35,7 @@ class ModelConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights' dtype for the policy, the reference and the vLLM engine."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+    """Recompute activations in the backward pass, policy and critic (less memory, ~30% more compute)."""
     ref_path: str | None = None
     """Reference policy for the KL term (defaults to `path`); not loaded when the KL coefficient is 0."""
     critic_path: str | None = None
@@ -214,9 +214,11 @@ class TrainerConfig(_Section):
     device: str = "cpu"
     """torch device of the learner and the HF engine."""
     bf16: bool = False
-    """bfloat16 autocast for the policy forward (CUDA only)."""
+    """bfloat16 autocast of the policy's and reference's forward passes (CPU or CUDA)."""
+    logprob_chunk: int = Field(256, ge=0)
+    """Response positions per LM-head chunk for logprobs and entropy (0: full (B, L, V) logits at once)."""
     threads: int = Field(0, ge=0)
-    """torch CPU threads (0: leave torch's default)."""
+    """torch CPU threads of every command (0: the CPUs this process may use, at most 4; build.default_threads)."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from zerotir.errors import ModelLoadError  # also importable from here, as before
 
@@ -49,14 +49,29 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> torch.nn.Module:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""`model.dtype` names -> torch dtypes."""
+
+
+def _load(auto_cls, what: str, name_or_path: str, dtype: str, device: str) -> torch.nn.Module:
     path = resolve_model_path(name_or_path)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
         AutoConfig.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = auto_cls.from_pretrained(path, dtype=DTYPES[dtype])
     except (OSError, ValueError) as e:
         hint = " (HF_HUB_OFFLINE=1 is set: only local directories work)" if offline else ""
-        raise ModelLoadError(f"could not load a causal LM from {path!r}{hint}: {e}") from e
+        raise ModelLoadError(f"could not load {what} from {path!r}{hint}: {e}") from e
     return model.to(device)
+
+
+def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> torch.nn.Module:
+    """The policy (or reference): a causal LM in `dtype` on `device`."""
+    return _load(AutoModelForCausalLM, "a causal LM", name_or_path, dtype, device)
+
+
+def load_backbone(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> torch.nn.Module:
+    """The transformer body without its LM head (the PPO critic's), in `dtype` on `device`: always an
+    explicit dtype, since transformers otherwise keeps the checkpoint's (bf16 for Qwen2.5) while the
+    value head on top is built in ours."""
+    return _load(AutoModel, "a transformer body", name_or_path, dtype, device)

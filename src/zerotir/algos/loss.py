@@ -48,8 +48,9 @@ _SURROGATE_ARGS = ("clip_low", "clip_high", "dual_clip", "ratio_level", "norm_le
 
 @dataclass
 class LossInputs:
-    """(B, T) tensors of one micro-batch; `logits` (B, T, V) for the entropy; `ref_logprobs` when a
-    reference policy is loaded."""
+    """(B, T) tensors of one micro-batch; the entropy from `entropy` (B, T) when given (computed in
+    chunks by the learner, train/batch.py response_stats), else from `logits` (B, T, V);
+    `ref_logprobs` when a reference policy is loaded."""
 
     logprobs: torch.Tensor
     old_logprobs: torch.Tensor
@@ -58,6 +59,7 @@ class LossInputs:
     settings: LossSettings
     logits: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
 
 
 def rl_loss(x: LossInputs) -> LossOutput:
@@ -79,9 +81,10 @@ def rl_loss(x: LossInputs) -> LossOutput:
         "clip_ratio": out.metrics["clip_ratio"],
         "ratio_max": out.metrics["ratio_max"],
     }
-    if x.logits is not None:
+    if x.entropy is not None or x.logits is not None:
         with torch.no_grad() if s.entropy_coef == 0 else torch.enable_grad():
-            ent = entropy_from_logits(x.logits).to(x.logprobs.device)
+            ent = x.entropy if x.entropy is not None else entropy_from_logits(x.logits)
+            ent = ent.to(x.logprobs.device)
             ent_mean = aggregate(ent, x.mask, "token-mean")
         if s.entropy_coef:
             loss = loss - s.entropy_coef * ent_mean

@@ -84,8 +84,7 @@ class RolloutWorker:
     def __init__(self, cfg: dict, index: int, model_src: str):
         self.cfg = RunConfig.model_validate(cfg)
         self.index = index
-        if self.cfg.trainer.threads:
-            torch.set_num_threads(self.cfg.trainer.threads)
+        build.apply_runtime(self.cfg)
         policy, self.tokenizer = _load(self.cfg, model_src)
         self.base_engine = build.make_engine(self.cfg, policy, self.tokenizer)
         self.task = build.make_task(self.cfg, self.tokenizer)
@@ -173,8 +172,7 @@ class LearnerHost:
         from zerotir.distributed.correction import CorrectedLearner
 
         self.cfg = RunConfig.model_validate(cfg)
-        if self.cfg.trainer.threads:
-            torch.set_num_threads(self.cfg.trainer.threads)
+        build.apply_runtime(self.cfg)
         _seed_all(self.cfg.trainer.seed)
         learner, self.tokenizer = build.build_learner(self.cfg, model_src)
         d = self.cfg.distributed

@@ -268,6 +268,8 @@ class LookaheadCursor:
 
 
 class DistributedTrainer(Trainer):
+    models_in_process = False
+
     def __init__(
         self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None
     ):

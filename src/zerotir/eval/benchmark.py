@@ -75,6 +75,7 @@ def run_benchmarks(
     load), and results are written after each (benchmark, budget), so a crash keeps what was done."""
     from zerotir.models import load_causal_lm, load_tokenizer
 
+    threads = build.apply_runtime(cfg)
     e, r, d = cfg.eval, cfg.rollout, cfg.data
     budgets = budgets or [r.max_tool_calls]
     seed = cfg.trainer.seed if e.seed is None else e.seed
@@ -110,6 +111,10 @@ def run_benchmarks(
             "seed": seed,
             "budgets": budgets,
             "engine": r.engine,
+            "device": cfg.trainer.device,
+            "dtype": cfg.model.dtype,
+            "threads": threads,
+            "batch_size": e.batch_size,
             "grader": grader_version(),
             "limit": limit,
             "exec_timeout_s": r.exec_timeout_s,

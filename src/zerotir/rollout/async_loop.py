@@ -65,7 +65,7 @@ async def run_trajectory(
     while not st.done:
         budget = st.limit - len(st.traj.response_ids)
         if budget <= 0:
-            _on_stop(st, None, CompletionReason.LENGTH, template, cfg, the_tool)
+            _on_stop(st, None, CompletionReason.LENGTH, template, cfg, the_tool, tok)
             break
         sp = params if params.seed is None else replace(params, seed=params.seed + 7919 * segment)
         c = await engine.generate_one(
@@ -73,7 +73,7 @@ async def run_trajectory(
         )
         segment += 1
         _record(st, c.token_ids, c.logprobs)
-        if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, the_tool) != "exec":
+        if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, the_tool, tok) != "exec":
             continue
         code = _closed_code(st, tok, the_tool)
         res = await _execute(sandbox, the_tool, code, cfg, st.history if cfg.stateful else None)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 CODE_OPEN = "```python"
+"""The fence the prompts and the toy corpus write; the accepted tags and the grammar: rollout/tools.py."""
 CODE_CLOSE = "```"
 EXHAUSTED_NOTICE = "\nTool call count has been exhausted. You can no longer call the tool.\n"
 TOO_LONG_NOTICE = "The output of the code execution is too long, please check your code."
@@ -89,15 +90,6 @@ def get_template(name: str) -> Template:
         return TEMPLATES[name]
     except KeyError:
         raise KeyError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}") from None
-
-
-_CODE_RE = re.compile(r"```python\n?(.*?)```", re.DOTALL)
-
-
-def extract_last_code(text: str) -> str | None:
-    """The code of the last complete ```python block in `text` (None if there is none)."""
-    blocks = _CODE_RE.findall(text)
-    return blocks[-1] if blocks else None
 
 
 def trim_traceback(stderr: str, keep_lines: int = 3) -> str:

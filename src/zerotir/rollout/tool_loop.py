@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from zerotir.rollout.engine import Engine, SamplingParams, capabilities_of
 from zerotir.rollout.protocol import Template
-from zerotir.rollout.tools import PythonTool, Tool
+from zerotir.rollout.tools import CallStatus, PythonTool, Tool
 from zerotir.sandbox.base import Sandbox
 from zerotir.types import CompletionReason, FinishReason, ToolCall, ToolStatus, Trajectory
 
@@ -95,10 +95,11 @@ def _record(st: _State, ids: list[int], lps: list[float]) -> None:
 
 
 def _on_stop(
-    st: _State, stop: str | None, reason: str, template: Template, cfg: ToolLoopConfig, tool: Tool
+    st: _State, stop: str | None, reason: str, template: Template, cfg: ToolLoopConfig, tool: Tool, tok
 ) -> str:
-    """Advance a trajectory after a model segment; returns "continue" (inside a call now),
-    "exec" (a call was closed) or "finish"."""
+    """Advance a trajectory after a model segment; returns "continue" (keep generating: inside a call
+    now, or a stop string that did not really open or close one), "exec" (a call was closed) or
+    "finish". Whether a closing stop really closed a call is the tool's grammar (`call_status`)."""
     tr = st.traj
     if reason == CompletionReason.LENGTH:
         st.done, tr.finish_reason = True, FinishReason.LENGTH
@@ -108,7 +109,10 @@ def _on_stop(
         st.in_code = True
         return "continue"
     if reason == CompletionReason.STOP and stop == tool.close:
-        st.in_code = False
+        status = tool.call_status(tok.decode(tr.response_ids))
+        st.in_code = status == CallStatus.OPEN  # e.g. print("```"): the block goes on
+        if status != CallStatus.CLOSED:
+            return "continue"
         st.turn_ends.append("code")
         return "exec"
     # eos or a template stop such as </answer>
@@ -254,7 +258,7 @@ def _rounds(engine, sandbox, states, template, cfg, params, timings, tool: Tool)
         to_exec: list[_State] = []
         for st, c in zip(active, comps):
             _record(st, c.token_ids, c.logprobs)
-            if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, tool) == "exec":
+            if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, tool, tok) == "exec":
                 to_exec.append(st)
         if not to_exec:
             continue
@@ -287,7 +291,7 @@ class _ToolDriver:
     def on_stop(self, i: int, stop: str, token_ids: list[int], logprobs: list[float]) -> str:
         st = self.states[i]
         _record(st, token_ids, logprobs)
-        action = _on_stop(st, stop, CompletionReason.STOP, self.template, self.cfg, self.tool)
+        action = _on_stop(st, stop, CompletionReason.STOP, self.template, self.cfg, self.tool, self.tok)
         if action != "exec":
             return action
         code = _closed_code(st, self.tok, self.tool)
@@ -296,7 +300,7 @@ class _ToolDriver:
 
     def on_end(self, i: int, reason: str, token_ids: list[int], logprobs: list[float]) -> None:
         _record(self.states[i], token_ids, logprobs)
-        _on_stop(self.states[i], None, reason, self.template, self.cfg, self.tool)
+        _on_stop(self.states[i], None, reason, self.template, self.cfg, self.tool, self.tok)
 
     def _submit(self, i: int, code: str) -> cf.Future:
         # A future that never resolves (a wedged sandbox) must not hang the rollout.

@@ -4,25 +4,123 @@ The loop (tool_loop.py) knows turns, budgets and token bookkeeping; a `Tool` kno
 stop strings that open and close a call), how a call is parsed from the model's text, how it is
 executed (through the sandbox), and how its result is shown to the model (formatted, capped, with
 notices). `PythonTool` is ZeroTIR's ```python / ```output protocol (rollout/protocol.py).
+
+The code-fence grammar, here and nowhere else:
+
+- A call opens with three backticks and a language tag from `PYTHON_TAGS` (```python, ```py,
+  ```python3; exact, lower case), optional spaces, then a newline. The code starts after that
+  newline, so ```python3 leaves no stray `3` line. Other tags (```output, ```pyx, ```text) are text.
+- A call closes at the first line that is exactly ``` (trailing spaces allowed) after the opening
+  line; during generation the end of the text so far counts as the end of that line. Backticks
+  anywhere else do not close it: `print("```")`, `s = "a```b"`, ```` ```` ````, "x```".
+- Limitation: a line that is exactly ``` inside a multi-line string literal does close the block
+  (as in Markdown); the model sees the resulting SyntaxError and can rewrite the code.
+- Injected ```output blocks (opened with N >= 3 backticks, `wrap_output`) are skipped whole, so
+  code printed by a program is never taken for a call.
+
+The engines stop at `PythonTool.open` = "```py" (a prefix of every accepted tag) and then at
+"```"; a stop string is only a candidate: `call_status` says whether the text really opened a call
+and really closed it, and the loop keeps generating when it did not.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from zerotir.reward import strip_output_blocks
 from zerotir.rollout.protocol import (
     CODE_CLOSE,
-    CODE_OPEN,
     EXHAUSTED_NOTICE,
     TOO_LONG_NOTICE,
-    extract_last_code,
     format_output,
     wrap_output,
 )
 from zerotir.types import ToolCall
+
+PYTHON_TAGS = ("python", "py", "python3")
+"""Language tags that open a Python call (the first thing after the three backticks)."""
+FENCE_OPEN_STOP = "```py"
+"""The engines' stop string for an opening fence: a prefix of every tag in `PYTHON_TAGS`."""
+
+_PY_OPEN = re.compile(r"```(" + "|".join(sorted(PYTHON_TAGS, key=len, reverse=True)) + r")[ \t]*\n")
+_OUTPUT_OPEN = re.compile(r"(`{3,})output[ \t]*\n")
+_CLOSE = re.compile(r"^```[ \t]*$", re.MULTILINE)
+
+
+class CallStatus(StrEnum):
+    """Where the text stands after the engine stopped at a fence."""
+
+    CLOSED = "closed"
+    """The last call is complete: execute it."""
+    OPEN = "open"
+    """A call is open and not really closed yet (the ``` was not a closing line): keep generating code."""
+    NOT_A_CALL = "not_a_call"
+    """The opening fence was not a Python call (another tag): keep generating text."""
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    tag: str
+    code: str
+    """From after the opening line up to the closing line (its last newline included)."""
+    closed: bool
+    close_at: int = -1
+    """Index of the closing ``` in the scanned text (-1: unclosed)."""
+
+
+def scan_code_blocks(text: str) -> list[CodeBlock]:
+    r"""Every Python call in `text` by the module's grammar, in order (the last may be unclosed).
+
+    >>> [b.code for b in scan_code_blocks('```python3\nprint("```")\n```\n')]
+    ['print("```")\n']
+    >>> scan_code_blocks("```py\ns = 'a```b'")[0].closed
+    False
+    """
+    blocks: list[CodeBlock] = []
+    pos = 0
+    while True:
+        p, o = _PY_OPEN.search(text, pos), _OUTPUT_OPEN.search(text, pos)
+        if o is not None and (p is None or o.start() < p.start()):
+            end = re.compile(r"^" + o.group(1) + r"[ \t]*$", re.MULTILINE).search(text, o.end())
+            if end is None:
+                return blocks
+            pos = end.end()
+            continue
+        if p is None:
+            return blocks
+        c = _CLOSE.search(text, p.end())
+        if c is None:
+            blocks.append(CodeBlock(p.group(1), text[p.end() :], False))
+            return blocks
+        blocks.append(CodeBlock(p.group(1), text[p.end() : c.start()], True, c.start()))
+        pos = c.end()
+
+
+def extract_last_code(text: str) -> str | None:
+    """The code of the last complete Python call in `text` (None if there is none)."""
+    done = [b for b in scan_code_blocks(text) if b.closed]
+    return done[-1].code if done else None
+
+
+def python_call_status(text: str) -> CallStatus:
+    r"""After a stop at "```": OPEN when the last call is not closed yet, CLOSED when the last "```" of
+    `text` is the closing line of its last call, else NOT_A_CALL (the opening fence had another tag).
+
+    >>> python_call_status('```python\nprint("```'), python_call_status('```py\nx = 1\n```')
+    (<CallStatus.OPEN: 'open'>, <CallStatus.CLOSED: 'closed'>)
+    >>> python_call_status("```pyx\nnot code\n```")
+    <CallStatus.NOT_A_CALL: 'not_a_call'>
+    """
+    blocks = scan_code_blocks(text)
+    if blocks and not blocks[-1].closed:
+        return CallStatus.OPEN
+    if blocks and blocks[-1].close_at == text.rfind("```"):
+        return CallStatus.CLOSED
+    return CallStatus.NOT_A_CALL
 
 
 @runtime_checkable
@@ -41,6 +139,11 @@ class Tool(Protocol):
 
     def parse_call(self, text: str) -> str | None:
         """The call the response just closed (its last complete one), or None."""
+        ...
+
+    def call_status(self, text: str) -> CallStatus:
+        """After the engine stopped at `close`: is a call really closed (execute), still open (keep
+        generating code), or was none opened (keep generating text)?"""
         ...
 
     def submit(self, sandbox: Any, call: str, timeout_s: float, session: list[str] | None) -> cf.Future:
@@ -73,11 +176,14 @@ class PythonTool:
     output_max_tokens: int = 256
     overflow: str = "replace"
     error_lines: int = 3
-    open: str = CODE_OPEN
+    open: str = FENCE_OPEN_STOP
     close: str = CODE_CLOSE
 
     def parse_call(self, text: str) -> str | None:
         return extract_last_code(text)
+
+    def call_status(self, text: str) -> CallStatus:
+        return python_call_status(text)
 
     def submit(self, sandbox: Any, call: str, timeout_s: float, session: list[str] | None) -> cf.Future:
         return sandbox.submit(call, timeout_s, session)

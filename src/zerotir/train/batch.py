@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
+from zerotir.algos.losses import entropy_from_logits
 from zerotir.types import Trajectory
 
 
@@ -78,7 +80,7 @@ def _gather_index(batch: TokenBatch) -> torch.Tensor:
 
 
 def response_logits(model, batch: TokenBatch, device: str = "cpu") -> torch.Tensor:
-    """(B, T, V) logits scoring each response token."""
+    """(B, T, V) logits scoring each response token (the full-vocabulary path; see `response_stats`)."""
     out = model(
         input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False
     )
@@ -97,6 +99,74 @@ def token_logprobs(
     return logp.gather(-1, response_ids.to(logits.device)[:, :, None]).squeeze(-1)
 
 
+_HEAD_SCALES = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+"""Config attributes of models whose logits are not just lm_head(hidden) (Gemma2, Cohere, Granite)."""
+
+
+def _split_head(model) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(transformer body, LM head) of an HF causal LM whose logits are `head(body(x))`, else None."""
+    body, head = getattr(model, "base_model", None), model.get_output_embeddings()
+    cfg = getattr(model, "config", None)
+    if body is None or body is model or head is None or any(getattr(cfg, a, None) for a in _HEAD_SCALES):
+        return None
+    return body, head
+
+
+def _chunk_stats(
+    head: torch.nn.Module, h: torch.Tensor, ids: torch.Tensor, temperature: float, entropy_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logprobs, entropy) of one (B, c) chunk: the same maths as `token_logprobs` and
+    `entropy_from_logits` (entropy of the untempered softmax), on (B, c, V) logits that die here."""
+    logits = head(h)
+    lp = token_logprobs(logits, ids, temperature)
+    with torch.enable_grad() if entropy_grad else torch.no_grad():
+        ent = entropy_from_logits(logits)
+    return lp, ent
+
+
+def response_stats(
+    model,
+    batch: TokenBatch,
+    device: str = "cpu",
+    temperature: float = 1.0,
+    chunk: int = 256,
+    entropy_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) logprobs of the response tokens and (B, T) entropies of the policy there.
+
+    With `chunk` > 0 the LM head runs on `chunk` response positions at a time, on the hidden states
+    of the response only, so the (B, L, V) logits of the whole sequence never exist: memory is
+    O(B·chunk·V) instead of O(B·L·V) (10.8 GB for a 135M model, micro-batch 4, under PPO). With
+    autograd on, each chunk is checkpointed (its logits are recomputed in the backward pass, not
+    kept). `chunk` = 0, or a model whose logits are not `head(body(x))`, takes the full path.
+    The entropy has a graph only with `entropy_grad` (a non-zero entropy coefficient)."""
+    parts = _split_head(model) if chunk > 0 else None
+    if parts is None:
+        logits = response_logits(model, batch, device)
+        lp = token_logprobs(logits, batch.response_ids, temperature)
+        with torch.enable_grad() if entropy_grad else torch.no_grad():
+            return lp, entropy_from_logits(logits)
+    body, head = parts
+    hid = body(
+        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False
+    ).last_hidden_state
+    idx = _gather_index(batch).to(device)
+    hid = hid.gather(1, idx[:, :, None].expand(-1, -1, hid.size(-1)))  # (B, T, H)
+    ids = batch.response_ids.to(device)
+    lps, ents = [], []
+    for s in range(0, batch.T, chunk):
+        h, c = hid[:, s : s + chunk], ids[:, s : s + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            lp, ent = torch.utils.checkpoint.checkpoint(
+                _chunk_stats, head, h, c, temperature, entropy_grad, use_reentrant=False
+            )
+        else:
+            lp, ent = _chunk_stats(head, h, c, temperature, entropy_grad)
+        lps.append(lp)
+        ents.append(ent)
+    return torch.cat(lps, 1), torch.cat(ents, 1)
+
+
 def micro_batches(n: int, size: int) -> list[list[int]]:
     """Row indices of consecutive micro-batches of at most `size` rows covering `n` rows."""
     return [list(range(s, min(s + size, n))) for s in range(0, n, size)]
@@ -104,12 +174,16 @@ def micro_batches(n: int, size: int) -> list[list[int]]:
 
 @torch.no_grad()
 def batched_logprobs(
-    model, batch: TokenBatch, micro: int, temperature: float, device: str = "cpu"
+    model, batch: TokenBatch, micro: int, temperature: float, device: str = "cpu", chunk: int = 0
 ) -> torch.Tensor:
+    """(B, T) logprobs under `model`, `micro` rows at a time (`chunk`: see `response_stats`)."""
     out = []
     for idx in micro_batches(batch.input_ids.size(0), micro):
         mb = batch.select(idx)
-        out.append(token_logprobs(response_logits(model, mb, device), mb.response_ids, temperature).cpu())
+        if chunk > 0:
+            out.append(response_stats(model, mb, device, temperature, chunk)[0].cpu())
+        else:
+            out.append(token_logprobs(response_logits(model, mb, device), mb.response_ids, temperature).cpu())
     return torch.cat(out)
 
 

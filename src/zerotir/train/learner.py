@@ -28,8 +28,7 @@ from zerotir.train.batch import (
     batched_logprobs,
     collate,
     micro_batches,
-    response_logits,
-    token_logprobs,
+    response_stats,
 )
 from zerotir.types import Trajectory
 
@@ -97,6 +96,10 @@ class Learner:
         self.opt = torch.optim.AdamW(policy.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(trainer))
 
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast of the policy's forward when `trainer.bf16` (CPU or CUDA)."""
+        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
     # ------------------------------------------------------------------ before the advantages
     def prepare(self, trajs: list[Trajectory], recompute: bool) -> LearnerBatch:
         """Collate and score: `recompute` the behaviour logprobs with the policy (kept apart from the
@@ -106,12 +109,16 @@ class Learner:
         mask = batch.action_mask
         rewards = torch.tensor([tr.reward or 0.0 for tr in trajs], dtype=torch.float32)
         if recompute:
-            batch.recomputed_logprobs = batched_logprobs(
-                self.policy, batch, t.micro_batch_size, self.temperature, self.device
-            )
+            with self._autocast():
+                batch.recomputed_logprobs = batched_logprobs(
+                    self.policy, batch, t.micro_batch_size, self.temperature, self.device, t.logprob_chunk
+                )
         out = LearnerBatch(batch, rewards)
         if self.ref is not None:
-            out.ref_logprobs = batched_logprobs(self.ref, batch, t.micro_batch_size, self.temperature, self.device)
+            with self._autocast():
+                out.ref_logprobs = batched_logprobs(
+                    self.ref, batch, t.micro_batch_size, self.temperature, self.device, t.logprob_chunk
+                )
             out.kl = kl_penalty(batch.old_logprobs, out.ref_logprobs, self.algo.kl_estimator) * mask
         if self.critic is not None:
             with torch.no_grad():
@@ -143,11 +150,11 @@ class Learner:
                 m = mb.action_mask
                 if m.sum() == 0:
                     continue
-                with torch.autocast(
-                    "cuda", dtype=torch.bfloat16, enabled=t.bf16 and self.device.startswith("cuda")
-                ):
-                    logits = response_logits(self.policy, mb, self.device)
-                lp = token_logprobs(logits, mb.response_ids, self.temperature).cpu()  # no-op on CPU
+                with self._autocast():  # logprobs and entropy in chunks: no (B, L, V) logits
+                    lp, ent = response_stats(
+                        self.policy, mb, self.device, self.temperature, t.logprob_chunk, a.entropy_coef != 0
+                    )
+                lp = lp.cpu()  # no-op on CPU
                 # weight so that the sum over micro-batches equals the full-batch aggregate
                 w = (m.sum() / n_tokens) if a.loss_agg == "token-mean" else torch.tensor(len(idx) / B)
                 out = rl_loss(
@@ -157,7 +164,7 @@ class Learner:
                         adv.advantages[idx],
                         m,
                         self.settings,
-                        logits=logits,
+                        entropy=ent,
                         ref_logprobs=None if lb.ref_logprobs is None else lb.ref_logprobs[idx],
                     )
                 )
@@ -176,6 +183,7 @@ class Learner:
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
             acc["train/grad_norm"] = float(gn)
             self.opt.step()
+        self.opt.zero_grad(set_to_none=True)  # the policy's gradients are dead weight during the critic's update
         once = ("train/ratio_max", "train/grad_norm", "train/mismatch_kl", "train/mismatch_max_abs")
         acc = {k: (v / t.ppo_epochs if k not in once else v) for k, v in acc.items()}
         acc["train/lr"] = float(self.sched.get_last_lr()[0])
@@ -205,6 +213,7 @@ class Learner:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), t.grad_clip)
             self.critic_opt.step()
             last = total
+        self.critic_opt.zero_grad(set_to_none=True)
         return last
 
     # ------------------------------------------------------------------ weights and checkpoints

@@ -8,6 +8,7 @@ driver that subclasses it) reads as the sequence of steps, and each step can be 
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from zerotir.config import AlgoConfig, RunConfig
 from zerotir.errors import SandboxFailureAbort
 from zerotir.train.learner import Advantages, LearnerBatch
 from zerotir.types import FinishReason, Trajectory
+
+log = logging.getLogger(__name__)
 
 
 def score_groups(
@@ -34,6 +37,16 @@ def score_groups(
         tr.correct = tr.reward >= 1.0
         if void_turn_filter and tr.meta.get("void_turn"):
             tr.excluded = True
+
+
+def warn_empty_step(step: int, a: AlgoConfig, groups_sampled: int, in_a_row: int) -> None:
+    """A step whose filter kept no group updates nothing: say so loudly, with the count so far (a weak
+    model on hard problems used to "train" for hours without a single update)."""
+    log.warning(
+        "step %d: filter algo.filter=%s kept no group of %d sampled (accuracy band [%g, %g]): no update "
+        "this step, %d step(s) in a row; a weak model on hard problems trains on nothing",
+        step, a.filter, groups_sampled, a.filter_low, a.filter_high, in_a_row,
+    )  # fmt: skip
 
 
 def apply_overlong(trajs: list[Trajectory], a: AlgoConfig, max_response_len: int) -> None:

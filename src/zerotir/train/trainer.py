@@ -37,6 +37,7 @@ from zerotir.train.steps import (
     score_groups,
     stop_signals,
     time_metrics,
+    warn_empty_step,
 )
 from zerotir.types import Trajectory
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
+    models_in_process = True
+    """False for the Ray driver: its learner and engines are actors, so its own CUDA does not matter."""
+
     def __init__(
         self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None
     ):
@@ -53,9 +57,12 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        build.apply_runtime(cfg, check_device=self.models_in_process)
         self.step = 0
+        self.trained_steps = 0
+        """Steps whose filter kept at least one group (the others updated nothing)."""
+        self.empty_in_a_row = 0
+        """Consecutive steps, up to the last one, whose filter kept no group."""
         restore = ckpt.latest_valid_checkpoint(self.ckpt_root) if resume else None
         if resume and restore is None:
             log.warning("no valid checkpoint in %s: starting from step 0", self.ckpt_root)
@@ -73,6 +80,8 @@ class Trainer:
         if restore:
             state = ckpt.load_payload(restore, "trainer_state")
             self.step, self.cursor.pos = state["step"], state["data_pos"]
+            self.trained_steps = state.get("trained_steps", self.step)  # older checkpoints: all trained
+            self.empty_in_a_row = state.get("empty_in_a_row", 0)
             self.learner.load_checkpoint_parts(lambda name: ckpt.load_payload(restore, name))
             ckpt.set_rng_state(ckpt.load_payload(restore, "rng"))
             log.info("resumed from %s (step %d)", restore, self.step)
@@ -97,7 +106,8 @@ class Trainer:
         return self.cursor.pos
 
     def save(self) -> Path:
-        state = {"step": self.step, "data_pos": self.cursor.pos, "config": self.cfg.model_dump(mode="json")}
+        state = {"step": self.step, "data_pos": self.cursor.pos, "config": self.cfg.model_dump(mode="json"),
+                 "trained_steps": self.trained_steps, "empty_in_a_row": self.empty_in_a_row}  # fmt: skip
         payload = {**self.learner.checkpoint_parts(), "rng": ckpt.rng_state(), "trainer_state": state}
         keep = self.cfg.trainer.keep_checkpoints
         return ckpt.save_checkpoint(
@@ -192,6 +202,12 @@ class Trainer:
         if kept:
             apply_overlong(kept, self.cfg.algo, self.cfg.rollout.max_response_len)
             metrics.update(self.update(kept))
+            self.trained_steps += 1
+            self.empty_in_a_row = 0
+        else:
+            self.empty_in_a_row += 1
+            warn_empty_step(self.step, self.cfg.algo, fstats["filter/groups_sampled"], self.empty_in_a_row)
+        metrics["filter/empty_steps_in_a_row"] = self.empty_in_a_row
         t_train = time.perf_counter() - t1
         metrics.update(time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos))
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
@@ -237,10 +253,19 @@ class Trainer:
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
                     self.save()
             bar.close()
+            self._summarise()
             path = self.save()
             if self._stop_requested:
                 raise TrainingInterrupted(self.step, path)
         return last
+
+    def _summarise(self) -> None:
+        """Say how many steps updated the policy (a filter may have skipped some or all)."""
+        msg = f"{self.cfg.name}: {self.trained_steps} of {self.step} steps trained"
+        if self.trained_steps < self.step:
+            log.warning("%s; the others kept no group under algo.filter=%s", msg, self.cfg.algo.filter)
+        else:
+            log.info(msg)
 
     def close(self) -> None:
         self.logger.close()
