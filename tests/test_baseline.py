@@ -15,7 +15,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline_runs import run_all  # noqa: E402
 
-ADDED = ("train/mismatch_", "rollout/policy_version", "filter/empty_steps_in_a_row")
+ADDED = (
+    "train/mismatch_",
+    "rollout/policy_version",
+    "filter/empty_steps_in_a_row",
+    "rollout/context_limited_ratio",
+)
 
 
 @pytest.mark.slow

@@ -162,12 +162,12 @@ def test_all_filtered_steps_warn_count_and_summarise(tiny_model_dir, tmp_path, c
     cfg = small_cfg(
         tiny_model_dir, ["trainer.total_steps=2", "algo.filter=accuracy_band", "algo.filter_low=0.5"]
     )
-    with caplog.at_level(logging.WARNING, logger="zerotir.train.trainer"):
+    with caplog.at_level(logging.WARNING, logger="zerotir.train"):
         trainer = train(cfg, tmp_path, reward_fn=lambda text, answer: 0.0)
     rows = read_metrics(tmp_path)
     assert [r["filter/empty_steps_in_a_row"] for r in rows] == [1, 2]
     assert not any("train/policy_loss" in r for r in rows)
-    assert (trainer.trained_steps, trainer.step, trainer.learner.version) == (0, 2, 0)
+    assert (trainer.counts.trained, trainer.step, trainer.learner.version) == (0, 2, 0)
     msgs = [r.getMessage() for r in caplog.records]
     assert any("step 0: filter algo.filter=accuracy_band kept no group" in m for m in msgs)
     assert any("step 1:" in m and "2 step(s) in a row" in m for m in msgs)
@@ -192,7 +192,7 @@ def test_distributed_driver_shares_the_empty_step_path():
     pytest.importorskip("ray")
     from zerotir.distributed.driver import DistributedTrainer
 
-    assert DistributedTrainer.fit is Trainer.fit and DistributedTrainer._summarise is Trainer._summarise
+    assert DistributedTrainer.fit is Trainer.fit
     assert "super().train_step()" in __import__("inspect").getsource(DistributedTrainer.train_step)
 
 

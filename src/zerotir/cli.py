@@ -77,7 +77,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     trainer = train(cfg, run_dir, resume=bool(a.resume))
     rep = analyze([run_dir], run_dir / "report")
-    trained = f"{trainer.trained_steps}/{trainer.step} steps trained"
+    trained = f"{trainer.counts.trained}/{trainer.step} steps trained"
     print(f"run: {run_dir}  {trained}  report: {rep['report_html']}")
     return 0
 

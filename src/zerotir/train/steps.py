@@ -12,11 +12,12 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
-from zerotir.algos.filters import OVERLONG
+from zerotir.algos.filters import GROUP_FILTERS, OVERLONG
 from zerotir.config import AlgoConfig, RunConfig
 from zerotir.errors import SandboxFailureAbort
 from zerotir.train.learner import Advantages, LearnerBatch
@@ -39,14 +40,58 @@ def score_groups(
             tr.excluded = True
 
 
-def warn_empty_step(step: int, a: AlgoConfig, groups_sampled: int, in_a_row: int) -> None:
-    """A step whose filter kept no group updates nothing: say so loudly, with the count so far (a weak
-    model on hard problems used to "train" for hours without a single update)."""
-    log.warning(
-        "step %d: filter algo.filter=%s kept no group of %d sampled (accuracy band [%g, %g]): no update "
-        "this step, %d step(s) in a row; a weak model on hard problems trains on nothing",
-        step, a.filter, groups_sampled, a.filter_low, a.filter_high, in_a_row,
-    )  # fmt: skip
+def keep_groups(trajs: list[Trajectory], a: AlgoConfig, room: int) -> list[Trajectory]:
+    """The trajectories of the groups `algo.filter` keeps, in order, at most `room` groups (a refilling
+    filter stops once the step is full)."""
+    G = a.group_size
+    rewards = torch.tensor([tr.reward for tr in trajs])
+    correct = torch.tensor([tr.correct for tr in trajs])
+    keep = GROUP_FILTERS[a.filter].keep(rewards, correct, G, a.filter_low, a.filter_high)
+    kept: list[Trajectory] = []
+    for g in range(len(trajs) // G):
+        if keep[g] and len(kept) < room * G:
+            kept += trajs[g * G : (g + 1) * G]
+    return kept
+
+
+@dataclass
+class StepCounts:
+    """Which steps updated the policy: a filter that keeps no group skips the update, and a weak model
+    on hard problems used to "train" for hours without one, silently."""
+
+    trained: int = 0
+    """Steps whose filter kept at least one group."""
+    empty_in_a_row: int = 0
+    """Consecutive steps, up to the last one, whose filter kept no group."""
+
+    @classmethod
+    def from_state(cls, state: dict) -> StepCounts:
+        """From a checkpoint's trainer state (older checkpoints: every step trained)."""
+        return cls(state.get("trained_steps", state["step"]), state.get("empty_in_a_row", 0))
+
+    def state(self) -> dict[str, int]:
+        return {"trained_steps": self.trained, "empty_in_a_row": self.empty_in_a_row}
+
+    def record(self, step: int, updated: bool, a: AlgoConfig, groups_sampled: int) -> dict[str, float]:
+        """Count the step; warn loudly when it updated nothing. Returns its metric."""
+        if updated:
+            self.trained, self.empty_in_a_row = self.trained + 1, 0
+        else:
+            self.empty_in_a_row += 1
+            log.warning(
+                "step %d: filter algo.filter=%s kept no group of %d sampled (accuracy band [%g, %g]): no "
+                "update this step, %d step(s) in a row; a weak model on hard problems trains on nothing",
+                step, a.filter, groups_sampled, a.filter_low, a.filter_high, self.empty_in_a_row,
+            )  # fmt: skip
+        return {"filter/empty_steps_in_a_row": float(self.empty_in_a_row)}
+
+    def summarise(self, cfg: RunConfig, steps: int) -> None:
+        """Say at the end how many steps updated the policy."""
+        msg = f"{cfg.name}: {self.trained} of {steps} steps trained"
+        if self.trained < steps:
+            log.warning("%s; the others kept no group under algo.filter=%s", msg, cfg.algo.filter)
+        else:
+            log.info(msg)
 
 
 def apply_overlong(trajs: list[Trajectory], a: AlgoConfig, max_response_len: int) -> None:

@@ -31,13 +31,14 @@ from zerotir.train import checkpoint as ckpt
 from zerotir.train.cursor import DataCursor
 from zerotir.train.learner import Advantages, LearnerBatch
 from zerotir.train.steps import (
+    StepCounts,
     apply_overlong,
     check_sandbox_failures,
     compute_advantages,
+    keep_groups,
     score_groups,
     stop_signals,
     time_metrics,
-    warn_empty_step,
 )
 from zerotir.types import Trajectory
 
@@ -58,11 +59,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
         build.apply_runtime(cfg, check_device=self.models_in_process)
-        self.step = 0
-        self.trained_steps = 0
-        """Steps whose filter kept at least one group (the others updated nothing)."""
-        self.empty_in_a_row = 0
-        """Consecutive steps, up to the last one, whose filter kept no group."""
+        self.step, self.counts = 0, StepCounts()
         restore = ckpt.latest_valid_checkpoint(self.ckpt_root) if resume else None
         if resume and restore is None:
             log.warning("no valid checkpoint in %s: starting from step 0", self.ckpt_root)
@@ -80,8 +77,7 @@ class Trainer:
         if restore:
             state = ckpt.load_payload(restore, "trainer_state")
             self.step, self.cursor.pos = state["step"], state["data_pos"]
-            self.trained_steps = state.get("trained_steps", self.step)  # older checkpoints: all trained
-            self.empty_in_a_row = state.get("empty_in_a_row", 0)
+            self.counts = StepCounts.from_state(state)
             self.learner.load_checkpoint_parts(lambda name: ckpt.load_payload(restore, name))
             ckpt.set_rng_state(ckpt.load_payload(restore, "rng"))
             log.info("resumed from %s (step %d)", restore, self.step)
@@ -107,7 +103,7 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"step": self.step, "data_pos": self.cursor.pos, "config": self.cfg.model_dump(mode="json"),
-                 "trained_steps": self.trained_steps, "empty_in_a_row": self.empty_in_a_row}  # fmt: skip
+                 **self.counts.state()}  # fmt: skip
         payload = {**self.learner.checkpoint_parts(), "rng": ckpt.rng_state(), "trainer_state": state}
         keep = self.cfg.trainer.keep_checkpoints
         return ckpt.save_checkpoint(
@@ -140,25 +136,20 @@ class Trainer:
     def collect(self, step: int, timings: dict) -> tuple[list[Trajectory], list[Trajectory], dict]:
         """Sample a step's groups, then filter them. Returns (kept, all sampled, filter stats)."""
         a, t = self.cfg.algo, self.cfg.trainer
-        G, filt = a.group_size, GROUP_FILTERS[a.filter]
+        filt = GROUP_FILTERS[a.filter]
         kept: list[Trajectory] = []
         sampled: list[Trajectory] = []
-        groups_total = groups_kept = 0
+        groups_total = 0
         for rnd in range(1 + (a.max_resample_rounds if filt.refill else 0)):
-            need = t.prompts_per_step - groups_kept if filt.refill else t.prompts_per_step
+            need = t.prompts_per_step - len(kept) // a.group_size if filt.refill else t.prompts_per_step
             if need <= 0:
                 break
             rows = self.cursor.take(need)
             trajs = self._rollout(rows, seed=self.round_seed(step, rnd), timings=timings)
             sampled += trajs
-            rewards = torch.tensor([tr.reward for tr in trajs])
-            correct = torch.tensor([tr.correct for tr in trajs])
-            keep = filt.keep(rewards, correct, G, a.filter_low, a.filter_high)
             groups_total += len(rows)
-            for g in range(len(rows)):
-                if keep[g] and (not filt.refill or groups_kept < t.prompts_per_step):
-                    kept += trajs[g * G : (g + 1) * G]
-                    groups_kept += 1
+            kept += keep_groups(trajs, a, room=need if filt.refill else len(rows))
+        groups_kept = len(kept) // a.group_size
         stats = {
             "filter/kept_groups_ratio": groups_kept / max(1, groups_total),
             "filter/groups_sampled": groups_total,
@@ -202,14 +193,13 @@ class Trainer:
         if kept:
             apply_overlong(kept, self.cfg.algo, self.cfg.rollout.max_response_len)
             metrics.update(self.update(kept))
-            self.trained_steps += 1
-            self.empty_in_a_row = 0
-        else:
-            self.empty_in_a_row += 1
-            warn_empty_step(self.step, self.cfg.algo, fstats["filter/groups_sampled"], self.empty_in_a_row)
-        metrics["filter/empty_steps_in_a_row"] = self.empty_in_a_row
+        metrics.update(
+            self.counts.record(self.step, bool(kept), self.cfg.algo, fstats["filter/groups_sampled"])
+        )
         t_train = time.perf_counter() - t1
-        metrics.update(time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos))
+        metrics.update(
+            time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos)
+        )
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
@@ -253,19 +243,11 @@ class Trainer:
                 if t.save_every and self.step % t.save_every == 0 and self.step < t.total_steps:
                     self.save()
             bar.close()
-            self._summarise()
+            self.counts.summarise(self.cfg, self.step)
             path = self.save()
             if self._stop_requested:
                 raise TrainingInterrupted(self.step, path)
         return last
-
-    def _summarise(self) -> None:
-        """Say how many steps updated the policy (a filter may have skipped some or all)."""
-        msg = f"{self.cfg.name}: {self.trained_steps} of {self.step} steps trained"
-        if self.trained_steps < self.step:
-            log.warning("%s; the others kept no group under algo.filter=%s", msg, self.cfg.algo.filter)
-        else:
-            log.info(msg)
 
     def close(self) -> None:
         self.logger.close()
