@@ -29,7 +29,15 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
-    same = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
+    same = (
+        "max_response_len",
+        "output_max_tokens",
+        "overflow",
+        "exec_timeout_s",
+        "error_lines",
+        "stateful",
+        "scheduler",
+    )
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
         sandbox_retries=cfg.sandbox.retries,
@@ -106,6 +114,7 @@ def make_engine(cfg: RunConfig, policy: Any, tokenizer: Any) -> Engine:
             dtype=cfg.model.dtype,
             gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
             seed=cfg.trainer.seed,
+            sleep=cfg.rollout.vllm_sleep,
         )
         if cfg.rollout.vllm_async:
             from zerotir.rollout.vllm_async import AsyncVLLMEngine
@@ -141,7 +150,12 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
     d = cfg.data
     if split == "train":
         return load_dataset_rows(
-            d.train, d.problem_key, d.answer_key, toy_size=d.train_size, toy_easy_frac=d.easy_frac, toy_split="train"
+            d.train,
+            d.problem_key,
+            d.answer_key,
+            toy_size=d.train_size,
+            toy_easy_frac=d.easy_frac,
+            toy_split="train",
         )
     if not d.eval:
         return []

