@@ -29,15 +29,7 @@ if TYPE_CHECKING:  # heavy or optional imports stay lazy at run time
 
 def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolLoopConfig:
     r = cfg.rollout
-    same = (
-        "max_response_len",
-        "output_max_tokens",
-        "overflow",
-        "exec_timeout_s",
-        "error_lines",
-        "stateful",
-        "scheduler",
-    )
+    same = ("max_response_len", "output_max_tokens", "overflow", "exec_timeout_s", "error_lines", "stateful", "scheduler")
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
         sandbox_retries=cfg.sandbox.retries,
@@ -150,12 +142,7 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
     d = cfg.data
     if split == "train":
         return load_dataset_rows(
-            d.train,
-            d.problem_key,
-            d.answer_key,
-            toy_size=d.train_size,
-            toy_easy_frac=d.easy_frac,
-            toy_split="train",
+            d.train, d.problem_key, d.answer_key, toy_size=d.train_size, toy_easy_frac=d.easy_frac, toy_split="train"
         )
     if not d.eval:
         return []

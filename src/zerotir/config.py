@@ -300,9 +300,7 @@ class DistributedConfig(_Section):
         if self.partial_rollouts and self.max_staleness == 0:
             raise ValueError("distributed.partial_rollouts needs distributed.max_staleness >= 1")
         if self.learners > 1:
-            raise ValueError(
-                "distributed.learners > 1 (FSDP2-sharded learners) is not implemented yet; use 1"
-            )
+            raise ValueError("distributed.learners > 1 (FSDP2-sharded learners) is not implemented yet; use 1")
         return self
 
 

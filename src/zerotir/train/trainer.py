@@ -45,9 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(
-        self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None
-    ):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, reward_fn: RewardFn | None = None):
         """`reward_fn(response_text, answer) -> float` replaces the verified math reward (an extension
         seam; `rollout.reward: module:function` names one in config)."""
         self.cfg, t = cfg, cfg.trainer
@@ -101,18 +99,14 @@ class Trainer:
         state = {"step": self.step, "data_pos": self.cursor.pos, "config": self.cfg.model_dump(mode="json")}
         payload = {**self.learner.checkpoint_parts(), "rng": ckpt.rng_state(), "trainer_state": state}
         keep = self.cfg.trainer.keep_checkpoints
-        return ckpt.save_checkpoint(
-            self.ckpt_root, self.step, self.learner.policy, self.tokenizer, payload, keep
-        )
+        return ckpt.save_checkpoint(self.ckpt_root, self.step, self.learner.policy, self.tokenizer, payload, keep)
 
     # ------------------------------------------------------------------ rollout and reward
     def _sample(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` unscored samples per row (the Ray driver samples on its rollout workers)."""
         G, params = self.cfg.algo.group_size, build.sampling_params(self.cfg, seed)
         repeated = [row for row in rows for _ in range(G)]
-        return sample_rows(
-            self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool
-        )
+        return sample_rows(self.task, self.engine, self.sandbox, repeated, self.tool_cfg, params, timings, self.tool)
 
     def _rollout(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` samples per row, scored by the task (0 for excluded trajectories)."""
@@ -146,10 +140,7 @@ class Trainer:
                 if keep[g] and (not filt.refill or groups_kept < t.prompts_per_step):
                     kept += trajs[g * G : (g + 1) * G]
                     groups_kept += 1
-        stats = {
-            "filter/kept_groups_ratio": groups_kept / max(1, groups_total),
-            "filter/groups_sampled": groups_total,
-        }
+        stats = {"filter/kept_groups_ratio": groups_kept / max(1, groups_total), "filter/groups_sampled": groups_total}
         return kept, sampled, stats
 
     # ------------------------------------------------------------------ advantages and update
@@ -169,10 +160,7 @@ class Trainer:
         finally:
             if sleep:
                 self.engine.wake_up()  # type: ignore[attr-defined]
-        self._update_tokens = {
-            "advantages": adv.advantages,
-            "trainer_logprobs": self.learner.last_train_logprobs,
-        }
+        self._update_tokens = {"advantages": adv.advantages, "trainer_logprobs": self.learner.last_train_logprobs}
         metrics["time/weight_sync_s"] = self._sync_engine()
         return metrics
 
@@ -197,9 +185,7 @@ class Trainer:
             apply_overlong(kept, self.cfg.algo, self.cfg.rollout.max_response_len)
             metrics.update(self.update(kept))
         t_train = time.perf_counter() - t1
-        metrics.update(
-            time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos)
-        )
+        metrics.update(time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos))
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
@@ -207,9 +193,7 @@ class Trainer:
         if not self.eval_rows:
             return {}
         e = self.cfg.eval
-        tool_cfg = build.tool_loop_config(
-            self.cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls
-        )
+        tool_cfg = build.tool_loop_config(self.cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls)
         seed = self.cfg.trainer.seed if e.seed is None else e.seed
         params = SamplingParams(e.temperature, e.top_p, self.cfg.rollout.max_response_len, seed=seed)
         res = evaluate_rows(self.engine, self.sandbox, self.eval_rows, self.task.template, tool_cfg, params,
