@@ -32,6 +32,7 @@ from zerotir.rollout.vllm_engine import (
     sampled_logprobs,
     to_completion,
 )
+from zerotir.rollout.vllm_stats import EngineWork, work_logger_factory
 from zerotir.rollout.vllm_sync import (
     SyncStats,
     prepare_state_dict,
@@ -58,10 +59,12 @@ class AsyncVLLMEngine(VLLMEngineBase):
         self._ids = itertools.count()
         self.segment_versions: list[list[tuple[int | None, int]]] = []
         """Per row of the last call: (policy version, sampled tokens) runs, in order."""
+        self.work = EngineWork()
+        """What the engine core computed (steps, batch sizes, prefilled tokens): see `vllm_stats`."""
         args = AsyncEngineArgs(model=model, **kwargs)
 
         async def build():
-            return AsyncLLM.from_engine_args(args)
+            return AsyncLLM.from_engine_args(args, stat_loggers=[work_logger_factory(self.work)])
 
         try:
             self.llm = self._run(build())
@@ -85,6 +88,7 @@ class AsyncVLLMEngine(VLLMEngineBase):
         toks: list[int] = []
         lps: list[float] = []
         last = None
+        self.work.requests += 1
         async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"zt-{next(self._ids)}"):
             last = out.outputs[0]
             toks += last.token_ids
@@ -190,14 +194,18 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
     live = len(prompts)
     wake = asyncio.Event()
 
+    def deliver() -> None:
+        # Hands finished executions to their rows.
+        for i, more in driver.poll(block=False).items():
+            fut = waiting.pop(i, None)
+            if fut is not None and not fut.done():
+                fut.set_result(more)
+
     async def poller():
-        # Runs while any row lives; hands finished executions to their rows.
+        # Runs while any row lives.
         while live:
             if waiting:
-                for i, more in driver.poll(block=False).items():
-                    fut = waiting.pop(i, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(more)
+                deliver()
             await asyncio.sleep(_POLL_S) if waiting else await _wait_event(wake)
 
     async def row(i: int) -> None:
@@ -221,7 +229,9 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
             if action == "pause":
                 fut = asyncio.get_running_loop().create_future()
                 waiting[i] = fut
-                wake.set()
+                deliver()  # an execution that is already done resumes now, not a poll later
+                if not fut.done():
+                    wake.set()
                 more = await fut
                 if more is None:
                     return
