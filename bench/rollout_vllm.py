@@ -92,6 +92,8 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     instant = instant_sandbox_cls()
     res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
     res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[], injected_per_response=[])
+    for k in ("steps", "computed_tokens", "prompt_computed", "mean_batch", "wall_per_step_ms"):
+        res[f"tool_over_plain_{k}"] = []  # what explains tool_over_plain: the engine's work, tool / plain
     work: dict[str, list[dict]] = {k: [] for k in ("tool", "plain", "async", "lockstep")}
 
     def model_tokens(trajs) -> int:
@@ -132,8 +134,8 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             w_plain["model_tokens"] = sum(n_model)
             for name in ("async", "lockstep"):
                 timed[name][1]["model_tokens"] = round(timed[name][0] * timed[name][1]["wall_s"])
-            for w in (w_tool, w_tool2, w_plain, timed["async"][1], timed["lockstep"][1]):
-                w["sampled_past_stop"] = w["generated"] - w["model_tokens"]
+            for k in ("steps", "computed_tokens", "prompt_computed", "mean_batch", "wall_per_step_ms"):
+                res[f"tool_over_plain_{k}"].append((w_tool[k] + w_tool2[k]) / 2 / max(w_plain[k], 1e-9))
             work["tool"] += [w_tool, w_tool2]
             work["plain"].append(w_plain)
             work["async"].append(timed["async"][1])
@@ -148,7 +150,7 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
                 print(
                     f"  {name:>5}: {w['steps']} steps, mean batch {w['mean_batch']:.1f}, {w['wall_per_step_ms']:.1f} ms/step, "
                     f"prefill {w['prompt_computed']} computed / {w['prompt_cached']} cached, "
-                    f"{w['generated']} sampled ({w['sampled_past_stop']} past a stop), {w['requests']} requests",
+                    f"{w['generated']} sampled, {w['requests']} requests",
                     flush=True,
                 )
         model, _ = build.load_policy(run_cfg)

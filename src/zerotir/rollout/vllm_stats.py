@@ -22,8 +22,8 @@ class EngineWork:
     running_sum: int = 0
     """Requests in the batch, summed over steps (mean batch = running_sum / steps)."""
     generated: int = 0
-    """Tokens sampled by the engine core and received (including any sampled after a stop string
-    before the front end's abort reaches the core)."""
+    """Tokens sampled and delivered. vLLM matches stop strings in the front end, so a request may
+    sample a token or two past its stop before the abort reaches the core; those are not counted."""
     prompt_total: int = 0
     """Prompt tokens of the requests that started (a resumed trajectory's whole prefix)."""
     prompt_computed: int = 0
