@@ -92,7 +92,14 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     instant = instant_sandbox_cls()
     res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
     res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[], injected_per_response=[])
-    for k in ("steps", "computed_tokens", "prompt_computed", "mean_batch", "wall_per_step_ms"):
+    for k in (
+        "steps",
+        "prefill_steps",
+        "computed_tokens",
+        "prompt_computed",
+        "mean_batch",
+        "wall_per_step_ms",
+    ):
         res[f"tool_over_plain_{k}"] = []  # what explains tool_over_plain: the engine's work, tool / plain
     work: dict[str, list[dict]] = {k: [] for k in ("tool", "plain", "async", "lockstep")}
 
@@ -134,7 +141,14 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             w_plain["model_tokens"] = sum(n_model)
             for name in ("async", "lockstep"):
                 timed[name][1]["model_tokens"] = round(timed[name][0] * timed[name][1]["wall_s"])
-            for k in ("steps", "computed_tokens", "prompt_computed", "mean_batch", "wall_per_step_ms"):
+            for k in (
+                "steps",
+                "prefill_steps",
+                "computed_tokens",
+                "prompt_computed",
+                "mean_batch",
+                "wall_per_step_ms",
+            ):
                 res[f"tool_over_plain_{k}"].append((w_tool[k] + w_tool2[k]) / 2 / max(w_plain[k], 1e-9))
             work["tool"] += [w_tool, w_tool2]
             work["plain"].append(w_plain)
@@ -148,9 +162,14 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             for name in ("tool", "plain"):
                 w = work[name][-1]
                 print(
-                    f"  {name:>5}: {w['steps']} steps, mean batch {w['mean_batch']:.1f}, {w['wall_per_step_ms']:.1f} ms/step, "
+                    f"  {name:>5}: {w['steps']} steps ({w['prefill_steps']} with a prefill), mean batch {w['mean_batch']:.1f}, {w['wall_per_step_ms']:.1f} ms/step, "
                     f"prefill {w['prompt_computed']} computed / {w['prompt_cached']} cached, "
-                    f"{w['generated']} sampled, {w['requests']} requests",
+                    f"{w['generated']} sampled, {w['requests']} requests; prefill by cause "
+                    + ", ".join(
+                        f"{c} {w[c + '_requests']} req {w[c + '_prefill_computed']} tok"
+                        for c in ("prompt", "switch", "output")
+                        if c + "_requests" in w
+                    ),
                     flush=True,
                 )
         model, _ = build.load_policy(run_cfg)
@@ -163,7 +182,9 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     finally:
         eng.close()
     med = {k: statistics.median(v) for k, v in res.items() if v}
-    work_med = {arm: {k: statistics.median(w[k] for w in ws) for k in ws[0]} for arm, ws in work.items()}
+    work_med = {
+        arm: {k: statistics.median(w.get(k, 0) for w in ws) for k in ws[0]} for arm, ws in work.items()
+    }
     out = {
         "engine": "vllm-async",
         "medians": med,

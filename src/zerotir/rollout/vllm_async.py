@@ -79,8 +79,11 @@ class AsyncVLLMEngine(VLLMEngineBase):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     # ------------------------------------------------------------------ one request
-    async def _request(self, row: int, ids: list[int], params, stops, budget: int, seed) -> Completion:
-        """One request, streamed in deltas so that each token is tagged with the version it came from."""
+    async def _request(
+        self, row: int, ids: list[int], params, stops, budget: int, seed, cause: str = "prompt"
+    ) -> Completion:
+        """One request, streamed in deltas so that each token is tagged with the version it came from.
+        `cause` (why it was submitted) only labels its prefill in `self.work`."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -90,6 +93,8 @@ class AsyncVLLMEngine(VLLMEngineBase):
         last = None
         self.work.requests += 1
         async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"zt-{next(self._ids)}"):
+            if last is None:
+                self.work.add_request(cause, len(ids), out.num_cached_tokens or 0)
             last = out.outputs[0]
             toks += last.token_ids
             lps += sampled_logprobs(last)
@@ -209,15 +214,15 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
             await asyncio.sleep(_POLL_S) if waiting else await _wait_event(wake)
 
     async def row(i: int) -> None:
-        ids, remaining, seg = list(prompts[i]), budgets[i], 0
+        ids, remaining, seg, cause = list(prompts[i]), budgets[i], 0, "prompt"
         while True:
             room = clamp_budget(remaining, len(ids), eng.max_model_len)
             if room <= 0:
                 driver.on_end(i, "length", [], [])
                 return
             seed = None if params.seed is None else params.seed + i + 7919 * seg
-            c = await eng._request(i, ids, params, driver.stops(i), room, seed)
-            seg += 1
+            c = await eng._request(i, ids, params, driver.stops(i), room, seed, cause)
+            seg, cause = seg + 1, "switch"
             ids += c.token_ids
             remaining -= len(c.token_ids)
             if c.finish_reason != "stop":
@@ -237,6 +242,7 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
                     return
                 ids += more
                 remaining -= len(more)
+                cause = "output"
 
     async def tracked(i: int) -> None:
         nonlocal live

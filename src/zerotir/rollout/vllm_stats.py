@@ -10,7 +10,7 @@ engine step with output), which the async engine installs; `AsyncVLLMEngine.work
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -19,6 +19,8 @@ class EngineWork:
 
     steps: int = 0
     """Engine steps that produced output."""
+    prefill_steps: int = 0
+    """Of those, steps in which some request finished its prefill (a resumed segment joined)."""
     running_sum: int = 0
     """Requests in the batch, summed over steps (mean batch = running_sum / steps)."""
     generated: int = 0
@@ -32,18 +34,39 @@ class EngineWork:
     """Of those, served by the prefix cache."""
     requests: int = 0
     """Requests submitted (a tool rollout submits one per segment)."""
+    by_cause: dict[str, list[int]] = field(default_factory=dict)
+    """Why a request was submitted -> [requests, prompt tokens, prefilled (uncached) prompt tokens],
+    from each request's `num_cached_tokens`. Causes: prompt (a trajectory's first segment), switch
+    (the stop strings changed: a call opened), output (resumed after an execution's output)."""
+
+    def add_request(self, cause: str, prompt_len: int, cached: int) -> None:
+        n = self.by_cause.setdefault(cause, [0, 0, 0])
+        n[0], n[1], n[2] = n[0] + 1, n[1] + prompt_len, n[2] + prompt_len - cached
 
     def snapshot(self) -> EngineWork:
-        return replace(self)
+        d = asdict(self)
+        d["by_cause"] = {k: list(v) for k, v in self.by_cause.items()}
+        return EngineWork(**d)
 
     def since(self, before: EngineWork) -> EngineWork:
-        return EngineWork(**{k: v - getattr(before, k) for k, v in asdict(self).items()})
+        d = {k: v - getattr(before, k) for k, v in asdict(self).items() if k != "by_cause"}
+        zero = [0, 0, 0]
+        causes = {
+            k: [a - b for a, b in zip(v, before.by_cause.get(k, zero))] for k, v in self.by_cause.items()
+        }
+        return EngineWork(**d, by_cause={k: v for k, v in causes.items() if v[0]})
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict:
         """The counts plus what they explain: computed tokens (prefill + decode), mean batch."""
-        d: dict[str, float] = dict(asdict(self))
+        d: dict = {k: v for k, v in asdict(self).items() if k != "by_cause"}
         d["computed_tokens"] = self.prompt_computed + self.generated
         d["mean_batch"] = self.running_sum / self.steps if self.steps else 0.0
+        for cause, (n, total, computed) in self.by_cause.items():
+            d[f"{cause}_requests"], d[f"{cause}_prompt_tokens"], d[f"{cause}_prefill_computed"] = (
+                n,
+                total,
+                computed,
+            )
         return d
 
 
@@ -62,6 +85,7 @@ def work_logger_factory(work: EngineWork):
             if iteration_stats is not None:
                 work.generated += iteration_stats.num_generation_tokens
                 p = iteration_stats.prompt_token_stats
+                work.prefill_steps += p.total > 0
                 work.prompt_total += p.total
                 work.prompt_computed += p.computed
                 work.prompt_cached += p.cached_tokens
