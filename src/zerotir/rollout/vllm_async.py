@@ -20,6 +20,7 @@ tool loop call it like any other engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -257,8 +258,10 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
         await asyncio.gather(*(tracked(i) for i in range(len(prompts))))
     finally:
         live = 0
-        wake.set()
-        await poll_task
+        if not poll_task.done():
+            poll_task.cancel()  # it may be asleep for `_POLL_S`: the rollout is over now
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll_task  # re-raises what the driver's `poll` raised
 
 
 async def _wait_event(ev: asyncio.Event) -> None:
