@@ -76,6 +76,22 @@ def _arm(eng, fn):
     return out, wall, work
 
 
+def _per_trajectory(work_med: dict, med: dict, n: int) -> dict:
+    """The tool arm's extra engine work per trajectory over plain generation (medians)."""
+    t, p = work_med["tool"], work_med["plain"]
+    injected = med["injected_per_response"]
+    out = {
+        "requests": t["requests"] / n,
+        "prefill_computed_extra": (t["prompt_computed"] - p["prompt_computed"]) / n,
+        "prefill_after_switch": t.get("switch_prefill_computed", 0) / n,
+        "prefill_after_output": t.get("output_prefill_computed", 0) / n,
+        "injected_tokens": injected,
+        "steps_extra_per_run": t["steps"] - p["steps"],
+    }
+    out["prefill_recomputed"] = out["prefill_after_switch"] + out["prefill_after_output"] - injected
+    return out
+
+
 def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
@@ -190,6 +206,7 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
         "medians": med,
         "runs": res,
         "engine_work_medians": work_med,
+        "per_trajectory": _per_trajectory(work_med, med, args.prompts),
         "engine_work_runs": work,
         "weight_sync_s": sync_s,
         "weight_sync_s_median": statistics.median(sync_s),
