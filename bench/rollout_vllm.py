@@ -13,6 +13,12 @@ One `AsyncVLLMEngine` (the shipped toy model) serves every arm, so the arms diff
 Throughput counts model-sampled tokens (not injected ones) per wall second. Weight sync: the
 policy's state dict pushed `--syncs` times (pause, reload from /dev/shm, reset prefix cache, resume).
 
+The machine is shared, so the arms are interleaved: each repeat runs tool, plain, tool (the tool
+throughput is the mean of the two runs around plain) and async/lock-step in alternating order;
+medians over repeats. What explains the tool/plain gap is recorded per arm from vLLM's own
+counters (`zerotir.rollout.vllm_stats`): engine steps, mean batch per step, prefilled vs cached
+prompt tokens, sampled tokens, requests, wall time per step.
+
 The engine (`rollout.engine=vllm`, `rollout.vllm_async=true`), tool-loop settings, sampling, prompts
 and the synced policy are built through `zerotir.build` from `bench/rollout.py`'s config.
 
@@ -58,6 +64,34 @@ class SleepySandbox:
         return [f.result() for f in [self.submit(c) for c in codes]]
 
 
+def _arm(eng, fn):
+    """(result, wall seconds, what the engine computed meanwhile)."""
+    before = eng.work.snapshot()
+    t = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - t
+    work = eng.work.since(before).summary()
+    work["wall_s"] = wall
+    work["wall_per_step_ms"] = 1e3 * wall / max(1, work["steps"])
+    return out, wall, work
+
+
+def _per_trajectory(work_med: dict, med: dict, n: int) -> dict:
+    """The tool arm's extra engine work per trajectory over plain generation (medians)."""
+    t, p = work_med["tool"], work_med["plain"]
+    injected = med["injected_per_response"]
+    out = {
+        "requests": t["requests"] / n,
+        "prefill_computed_extra": (t["prompt_computed"] - p["prompt_computed"]) / n,
+        "prefill_after_switch": t.get("switch_prefill_computed", 0) / n,
+        "prefill_after_output": t.get("output_prefill_computed", 0) / n,
+        "injected_tokens": injected,
+        "steps_extra_per_run": t["steps"] - p["steps"],
+    }
+    out["prefill_recomputed"] = out["prefill_after_switch"] + out["prefill_after_output"] - injected
+    return out
+
+
 def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
@@ -70,31 +104,44 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     load_s = time.perf_counter() - t0
     prompts, tmpl = prompts_fn(run_cfg, tok)
     cfg = build.tool_loop_config(run_cfg)
+    rounds = replace(cfg, scheduler="rounds")
     instant = instant_sandbox_cls()
     res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
-    res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[])
+    res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[], injected_per_response=[])
+    for k in (
+        "steps",
+        "prefill_steps",
+        "computed_tokens",
+        "prompt_computed",
+        "mean_batch",
+        "wall_per_step_ms",
+    ):
+        res[f"tool_over_plain_{k}"] = []  # what explains tool_over_plain: the engine's work, tool / plain
+    work: dict[str, list[dict]] = {k: [] for k in ("tool", "plain", "async", "lockstep")}
 
-    def timed(fn):
-        t = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - t
+    def model_tokens(trajs) -> int:
+        return sum(sum(t.action_mask) for t in trajs)
 
     try:
         run_tool_rollout(eng, instant, prompts[:8], tmpl, cfg, build.sampling_params(run_cfg, 99))  # warm-up
         for rep in range(args.repeats):
             sp = build.sampling_params(run_cfg, rep)
-            trajs, tool_s = timed(lambda: run_tool_rollout(eng, instant, prompts, tmpl, cfg, sp))  # noqa: B023
+            tool = lambda: run_tool_rollout(eng, instant, prompts, tmpl, cfg, sp)  # noqa: B023, E731
+            trajs, tool_s, w_tool = _arm(eng, tool)
             n_model = [sum(t.action_mask) for t in trajs]
             plain_sp = build.sampling_params(run_cfg, rep, ignore_eos=True)
-            _, plain_s = timed(lambda: eng.generate(prompts, plain_sp, [[]] * len(prompts), n_model))  # noqa: B023
+            plain = lambda: eng.generate(prompts, plain_sp, [[]] * len(prompts), n_model)  # noqa: B023, E731
+            _, plain_s, w_plain = _arm(eng, plain)
+            trajs2, tool2_s, w_tool2 = _arm(eng, tool)
             sleepy = SleepySandbox(instant, seed=rep)
-            a, async_s = timed(lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, cfg, sp))  # noqa: B023
-            rounds = replace(cfg, scheduler="rounds")
-            b, lock_s = timed(lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, rounds, sp))  # noqa: B023
-            tot = sum(n_model)
-            r_tool, r_plain = tot / tool_s, tot / plain_s
-            r_async = sum(sum(t.action_mask) for t in a) / async_s
-            r_lock = sum(sum(t.action_mask) for t in b) / lock_s
+            arms = [("async", cfg), ("lockstep", rounds)]
+            timed = {}
+            for name, c in arms if rep % 2 == 0 else arms[::-1]:
+                tr, s, w = _arm(eng, lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, c, sp))  # noqa: B023
+                timed[name] = (model_tokens(tr) / s, w)
+            r_tool = (sum(n_model) / tool_s + model_tokens(trajs2) / tool2_s) / 2
+            r_plain = sum(n_model) / plain_s
+            r_async, r_lock = timed["async"][0], timed["lockstep"][0]
             res["plain_tok_s"].append(r_plain)
             res["tool_tok_s"].append(r_tool)
             res["tool_traj_s"].append(len(trajs) / tool_s)
@@ -103,11 +150,44 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             res["tool_over_plain"].append(r_tool / r_plain)
             res["async_over_lockstep"].append(r_async / r_lock)
             res["calls_per_response"].append(sum(len(t.tool_calls) for t in trajs) / len(trajs))
+            res["injected_per_response"].append(
+                sum(len(t.action_mask) - sum(t.action_mask) for t in trajs) / len(trajs)
+            )
+            w_tool["model_tokens"], w_tool2["model_tokens"] = sum(n_model), model_tokens(trajs2)
+            w_plain["model_tokens"] = sum(n_model)
+            for name in ("async", "lockstep"):
+                timed[name][1]["model_tokens"] = round(timed[name][0] * timed[name][1]["wall_s"])
+            for k in (
+                "steps",
+                "prefill_steps",
+                "computed_tokens",
+                "prompt_computed",
+                "mean_batch",
+                "wall_per_step_ms",
+            ):
+                res[f"tool_over_plain_{k}"].append((w_tool[k] + w_tool2[k]) / 2 / max(w_plain[k], 1e-9))
+            work["tool"] += [w_tool, w_tool2]
+            work["plain"].append(w_plain)
+            work["async"].append(timed["async"][1])
+            work["lockstep"].append(timed["lockstep"][1])
             print(
                 f"repeat {rep}: tool {r_tool:.0f} tok/s vs plain {r_plain:.0f} tok/s ({r_tool / r_plain:.3f}); "
                 f"async {r_async:.0f} tok/s vs lock-step {r_lock:.0f} tok/s ({r_async / r_lock:.3f})",
                 flush=True,
             )
+            for name in ("tool", "plain"):
+                w = work[name][-1]
+                print(
+                    f"  {name:>5}: {w['steps']} steps ({w['prefill_steps']} with a prefill), mean batch {w['mean_batch']:.1f}, {w['wall_per_step_ms']:.1f} ms/step, "
+                    f"prefill {w['prompt_computed']} computed / {w['prompt_cached']} cached, "
+                    f"{w['generated']} sampled, {w['requests']} requests; prefill by cause "
+                    + ", ".join(
+                        f"{c} {w[c + '_requests']} req {w[c + '_prefill_computed']} tok"
+                        for c in ("prompt", "switch", "output")
+                        if c + "_requests" in w
+                    ),
+                    flush=True,
+                )
         model, _ = build.load_policy(run_cfg)
         sync_s = []
         for v in range(1, args.syncs + 1):
@@ -118,10 +198,16 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     finally:
         eng.close()
     med = {k: statistics.median(v) for k, v in res.items() if v}
+    work_med = {
+        arm: {k: statistics.median(w.get(k, 0) for w in ws) for k in ws[0]} for arm, ws in work.items()
+    }
     out = {
         "engine": "vllm-async",
         "medians": med,
         "runs": res,
+        "engine_work_medians": work_med,
+        "per_trajectory": _per_trajectory(work_med, med, args.prompts),
+        "engine_work_runs": work,
         "weight_sync_s": sync_s,
         "weight_sync_s_median": statistics.median(sync_s),
         "engine_load_s": load_s,
@@ -129,7 +215,11 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
         "repeats": args.repeats,
         "targets": {"tool_over_plain": ">= 0.85", "async_over_lockstep": ">= 1.3"},
         "sleepy_sandbox": "50-200 ms sleep in 50% of calls",
-        "method": "model-sampled tokens per wall second; one AsyncVLLMEngine for every arm",
+        "method": (
+            "model-sampled tokens per wall second; one AsyncVLLMEngine for every arm; per repeat tool, plain, "
+            "tool (tool = mean of the two) then async/lock-step in alternating order; engine_work from vLLM's "
+            "stat-logger counters (steps with output, running requests per step, prompt tokens computed/cached)"
+        ),
     }
     path = write_result("rollout_vllm", out)
     print(

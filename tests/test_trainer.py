@@ -166,3 +166,44 @@ def test_sandbox_failures_abort_the_step_with_a_clear_error(tiny_model_dir, tmp_
     finally:
         t.sandbox = None
         t.close()
+
+
+def test_engine_sleeps_during_the_update_and_wakes_before_the_sync(tiny_model_dir, tmp_path):
+    """An engine with `capabilities.sleep` (vLLM with `rollout.vllm_sleep`) gives its memory to the
+    update: sleep, the learner's update, wake, then the weight sync (it reloads into woken memory)."""
+    from zerotir.rollout.engine import EngineCapabilities
+
+    events: list[str] = []
+
+    class SleepingEngine:
+        capabilities = EngineCapabilities(sleep=True)
+
+        def __init__(self, inner):
+            self.inner, self.tokenizer = inner, inner.tokenizer
+
+        def generate(self, *a, **kw):
+            events.append("generate")
+            return self.inner.generate(*a, **kw)
+
+        def load_weights(self, sd, version):
+            events.append(f"sync v{version}")
+            self.inner.load_weights(sd, version)
+
+        def sleep(self, level=1):
+            events.append("sleep")
+
+        def wake_up(self):
+            events.append("wake")
+
+    t = Trainer(tiny_cfg(tiny_model_dir, "grpo", 2), tmp_path)
+    try:
+        t.engine = SleepingEngine(t.engine)
+        train_on_batch = t.learner.train_on_batch
+        t.learner.train_on_batch = lambda *a: (events.append("update"), train_on_batch(*a))[1]
+        t.train_step()
+        t.train_step()
+    finally:
+        t.close()
+    runs = [e for i, e in enumerate(events) if e != "generate" or events[i - 1 : i] != ["generate"]]
+    step = ["generate", "sleep", "update", "wake"]
+    assert runs == [*step, "sync v1", *step, "sync v2"]

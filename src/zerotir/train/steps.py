@@ -20,6 +20,7 @@ from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
 from zerotir.algos.filters import GROUP_FILTERS, OVERLONG
 from zerotir.config import AlgoConfig, RunConfig
 from zerotir.errors import SandboxFailureAbort
+from zerotir.rollout.engine import capabilities_of
 from zerotir.train.learner import Advantages, LearnerBatch
 from zerotir.types import FinishReason, Trajectory
 
@@ -149,6 +150,21 @@ def time_metrics(
         "tokens/per_s": n_tok / max(step_s, 1e-9),
         "data/position": data_pos,
     }
+
+
+@contextmanager
+def engine_asleep(engine: object) -> Iterator[None]:
+    """Inside the block an engine that declares `capabilities.sleep` (vLLM with `rollout.vllm_sleep`)
+    has its weights and KV cache offloaded, so the learner's update can use that memory; it wakes up
+    however the block ends, before the weight sync that follows."""
+    sleep = capabilities_of(engine).sleep
+    if sleep:
+        engine.sleep()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if sleep:
+            engine.wake_up()  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from zerotir.train.steps import (
     apply_overlong,
     check_sandbox_failures,
     compute_advantages,
+    engine_asleep,
     keep_groups,
     score_groups,
     stop_signals,
@@ -163,9 +164,10 @@ class Trainer:
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:
         mode = self.cfg.algo.recompute_logprobs
         recompute = mode == "always" or (mode == "auto" and not capabilities_of(self.engine).exact_logprobs)
-        lb = self.learner.prepare(trajs, recompute=recompute)
-        adv = self.advantages(lb)
-        metrics = self.learner.train_on_batch(lb, adv)
+        with engine_asleep(self.engine):  # its memory goes to the update meanwhile, where it can sleep
+            lb = self.learner.prepare(trajs, recompute=recompute)
+            adv = self.advantages(lb)
+            metrics = self.learner.train_on_batch(lb, adv)
         self._update_tokens = {
             "advantages": adv.advantages,
             "trainer_logprobs": self.learner.last_train_logprobs,
