@@ -253,3 +253,50 @@ def test_package_data_invisible_from_a_wheel_install(tmp_path):
     if isolation != "bwrap":
         pytest.skip("without bubblewrap the host filesystem is visible")
     assert stdout == "False False\n", stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                kids = [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
+                out += kids
+                stack += kids
+        except OSError:
+            continue
+    return out
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_standby_child_is_confined_before_any_request():
+    """The child forked ahead of the next request is already what an execution is (the slot's uid,
+    no capabilities, its own user namespace) before any request exists: the request path is only
+    receive-and-exec. Seen from outside, as no code inside could see it."""
+    p = ExecutorPool(PoolConfig(slots_per_worker=2, light_worker=False, numpy_worker=False))
+    try:
+        assert p.run("print(1)").stdout == "1\n"  # a standby child is forked after each dispatch
+        info = p.servers[0].info
+        (server,) = p.worker_pids()
+        deadline = time.monotonic() + 30
+        while True:
+            standby = [q for q in _descendants(server) if open(f"/proc/{q}/comm").read().strip() == "zerotir-exec"]
+            states = {q: _status(q) for q in standby}
+            ready = [q for q, s in states.items() if int(s["CapEff"], 16) == 0 and s["NoNewPrivs"] == "1"]
+            if ready or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert ready, states
+        st = states[ready[0]]
+        if info["setuid"]:
+            assert int(st["Uid"].split()[0]) >= p.cfg.uid_base
+        if info["exec_namespaces"] and os.geteuid() == 0:  # reading another uid's namespaces needs root
+            zygote = int(st["PPid"])
+            assert os.readlink(f"/proc/{ready[0]}/ns/user") != os.readlink(f"/proc/{zygote}/ns/user")
+    finally:
+        p.close()
