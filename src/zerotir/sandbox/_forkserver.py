@@ -94,16 +94,19 @@ class _Confinement:
       signal to, and no abstract-socket connection with, any process outside it (the servers,
       bwrap's pid 1, sibling executions); Landlock also denies ptrace-level access (memory,
       environment, descriptors under /proc) to processes outside the domain;
-    * no new privileges, not dumpable, and no capabilities left.
+    * no new privileges, not dumpable, and no capabilities left;
+    * a seccomp filter (_seccomp.py) answering EPERM to new namespaces, mounts, ptrace and process
+      inspection, keyrings, bpf, perf, userfaultfd, io_uring, modules and other ABIs.
     Each part that the kernel refuses is reported by `probe` in the server's ready line."""
 
     CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
     MS_NOSUID, MS_NODEV = 2, 4
 
-    def __init__(self, tmp_bytes):
+    def __init__(self, tmp_bytes, seccomp=True):
         import ctypes
 
         self.ok = False
+        self.seccomp = None  # the filter, where this architecture has one and the probe passed
         self.landlock = 0
         self.namespaces = False
         self.tmp_bytes = tmp_bytes
@@ -113,7 +116,13 @@ class _Confinement:
         self.ctypes = ctypes
         self.libc = libc
         libc.syscall.restype = ctypes.c_long
-        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        libc.mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
         abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
         self.landlock = abi if abi > 0 else 0
         # struct landlock_ruleset_attr {u64 handled_access_fs, handled_access_net, scoped}: nothing
@@ -121,6 +130,8 @@ class _Confinement:
         self.ll_attr = (ctypes.c_uint64 * 3)(0, 0, 3)
         self.cap_header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
         self.cap_data = (ctypes.c_uint32 * 6)()
+        if seccomp:
+            self.seccomp = _load_seccomp(libc)
         self.ok = True
 
     def enter(self, uid, tmpdir, namespaces):
@@ -132,7 +143,11 @@ class _Confinement:
             libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: the uid_map of a non-dumpable process is root's
             if libc.unshare(self.CLONE_NEWUSER | self.CLONE_NEWNS | self.CLONE_NEWIPC) != 0:
                 raise OSError(self.ctypes.get_errno(), "unshare")
-            for name, text in (("uid_map", f"{uid} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{uid} {uid} 1")):
+            for name, text in (
+                ("uid_map", f"{uid} {uid} 1"),
+                ("setgroups", "deny"),
+                ("gid_map", f"{uid} {uid} 1"),
+            ):
                 fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
                 try:
                     os.write(fd, text.encode())
@@ -151,7 +166,27 @@ class _Confinement:
                 raise OSError(self.ctypes.get_errno(), "landlock")
             os.close(fd)
         libc.capset(self.cap_header, self.cap_data)  # in a new user namespace a process holds all
+        if self.seccomp is not None:
+            self.seccomp.install()  # last: the steps above use what it denies
         return mnt_ns
+
+
+def _load_seccomp(libc):
+    """The seccomp filter of _seccomp.py, which lies beside this script (inside the sandbox too),
+    loaded by path: this script's own directory is not on sys.path (and in the package, putting it
+    there would shadow the standard library's `types`). None where unavailable."""
+    try:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_seccomp.py")
+        spec = importlib.util.spec_from_file_location("_zerotir_seccomp", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        f = mod.Filter(libc)
+        return f if f.code is not None else None
+    except Exception as e:
+        _log(f"no seccomp filter: {e!r}")
+        return None
 
 
 def _collapse_heap_to_huge_pages():
@@ -764,14 +799,16 @@ class ForkServer:
     def probe_confinement(self):
         """Which parts of `_Confinement` this kernel and sandbox allow, tried once in a throw-away
         child with the first slot's uid; the children then do only what works."""
-        conf = _Confinement(self.tmp_bytes)
+        conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)))
         if not conf.ok:
             return
         self.confinement = conf
         tmpdir = self.make_tmpdir(0)
         if self.can_setuid:
             os.chown(tmpdir, self.uid_base, self.uid_base)
-        for namespaces in (True, False):
+        filt = conf.seccomp
+        tries = [(ns, f) for ns in (True, False) for f in ((filt, None) if filt is not None else (None,))]
+        for namespaces, conf.seccomp in tries:
             pid = os.fork()
             if pid == 0:
                 try:
@@ -1082,6 +1119,7 @@ def main():
         "setuid": server.can_setuid,
         "landlock_abi": server.confinement.landlock if server.confinement else 0,
         "exec_namespaces": server.namespaces,
+        "seccomp": bool(server.confinement and server.confinement.seccomp),
         "memory_cgroup": bool(server.cgroup),
         "preimported": loaded,
         "base_vm_mb": server.base_vm >> 20,

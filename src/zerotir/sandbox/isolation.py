@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 FORKSERVER = Path(__file__).with_name("_forkserver.py")
 SANDBOX_SCRIPT = "/sandbox/forkserver.py"
+SECCOMP = FORKSERVER.with_name("_seccomp.py")
+SANDBOX_SECCOMP = "/sandbox/_seccomp.py"  # beside the script: the fork server loads it from there
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SANDBOX_CGROUP = "/sandbox/cgroup"
 # What bwrap itself (and so the sandbox's pid 1, whose /proc/1/environ the sandbox can read) is
@@ -206,7 +208,7 @@ def bwrap_command(bwrap: str, tmp_size_mb: int, as_root: bool, cgroup: str | Non
     for pkg in {PACKAGE_DIR, *(Path(r) / "zerotir" for r in roots)}:
         if pkg.is_dir() and any(str(pkg).startswith(r.rstrip("/") + "/") for r in roots):
             cmd += ["--tmpfs", str(pkg), "--remount-ro", str(pkg)]
-    cmd += ["--ro-bind", str(FORKSERVER), SANDBOX_SCRIPT]
+    cmd += ["--ro-bind", str(FORKSERVER), SANDBOX_SCRIPT, "--ro-bind", str(SECCOMP), SANDBOX_SECCOMP]
     if cgroup:
         cmd += ["--bind", cgroup, SANDBOX_CGROUP]
     cmd += [

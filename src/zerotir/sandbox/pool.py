@@ -95,6 +95,9 @@ class PoolConfig:
     """Bound all processes of one execution together by a memory cgroup per slot (cgroup v1 memory
     controller, root only; see isolation.MemoryCgroups). Off by default: charging pages to a fresh
     memcg made a sympy execution ~13 ms (40%) slower here; without it each process is bounded alone."""
+    seccomp: bool = True
+    """Install a seccomp filter in each execution (new namespaces, mounts, ptrace, keyrings, bpf,
+    perf, userfaultfd, io_uring, modules answer EPERM; see sandbox/_seccomp.py). x86_64/aarch64."""
     start_timeout_s: float = 120.0
     """Seconds a fork server may take to import and warm up before it counts as failed."""
     max_timeout_s: float = 300.0

@@ -83,6 +83,7 @@ class ForkServerProcess:
             "standby": c.standby,
             "huge_pages": c.huge_pages,
             "tmp_size_mb": c.tmp_size_mb,
+            "seccomp": c.seccomp,
             "isolation": self.isolation,
         }
         proc = subprocess.Popen(
