@@ -432,7 +432,11 @@ class ForkServer:
         self.nproc = int(cfg.get("max_processes", 64))
         self.file_size = int(cfg.get("max_file_bytes", 16 << 20))
         self.default_mem = int(cfg.get("memory_mb", 1024)) << 20
-        self.free_slots = list(range(self.slots))
+        # Slot ids (a uid and a memory cgroup each) for the running executions and the standby
+        # children, which are confined for theirs before a request comes: so that one is ready
+        # also when every running slot is busy (else each dispatch at saturation waited for a fork).
+        self.standby_target = int(cfg.get("standby", 1))
+        self.free_slots = list(range(self.slots + self.standby_target))
         self.pending = []
         self.jobs = {}
         # epoll directly (not `selectors`, whose key objects and lookups touch more memory per
@@ -451,7 +455,6 @@ class ForkServer:
         # A child forked ahead of time waits for the next request, so a request costs a message, not
         # a fork (~1.5 ms here) plus the new process's first scheduling. The replacement is forked
         # right after dispatch, while the previous child runs.
-        self.standby_target = int(cfg.get("standby", 1))
         self.standby = []  # (pid, control socket, stdout read end, stderr read end, slot, tmpdir)
         self.pid = os.getpid()  # the zygote's: the parent of every execution
         self.zygote = None  # the dispatcher's socket to the zygote
@@ -1045,7 +1048,11 @@ class ForkServer:
         alive = True
         while alive or self.jobs or self.pending:
             # A slot is taken by a job or by a standby child (prepared for it, see _standby).
-            while self.pending and (self.free_slots or self.standby or self.spawning):
+            while (
+                self.pending
+                and len(self.jobs) < self.slots
+                and (self.free_slots or self.standby or self.spawning)
+            ):
                 self.start_job(self.pending.pop(0))
             if len(self.standby) + len(self.spawning) < max(self.standby_target, 1 if self.pending else 0):
                 self.spawn_standby()  # ready for the next request, forked by the zygote meanwhile
