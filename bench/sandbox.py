@@ -98,7 +98,9 @@ def serve_pool() -> None:
     """`--serve-pool`: the pool of whichever zerotir is first on sys.path (PYTHONPATH), driven by
     JSON lines {"code", "n", "conc"} on stdin, each answered with `measure`'s result."""
     pool = ExecutorPool(PoolConfig(**POOL))
-    print(json.dumps({"ready": True, "isolation": pool.isolation}), flush=True)
+    info = {"ready": True, "isolation": pool.isolation, "info": pool.servers[0].info}
+    info["pids"] = {k: [s.proc.pid for s in getattr(pool, k)] for k in ("servers", "light", "numpy")}
+    print(json.dumps(info), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
 
@@ -204,7 +206,10 @@ def main() -> None:
     snippets = {k: SNIPPETS[k] for k in args.snippets.split(",")}
     levels = [int(c) for c in args.concurrency.split(",")]
     scale = 0.25 if args.quick else 1.0
-    pool = ExecutorPool(PoolConfig(**POOL))
+    # Both pools run in helper processes alike (this checkout's and the reference's), driven the
+    # same way; this process only routes (which fork server's imports a snippet gets, for the floor).
+    router = ExecutorPool(PoolConfig(**POOL), eager=False)
+    pool = Driver([sys.executable, __file__, "--serve-pool"], {**os.environ, "PYTHONPATH": str(REPO / "src")})
     ref_dir, ref_tmp = reference_tree(args.ref) if args.ref else (None, None)
     ref = None
     if ref_dir is not None:
@@ -214,13 +219,12 @@ def main() -> None:
             ["git", "-C", str(ref_dir), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         )
     for code in snippets.values():  # warm-up
-        pool.run(code)
-        if ref:
-            ref.ask({"code": code, "n": 1, "conc": 1})
+        for d in (pool, ref) if ref else (pool,):
+            d.ask({"code": code, "n": 3, "conc": 1})
     cells = []
     floors = {}
     for name, code in snippets.items():
-        server = pool.servers_for(code)[0]  # the imports and warm-up of the server this code runs in
+        server = router.servers_for(code)[0]  # the imports and warm-up of the server this code runs in
         spec = {"preimport": list(server.preimport), "warmup": server.warmup, "code": code}
         floor = Driver([sys.executable, "-c", FLOOR_SCRIPT, json.dumps(spec)])
         times = floor.hello["times"]
@@ -229,24 +233,24 @@ def main() -> None:
             n_ours = max(conc, int((300 if name == "print" else 100) * scale))
             n_base = max(conc, int((40 if name == "print" else 12) * scale) if conc == 1 else conc)
 
-            def ours_one(c=code):
-                r = pool.run(c, timeout_s=60)
-                return r.status == "ok", r.seconds
+            # At concurrency 1 the rounds are cut finer (a noisy neighbour changes within seconds).
+            split = 4 if conc == 1 else 1
+            n_ours, n_base = max(conc, n_ours // split), max(conc, n_base // split)
 
             def base_one(c=code):
                 rc = subprocess.run([sys.executable, "-c", c], capture_output=True, timeout=120).returncode
                 return rc == 0, None
 
-            arms = {"zerotir": partial(measure, ours_one, n_ours, conc)}
+            arms = {"zerotir": partial(pool.ask, {"code": code, "n": n_ours, "conc": conc})}
             if ref:
                 arms["reference"] = partial(ref.ask, {"code": code, "n": n_ours, "conc": conc})
             if not args.no_subprocess:
                 arms["subprocess"] = partial(measure, base_one, n_base, conc)
             if conc == 1:
-                arms["fork_floor"] = partial(floor.ask, {"forks": args.floor_forks})
+                arms["fork_floor"] = partial(floor.ask, {"forks": max(3, args.floor_forks // split)})
             got: dict[str, list] = {k: [] for k in arms}
             names = list(arms)
-            for i in range(args.rounds):
+            for i in range(args.rounds * split):
                 for k in names[i % len(names) :] + names[: i % len(names)]:
                     got[k].append(arms[k]())
             cell: dict = {"snippet": name, "concurrency": conc}
@@ -294,17 +298,16 @@ def main() -> None:
             cells.append(cell)
             print(msg, flush=True)
         floor.close()
-    heavy = [srv.proc.pid for srv in pool.servers if srv.proc is not None]
-    light = [srv.proc.pid for srv in pool.light if srv.proc is not None]
-    numpy = [srv.proc.pid for srv in pool.numpy if srv.proc is not None]
+    pids = pool.hello["pids"]
+    heavy, light, numpy = pids["servers"], pids["light"], pids["numpy"]
     mem = {
         "forkserver_pss_mb_per_worker": round(sum(pss_kb(p) for p in heavy) / 1024 / max(1, len(heavy)), 1),
         "light_forkserver_pss_mb": round(sum(pss_kb(p) for p in light) / 1024, 1),
         "numpy_forkserver_pss_mb": round(sum(pss_kb(p) for p in numpy) / 1024, 1),
-        "isolation": pool.isolation,
+        "isolation": pool.hello["isolation"],
         "slots_per_worker": POOL["slots_per_worker"],
     }
-    info = dict(pool.servers[0].info)
+    info = pool.hello["info"]
     pool.close()
     if ref:
         ref.close()

@@ -51,6 +51,15 @@ def any_pool(request, pool, shared_uid_pool):
     return pool if request.param == "per_slot_uids" else shared_uid_pool
 
 
+@pytest.fixture(scope="module", params=["per_slot_uids", "shared_uid"])
+def seccomp_pool(request):
+    """The seccomp filter is opt-in (PoolConfig.seccomp): a pool with it, in both uid modes."""
+    uid_base = PoolConfig.uid_base if request.param == "per_slot_uids" else 0
+    p = ExecutorPool(PoolConfig(slots_per_worker=2, uid_base=uid_base, numpy_worker=False, seccomp=True))
+    yield p
+    p.close()
+
+
 def test_execution_memory_holds_nothing_of_other_executions(shared_uid_pool):
     p = shared_uid_pool
     earlier, concurrent, queued = marker(), marker(), marker()
@@ -364,7 +373,7 @@ SYSCALL_PRELUDE = (
 
 
 @pytest.mark.parametrize("attack", sorted(SYSCALL_ATTACKS))
-def test_seccomp_denies_kernel_surface(any_pool, attack):
+def test_seccomp_denies_kernel_surface(seccomp_pool, attack):
     if platform.machine() not in ("x86_64", "aarch64"):
         pytest.skip("no seccomp filter on this architecture")
     code = (
@@ -372,16 +381,16 @@ def test_seccomp_denies_kernel_surface(any_pool, attack):
         + SYSCALL_ATTACKS[attack]
         + "\nprint('reached' if ok else 'denied', ctypes.get_errno())"
     )
-    r = any_pool.run(code, timeout_s=20)
+    r = seccomp_pool.run(code, timeout_s=20)
     assert r.stdout.split()[0] == "denied", (r.stdout, r.stderr)
 
 
-def test_seccomp_filter_is_on_in_every_execution(any_pool):
+def test_seccomp_filter_is_on_in_every_execution(seccomp_pool):
     if platform.machine() not in ("x86_64", "aarch64"):
         pytest.skip("no seccomp filter on this architecture")
-    r = any_pool.run("print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')])")
+    r = seccomp_pool.run("print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')])")
     assert r.stdout == "['2']\n"  # SECCOMP_MODE_FILTER
-    ok = any_pool.run(
+    ok = seccomp_pool.run(
         "import threading, subprocess\nt = threading.Thread(target=print, args=('thread',))\n"
         "t.start(); t.join()\nprint(subprocess.run(['/bin/echo', 'child'], capture_output=True, text=True).stdout)"
     )

@@ -43,7 +43,7 @@ def pool_config(cfg: RunConfig) -> PoolConfig:
     from zerotir.sandbox.pool import PoolConfig
 
     s = cfg.sandbox
-    same = ("workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker")
+    same = ("workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker", "seccomp")
     return PoolConfig(slots_per_worker=s.slots, **{k: getattr(s, k) for k in same})
 
 

@@ -79,6 +79,8 @@ class SandboxConfig(_Section):
     """Back each fork server's imported heap with 2 MiB pages where the kernel allows (faster forks)."""
     light_worker: bool = True
     """Route code that imports no heavy library to an extra small fork server (lower latency)."""
+    seccomp: bool = False
+    """Seccomp filter per execution (no new namespaces, mounts, ptrace, keyrings, bpf, io_uring; x86_64/aarch64); slower calls."""
     client_retries: int = Field(6, ge=0)
     """HTTP client: retries on connection errors, 5xx and 429 before a call fails (mode=http)."""
     client_backoff_s: float = Field(0.2, gt=0)

@@ -664,8 +664,8 @@ class ForkServer:
 
     def _dispatch(self, req):
         """Hand the request to a standby child (waiting for the zygote to fork one when none is
-        ready). Returns (pid, control socket, stdout fd, stderr fd, slot, tmpdir); OSError where the slot's memory
-        cgroup refuses the request's limit."""
+        ready). Returns (pid, control socket, stdout fd, stderr fd, slot, tmpdir); OSError where
+        the slot's memory cgroup refuses the request's limit."""
         data = _pack_request(req)
         while True:
             while not self.standby:
