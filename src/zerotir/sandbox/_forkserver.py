@@ -732,7 +732,8 @@ class ForkServer:
         else:
             job = self.by_pid.pop(pid, None)
             if job is not None:
-                self.on_exit(job, int(rest))
+                status, strays = rest.split(" ")
+                self.on_exit(job, int(status), strays != "0")
             else:  # a standby child that died before use
                 for i, sb in enumerate(self.standby):
                     if sb[0] == pid:
@@ -790,8 +791,11 @@ class ForkServer:
                         _, status = os.waitpid(pid, 0)
                     except ChildProcessError:
                         status = 0
-                    self.kill_strays()  # orphans would keep the pipes open and the uid's count up
-                    sock.send(b"X %d %d" % (pid, status))
+                    # Orphans would keep the pipes open and the uid's count up. Every process an
+                    # execution leaves behind is re-parented to this subreaper before its exit is
+                    # reported, so with none found here the dispatcher skips its uid sweep.
+                    strays = self.kill_strays() or not self.subreaper
+                    sock.send(b"X %d %d %d" % (pid, status, strays))
 
     def close_standby(self):
         """Standby children exit on the end of their control socket (the zygote kills the rest)."""
@@ -892,12 +896,15 @@ class ForkServer:
         self.by_pid[pid] = job
         self.jobs[job.rid] = job
 
-    def kill_tree(self, job):
+    def kill_tree(self, job, sweep=True):
+        """Kill an execution's process group and, with `sweep`, every process of its slot's uid (a
+        /proc scan, the costliest step of a call's teardown at high concurrency: skipped for an
+        execution that exited with no orphan left, see zygote_serve)."""
         try:
             os.killpg(job.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.can_setuid:
+        if self.can_setuid and sweep:
             for _ in range(3):
                 pids = _procs_of_uid(self.uid_base + job.slot)
                 if not pids:
@@ -951,9 +958,9 @@ class ForkServer:
         if len(buf) > 2 * job.cap:
             del buf[: len(buf) - job.cap]  # keep the tail: results and tracebacks come last
 
-    def on_exit(self, job, status):
+    def on_exit(self, job, status, strays=True):
         job.exit_status = status
-        self.kill_tree(job)  # orphans would keep the pipes open and the uid's process count up
+        self.kill_tree(job, strays)  # orphans would keep the pipes open and the uid's process count up
         job.finish_by = time.monotonic() + 0.5
         self.maybe_finish(job)
 
