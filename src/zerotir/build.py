@@ -85,7 +85,7 @@ def make_tool(cfg: RunConfig) -> PythonTool:
 POOL_FIELDS = (
     "workers", "isolation", "memory_mb", "standby", "huge_pages", "light_worker", "numpy_worker",
     "memory_cgroup", "start_timeout_s", "max_timeout_s", "replay_timeout_s", "watchdog_grace_s",
-    "watchdog_interval_s",
+    "watchdog_interval_s", "seccomp",
 )  # fmt: skip
 """`sandbox.*` fields that are `PoolConfig` fields of the same name (`slots` is `slots_per_worker`)."""
 SERVICE_FIELDS = {

@@ -42,6 +42,8 @@ class SandboxConfig(BaseModel):
     """Route code that imports no heavy library to an extra small fork server (lower latency)."""
     numpy_worker: bool = True
     """Route code that uses numpy but no other heavy library to an extra numpy-only fork server."""
+    seccomp: bool = False
+    """Seccomp filter per execution (no new namespaces, mounts, ptrace, keyrings, bpf, io_uring; x86_64/aarch64); slower calls."""
     memory_cgroup: bool = False
     """Bound all processes of one execution together by a memory cgroup per slot (root, cgroup v1)."""
     start_timeout_s: float = Field(120.0, gt=0)

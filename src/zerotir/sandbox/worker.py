@@ -5,6 +5,9 @@ writer (the only one writing requests into the server's stdin, so a caller never
 the pipe is full), a reader (results out of its stdout) and a stderr drain. The lock guards only
 the table of calls in flight and is never held across a pipe operation: the server can be blocked
 writing a result while the pool is blocked writing a request, and the reader still drains it.
+A caller whose request fits in the pipe right away writes it itself (non-blocking, under a lock
+that no thread holds across a blocking write), saving a thread hand-off per call; what does not
+fit, and everything while the writer has work, goes through the writer thread, in order.
 `check_stuck` (called by the pool's watchdog) kills a server that has calls in flight but has
 answered nothing for longer than any of them may take; its calls fail as infrastructure errors and
 the next request starts a fresh one.
@@ -17,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -26,6 +30,9 @@ from dataclasses import dataclass
 from zerotir.sandbox.isolation import FORKSERVER_ENV, forkserver_argv
 
 log = logging.getLogger(__name__)
+
+
+_FLUSH = object()  # writer-thread item: only finish a caller's partial write
 
 
 class SandboxInfraError(RuntimeError):
@@ -57,6 +64,10 @@ class ForkServerProcess:
         self._kill_reason: str | None = None
         self._closed = False
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        # Serialises writes into the server's stdin; callers only ever try it without blocking.
+        self._wlock = threading.Lock()
+        self._carry: tuple[subprocess.Popen, bytes] | None = None  # a caller's partial write: the
+        # process and the rest, which the writer thread sends before anything else
         self._writer = threading.Thread(target=self._write_loop, daemon=True, name=f"fs{index}-writer")
         self._writer.start()
 
@@ -83,6 +94,7 @@ class ForkServerProcess:
             "standby": c.standby,
             "huge_pages": c.huge_pages,
             "tmp_size_mb": c.tmp_size_mb,
+            "seccomp": c.seccomp,
             "isolation": self.isolation,
         }
         proc = subprocess.Popen(
@@ -109,6 +121,7 @@ class ForkServerProcess:
                 f"fork server failed to start ({self.isolation}): {line[:200]!r} {err[-2000:]}"
             ) from None
         self.info = info
+        os.set_blocking(proc.stdin.fileno(), False)  # see _write_all and _write_now
         with self.lock:
             self.proc = proc
             self._kill_reason = None
@@ -144,49 +157,105 @@ class ForkServerProcess:
 
     # ------------------------------------------------------------ requests
     def submit(self, rid: int, data: bytes, fut: cf.Future, budget_s: float) -> None:
-        """Queue one request line; never blocks (the writer thread starts the server if needed)."""
+        """Send or queue one request line; never blocks (the writer thread starts the server if
+        needed)."""
+        call = _Call(fut, budget_s)
+        if self._write_now(rid, data, call):
+            return
         with self.lock:
             self.queued += 1
-        self._outbox.put((rid, data, _Call(fut, budget_s)))
+        self._outbox.put((rid, data, call))
+
+    def _write_now(self, rid: int, data: bytes, call: _Call) -> bool:
+        """Write the request from the caller's thread when the server runs and nothing is queued
+        before it; a part that does not fit is left to the writer thread. False: queue it."""
+        if not self._wlock.acquire(blocking=False):
+            return False
+        try:
+            if self._carry or not self._outbox.empty() or self._closed:
+                return False
+            with self.lock:
+                proc = self.proc
+                if proc is None or proc.poll() is not None:
+                    return False
+                if not self.pending:
+                    self.last_progress = time.monotonic()  # the watchdog counts from here
+                self.pending[rid] = call
+            try:
+                n = os.write(proc.stdin.fileno(), data)
+            except BlockingIOError:
+                n = 0
+            except (OSError, ValueError) as e:
+                self._fail(rid, e)
+                return True
+            if n < len(data):
+                self._carry = (proc, data[n:])
+                self._outbox.put(_FLUSH)
+            return True
+        finally:
+            self._wlock.release()
+
+    def _fail(self, rid: int, e: Exception) -> None:
+        with self.lock:
+            lost = self.pending.pop(rid, None)
+        if lost is not None and not lost.future.done():
+            lost.future.set_exception(SandboxInfraError(f"fork server {self.index} pipe broken: {e}"))
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        """A blocking write on the non-blocking pipe: waits for room, never holds `lock`."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                select.select([], [fd], [], 1.0)
 
     def _write_loop(self) -> None:
         while True:
             item = self._outbox.get()
             if item is None:
                 return
-            rid, data, call = item
-            if self._closed:
-                with self.lock:
-                    self.queued -= 1
-                call.future.set_exception(SandboxInfraError("executor pool is closed"))
-                continue
+            with self._wlock:
+                self._write_item(item)
+
+    def _write_item(self, item) -> None:
+        if self._carry is not None:  # a caller's partial write comes before anything else
+            (proc, rest), self._carry = self._carry, None
             try:
-                proc = self.ensure_started()
-            except Exception as e:  # noqa: BLE001 - fails this call, the next one retries the start
-                with self.lock:
-                    self.queued -= 1
-                call.future.set_exception(
-                    e if isinstance(e, SandboxInfraError) else SandboxInfraError(repr(e))
-                )
-                continue
+                if proc is self.proc:  # never the start of a line into a restarted server
+                    self._write_all(proc.stdin.fileno(), rest)
+            except (OSError, ValueError):
+                pass  # the server is gone: the reader fails its calls
+        if item is _FLUSH:
+            return
+        rid, data, call = item
+        if self._closed:
             with self.lock:
                 self.queued -= 1
-                alive = self.proc is proc
-                if alive:
-                    if not self.pending:
-                        self.last_progress = time.monotonic()  # the watchdog counts from here
-                    self.pending[rid] = call
-            if not alive:
-                call.future.set_exception(SandboxInfraError(f"fork server {self.index} exited"))
-                continue
-            try:
-                proc.stdin.write(data)
-                proc.stdin.flush()
-            except (BrokenPipeError, OSError, ValueError) as e:
-                with self.lock:
-                    lost = self.pending.pop(rid, None)
-                if lost is not None and not lost.future.done():
-                    lost.future.set_exception(SandboxInfraError(f"fork server {self.index} pipe broken: {e}"))
+            call.future.set_exception(SandboxInfraError("executor pool is closed"))
+            return
+        try:
+            proc = self.ensure_started()
+        except Exception as e:  # noqa: BLE001 - fails this call, the next one retries the start
+            with self.lock:
+                self.queued -= 1
+            call.future.set_exception(e if isinstance(e, SandboxInfraError) else SandboxInfraError(repr(e)))
+            return
+        with self.lock:
+            self.queued -= 1
+            alive = self.proc is proc
+            if alive:
+                if not self.pending:
+                    self.last_progress = time.monotonic()  # the watchdog counts from here
+                self.pending[rid] = call
+        if not alive:
+            call.future.set_exception(SandboxInfraError(f"fork server {self.index} exited"))
+            return
+        try:
+            self._write_all(proc.stdin.fileno(), data)
+        except (OSError, ValueError) as e:
+            self._fail(rid, e)
 
     # ------------------------------------------------------------ health
     def check_stuck(self, grace_s: float, now: float | None = None) -> bool:
