@@ -233,7 +233,8 @@ def build_learner(cfg: RunConfig, model_src: str) -> tuple[Learner, Any]:
         backbone = load_backbone(m.critic_path or m.path, m.dtype, device)
         if m.gradient_checkpointing:
             backbone.gradient_checkpointing_enable()  # type: ignore[operator]
-        critic = ValueModel(backbone, backbone.config.hidden_size).to(device=device, dtype=DTYPES[m.dtype])
+        hidden: int = backbone.config.hidden_size  # type: ignore[union-attr,assignment]
+        critic = ValueModel(backbone, hidden).to(device=device, dtype=DTYPES[m.dtype])
     learner = Learner(
         cfg.algo,
         cfg.trainer,

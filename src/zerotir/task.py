@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 from zerotir.reward import MultiBox, segments_from_trajectory, trajectory_answer, trajectory_reward
@@ -85,7 +86,7 @@ class MathTask:
         )
 
 
-def _import_from_cwd_too(mod_name: str):
+def _import_from_cwd_too(mod_name: str) -> ModuleType:
     """Import `mod_name`, also from the current directory: the installed `zerotir` command does not put
     it on `sys.path` (as `python -m` would), so `rollout.reward=myreward:score` next to the user's data
     failed with ModuleNotFoundError."""

@@ -71,9 +71,16 @@ def rl_loss(x: LossInputs) -> LossOutput:
     try:
         surrogate = POLICY_LOSSES[s.policy_loss]
     except KeyError:
-        raise ValueError(f"unknown policy loss {s.policy_loss!r}; registered: {sorted(POLICY_LOSSES)}") from None
+        raise ValueError(
+            f"unknown policy loss {s.policy_loss!r}; registered: {sorted(POLICY_LOSSES)}"
+        ) from None
     out = surrogate(
-        x.logprobs, x.old_logprobs, x.advantages, x.mask, agg=s.agg, **{k: getattr(s, k) for k in _SURROGATE_ARGS}
+        x.logprobs,
+        x.old_logprobs,
+        x.advantages,
+        x.mask,
+        agg=s.agg,
+        **{k: getattr(s, k) for k in _SURROGATE_ARGS},
     )
     loss = out.loss
     metrics = {
@@ -83,7 +90,11 @@ def rl_loss(x: LossInputs) -> LossOutput:
     }
     if x.entropy is not None or x.logits is not None:
         with torch.no_grad() if s.entropy_coef == 0 else torch.enable_grad():
-            ent = x.entropy if x.entropy is not None else entropy_from_logits(x.logits)
+            if x.entropy is not None:
+                ent = x.entropy
+            else:
+                assert x.logits is not None
+                ent = entropy_from_logits(x.logits)
             ent = ent.to(x.logprobs.device)
             ent_mean = aggregate(ent, x.mask, "token-mean")
         if s.entropy_coef:

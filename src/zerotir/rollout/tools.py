@@ -28,7 +28,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from zerotir.reward import strip_output_blocks
@@ -39,7 +38,7 @@ from zerotir.rollout.protocol import (
     format_output,
     wrap_output,
 )
-from zerotir.types import ToolCall
+from zerotir.types import StrEnum, ToolCall
 
 PYTHON_TAGS = ("python", "py", "python3")
 """Language tags that open a Python call (the first thing after the three backticks)."""
