@@ -200,6 +200,7 @@ class Learner:
         assert self.critic is not None
         B = batch.input_ids.size(0)
         last = 0.0
+        self.critic.train()  # HF gradient checkpointing acts in train mode only
         for _ in range(a.critic_steps or 0):
             self.critic_opt.zero_grad(set_to_none=True)
             total = 0.0
