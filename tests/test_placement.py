@@ -7,7 +7,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from zerotir.config import DistributedConfig  # noqa: E402
-from zerotir.distributed.placement import Placement, plan, where  # noqa: E402
+from zerotir.distributed.placement import Placement, local_num_cpus, plan, where  # noqa: E402
 
 
 def cfg(layout: str, **kw) -> DistributedConfig:
@@ -33,6 +33,16 @@ def test_colocated_puts_learner_k_and_worker_k_on_one_device():
 
 
 @pytest.mark.unit
+def test_a_local_instance_has_the_cpus_the_actors_ask_for():
+    """The issue's launch line (2 workers, 2 learners, 1 CPU each) on a 2-core machine used to wait out
+    the placement timeout: a local instance had only the 2 CPUs Ray counted."""
+    d = DistributedConfig(enabled=True, rollout_workers=2, learners=2)
+    assert local_num_cpus(d, cpu_count=2) == 4
+    assert local_num_cpus(d, cpu_count=16) == 16
+    assert local_num_cpus(DistributedConfig(enabled=True, rollout_cpus=0.5, learner_cpus=0.5), 1) == 1
+    assert local_num_cpus(DistributedConfig(enabled=True, num_cpus=3, rollout_workers=8), 2) == 3
+
+
 def test_bundles_of_actors_that_ask_nothing_still_reserve_a_sliver():
     p = plan(cfg("disaggregated", learner_cpus=0, rollout_cpus=0, learner_gpus=0, rollout_gpus=0))
     assert all(b == {"CPU": 0.01} for b in p.bundles)

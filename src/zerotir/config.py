@@ -274,7 +274,7 @@ class DistributedConfig(_Section):
     address: str | None = None
     """Ray cluster to join (`auto`: the one `ray start` made on this node); None: start a local instance."""
     num_cpus: int | None = None
-    """Logical CPUs of a local instance (None: Ray's count); ignored when joining a cluster."""
+    """Logical CPUs of a local instance (None: the machine's, raised to what the actors ask); ignored when joining a cluster."""
     rollout_workers: int = Field(1, ge=1)
     """Rollout-worker actors, each with its own engine, policy copy and sandbox."""
     learners: int = Field(1, ge=1)

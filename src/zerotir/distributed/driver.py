@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ray.exceptions import RayActorError
 from zerotir.config import RunConfig
 from zerotir.distributed.actors import Job, JobResult, LearnerHost, RolloutWorker
 from zerotir.distributed.grading import DriverGrader
-from zerotir.distributed.placement import Placement
+from zerotir.distributed.placement import Placement, local_num_cpus
 from zerotir.distributed.sharding import ShardedLearnerHost, assemble_logprobs, combine_metrics
 from zerotir.distributed.staleness import stale_groups, staleness_metrics
 from zerotir.models import load_tokenizer
@@ -275,7 +276,7 @@ class DistributedTrainer(Trainer):
     ):
         d = cfg.distributed
         if not ray.is_initialized():
-            kw = {"num_cpus": d.num_cpus} if d.address is None and d.num_cpus else {}
+            kw = {"num_cpus": local_num_cpus(d, os.cpu_count() or 1)} if d.address is None else {}
             ray.init(address=d.address, include_dashboard=False, ignore_reinit_error=True, **kw)
         self.s = d.max_staleness
         self._ahead: dict[int, list[int]] = {}  # seed -> job ids submitted ahead

@@ -11,6 +11,7 @@ Both are PACK groups: Ray keeps the bundles on as few nodes as fit them. `plan` 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -60,6 +61,17 @@ def plan(d: DistributedConfig) -> Plan:
         if has_r:
             workers.append(Slot(k, rc, rg * scale))
     return Plan(bundles, learners, workers)
+
+
+def local_num_cpus(d: DistributedConfig, cpu_count: int) -> int:
+    """Logical CPUs for a local Ray instance: `distributed.num_cpus` when set, else the machine's count
+    raised to what the placement group asks for. Ray's CPUs are bookkeeping, not pinning, so on a
+    2-core laptop `rollout_workers=2 learners=2` (4 CPUs asked) runs, oversubscribed, instead of
+    waiting for a placement that can never fit."""
+    if d.num_cpus:
+        return d.num_cpus
+    asked = sum(b["CPU"] for b in plan(d).bundles)
+    return max(cpu_count, math.ceil(asked - 1e-9))
 
 
 class Placement:
