@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -119,9 +120,12 @@ def test_overwrite_moves_the_old_run_aside(tmp_path, monkeypatch, capsys):
     import zerotir.train.trainer
 
     seen = []
-    monkeypatch.setattr(
-        zerotir.train.trainer, "train", lambda cfg, run_dir, resume: seen.append((run_dir, resume))
-    )
+
+    def fake_train(cfg, run_dir, resume):
+        seen.append((run_dir, resume))
+        return SimpleNamespace(step=0, counts=SimpleNamespace(trained=0))
+
+    monkeypatch.setattr(zerotir.train.trainer, "train", fake_train)
     run = _used_run(tmp_path / "a")
     assert cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(run), "--overwrite"]) == 0
     assert seen == [(run, False)]
@@ -288,6 +292,13 @@ def test_malformed_yaml_names_file_and_line(tmp_path, capsys):
     assert rc == 2 and _one_line(err) and "trainer.lr" in err, err
 
 
+def test_an_error_naming_its_command_is_not_prefixed_twice(capsys):
+    """`zerotir: error: zerotir train: ...` read the program name twice."""
+    rc = cli.main(["train"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("zerotir train: error: give --preset") and err.count("zerotir") == 1, err
+
+
 def test_bad_port_is_one_clear_error():
     r = run_cli("sandbox", "serve", "--port", "80801")
     assert r.returncode == 2 and "80801 is not a port" in r.stderr and "Traceback" not in r.stderr
@@ -423,7 +434,7 @@ def test_make_setup_reinstalls_torch_when_the_choice_changes(tmp_path):
     assert "pip install" not in plan()  # nothing changed: nothing to do
     gpu = plan("TORCH_INDEX=https://download.pytorch.org/whl/cu128")
     assert "--force-reinstall torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" in gpu
-    assert 'install -q -e ".[dev,docs,ray]"' in gpu
+    assert 'install -q -e ".[dev,docs,ray,realmodel]"' in gpu
 
 
 # ------------------------------------------------------------------ 9. dev extras cover the tests

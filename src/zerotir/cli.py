@@ -56,6 +56,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
+    if a.estimate_memory:
+        from zerotir.memory_estimate import format_estimates
+
+        print(format_estimates(cfg, [int(n) for n in a.gpus.split(",")]))
+        return 0
     for src in (cfg.data.train, cfg.data.eval):  # names and paths, before any model loads
         if src:
             check_source(src)
@@ -63,11 +68,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
         moved = prepare_new_run(run_dir, a.overwrite)
         if moved is not None:
             print(f"zerotir train: moved the previous run in {run_dir} to {moved}", file=sys.stderr)
-    if a.estimate_memory:
-        from zerotir.memory_estimate import format_estimates
-
-        print(format_estimates(cfg, [int(n) for n in a.gpus.split(",")]))
-        return 0
     from zerotir.analysis.report import analyze
 
     if cfg.distributed.enabled:  # on Ray (the `ray` extra); the same loop, actors for learner and rollouts

@@ -108,5 +108,10 @@ def notice(msg: str) -> None:
 
 
 def error_line(msg: str) -> None:
-    """`zerotir: error: ...` on stderr, one line per user error."""
-    print(f"zerotir: error: {msg}", file=sys.stderr)
+    """`zerotir: error: ...` on stderr, one line per user error; a message that already names its
+    command (`zerotir train: ...`) reads `zerotir train: error: ...`, not `zerotir: error: zerotir train:`."""
+    cmd, sep, rest = msg.partition(": ")
+    if sep and cmd.startswith("zerotir "):
+        print(f"{cmd}: error: {rest}", file=sys.stderr)
+    else:
+        print(f"zerotir: error: {msg}", file=sys.stderr)
