@@ -42,7 +42,14 @@ class TokenBatch:
 
     def select(self, idx: torch.Tensor | list[int]) -> TokenBatch:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        fields = ("input_ids", "attention_mask", "resp_start", "action_mask", "response_ids", "rollout_logprobs")
+        fields = (
+            "input_ids",
+            "attention_mask",
+            "resp_start",
+            "action_mask",
+            "response_ids",
+            "rollout_logprobs",
+        )
         rec = self.recomputed_logprobs
         return TokenBatch(*(getattr(self, f)[idx] for f in fields), None if rec is None else rec[idx])
 

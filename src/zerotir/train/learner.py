@@ -183,7 +183,9 @@ class Learner:
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip)
             acc["train/grad_norm"] = float(gn)
             self.opt.step()
-        self.opt.zero_grad(set_to_none=True)  # the policy's gradients are dead weight during the critic's update
+        self.opt.zero_grad(
+            set_to_none=True
+        )  # the policy's gradients are dead weight during the critic's update
         once = ("train/ratio_max", "train/grad_norm", "train/mismatch_kl", "train/mismatch_max_abs")
         acc = {k: (v / t.ppo_epochs if k not in once else v) for k, v in acc.items()}
         acc["train/lr"] = float(self.sched.get_last_lr()[0])

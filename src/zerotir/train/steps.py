@@ -9,18 +9,26 @@ driver that subclasses it) reads as the sequence of steps, and each step can be 
 from __future__ import annotations
 
 import logging
+import random
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from zerotir import build
 from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
 from zerotir.algos.filters import GROUP_FILTERS, OVERLONG
 from zerotir.config import AlgoConfig, RunConfig
 from zerotir.errors import SandboxFailureAbort
-from zerotir.rollout.engine import capabilities_of
+from zerotir.eval.runner import evaluate_rows
+from zerotir.rollout.engine import Engine, SamplingParams, capabilities_of
+from zerotir.rollout.tools import Tool
+from zerotir.sandbox.base import Sandbox
+from zerotir.task import Task
 from zerotir.train.learner import Advantages, LearnerBatch
 from zerotir.types import FinishReason, Trajectory
 
@@ -39,6 +47,13 @@ def score_groups(
         tr.correct = tr.reward >= 1.0
         if void_turn_filter and tr.meta.get("void_turn"):
             tr.excluded = True
+
+
+def seed_all(seed: int) -> None:
+    """Python's, numpy's and torch's global RNGs (what a resume then overwrites with the saved states)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def keep_groups(trajs: list[Trajectory], a: AlgoConfig, room: int) -> list[Trajectory]:
@@ -150,6 +165,25 @@ def time_metrics(
         "tokens/per_s": n_tok / max(step_s, 1e-9),
         "data/position": data_pos,
     }
+
+
+def held_out_metrics(
+    cfg: RunConfig, engine: Engine, sandbox: Sandbox | None, rows: list[dict], task: Task, tool: Tool,
+    max_tool_calls: int | None = None, desc: str | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """`eval/<set>/<metric>` on the held-out rows with the training protocol (template, exec timeout,
+    output cap) and `eval.*` sampling; `max_tool_calls` overrides `eval.max_tool_calls` (budget sweeps)."""
+    if not rows:
+        return {}
+    e = cfg.eval
+    tool_cfg = build.tool_loop_config(cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls)
+    seed = cfg.trainer.seed if e.seed is None else e.seed
+    params = SamplingParams(e.temperature, e.top_p, cfg.rollout.max_response_len, seed=seed)
+    res = evaluate_rows(engine, sandbox, rows, task.template, tool_cfg, params, n=e.n_samples,
+                        batch_size=e.batch_size, task=task, tool=tool,
+                        desc=desc if cfg.log.progress else None)  # fmt: skip
+    name = Path(cfg.data.eval).stem if cfg.data.eval else "eval"
+    return {f"eval/{name}/{k}": v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
 
 
 @contextmanager

@@ -10,37 +10,24 @@ optimizer (the `Learner` does) and never branches on an algorithm or filter name
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from zerotir import build, console
 from zerotir.algos.filters import GROUP_FILTERS
 from zerotir.config import RunConfig, config_to_yaml
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
-from zerotir.eval.runner import evaluate_rows
 from zerotir.inspect import SampleWriter
 from zerotir.logger import MetricsLogger
-from zerotir.rollout import SamplingParams, rollout_metrics
+from zerotir.rollout import rollout_metrics
 from zerotir.rollout.engine import capabilities_of
 from zerotir.task import RewardFn, sample_rows
 from zerotir.train import checkpoint as ckpt
+from zerotir.train import steps
 from zerotir.train.cursor import DataCursor
 from zerotir.train.learner import Advantages, LearnerBatch
-from zerotir.train.steps import (
-    StepCounts,
-    apply_overlong,
-    check_sandbox_failures,
-    compute_advantages,
-    engine_asleep,
-    keep_groups,
-    score_groups,
-    stop_signals,
-    time_metrics,
-)
 from zerotir.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -60,13 +47,11 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
         build.apply_runtime(cfg, check_device=self.models_in_process)
-        self.step, self.counts = 0, StepCounts()
+        self.step, self.counts = 0, steps.StepCounts()
         restore = ckpt.latest_valid_checkpoint(self.ckpt_root) if resume else None
         if resume and restore is None:
             log.warning("no valid checkpoint in %s: starting from step 0", self.ckpt_root)
-        random.seed(t.seed)
-        np.random.seed(t.seed)
-        torch.manual_seed(t.seed)
+        steps.seed_all(t.seed)
         self.learner, self.tokenizer, self.engine = self._build_models(
             str(restore / "policy") if restore else cfg.model.path
         )
@@ -78,7 +63,7 @@ class Trainer:
         if restore:
             state = ckpt.load_payload(restore, "trainer_state")
             self.step, self.cursor.pos = state["step"], state["data_pos"]
-            self.counts = StepCounts.from_state(state)
+            self.counts = steps.StepCounts.from_state(state)
             self.learner.load_checkpoint_parts(lambda name: ckpt.load_payload(restore, name))
             ckpt.set_rng_state(ckpt.load_payload(restore, "rng"))
             log.info("resumed from %s (step %d)", restore, self.step)
@@ -123,7 +108,9 @@ class Trainer:
     def _rollout(self, rows: list[dict], seed: int, timings: dict) -> list[Trajectory]:
         """`group_size` samples per row, scored by the task (0 for excluded trajectories)."""
         trajs = self._sample(rows, seed, timings)
-        score_groups(trajs, self.score(trajs), self.cfg.algo.group_size, self.cfg.rollout.void_turn_filter)
+        steps.score_groups(
+            trajs, self.score(trajs), self.cfg.algo.group_size, self.cfg.rollout.void_turn_filter
+        )
         return trajs
 
     def score(self, trajs: list[Trajectory]) -> list[float]:
@@ -149,7 +136,7 @@ class Trainer:
             trajs = self._rollout(rows, seed=self.round_seed(step, rnd), timings=timings)
             sampled += trajs
             groups_total += len(rows)
-            kept += keep_groups(trajs, a, room=need if filt.refill else len(rows))
+            kept += steps.keep_groups(trajs, a, room=need if filt.refill else len(rows))
         groups_kept = len(kept) // a.group_size
         stats = {
             "filter/kept_groups_ratio": groups_kept / max(1, groups_total),
@@ -159,19 +146,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ advantages and update
     def advantages(self, lb: LearnerBatch) -> Advantages:
-        return compute_advantages(self.cfg.algo, lb)
+        return steps.compute_advantages(self.cfg.algo, lb)
 
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:
         mode = self.cfg.algo.recompute_logprobs
         recompute = mode == "always" or (mode == "auto" and not capabilities_of(self.engine).exact_logprobs)
-        with engine_asleep(self.engine):  # its memory goes to the update meanwhile, where it can sleep
+        with steps.engine_asleep(self.engine):  # its memory goes to the update meanwhile, where it can sleep
             lb = self.learner.prepare(trajs, recompute=recompute)
             adv = self.advantages(lb)
             metrics = self.learner.train_on_batch(lb, adv)
-        self._update_tokens = {
-            "advantages": adv.advantages,
-            "trainer_logprobs": self.learner.last_train_logprobs,
-        }
+        tokens = {"advantages": adv.advantages, "trainer_logprobs": self.learner.last_train_logprobs}
+        self._update_tokens = tokens
         metrics["time/weight_sync_s"] = self._sync_engine()
         return metrics
 
@@ -188,38 +173,27 @@ class Trainer:
         version = self.learner.version  # the weights that sample this step
         kept, sampled, fstats = self.collect(self.step, timings)
         t_roll = time.perf_counter() - t0
-        check_sandbox_failures(self.cfg, self.step, sampled)
+        steps.check_sandbox_failures(self.cfg, self.step, sampled)
         metrics = {**rollout_metrics(sampled), **fstats, "rollout/policy_version": version}
         t1 = time.perf_counter()
         self._update_tokens = {}
         if kept:
-            apply_overlong(kept, self.cfg.algo, self.cfg.rollout.max_response_len)
+            steps.apply_overlong(kept, self.cfg.algo, self.cfg.rollout.max_response_len)
             metrics.update(self.update(kept))
         metrics.update(
             self.counts.record(self.step, bool(kept), self.cfg.algo, fstats["filter/groups_sampled"])
         )
         t_train = time.perf_counter() - t1
         metrics.update(
-            time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos)
+            steps.time_metrics(timings, t_roll, t_train, time.perf_counter() - t0, sampled, self.cursor.pos)
         )
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
     def evaluate(self, max_tool_calls: int | None = None, desc: str | None = None) -> dict[str, float]:
-        """Held-out metrics; `desc` shows a progress bar with that label."""
-        if not self.eval_rows:
-            return {}
-        e = self.cfg.eval
-        tool_cfg = build.tool_loop_config(
-            self.cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls
-        )
-        seed = self.cfg.trainer.seed if e.seed is None else e.seed
-        params = SamplingParams(e.temperature, e.top_p, self.cfg.rollout.max_response_len, seed=seed)
-        res = evaluate_rows(self.engine, self.sandbox, self.eval_rows, self.task.template, tool_cfg, params,
-                            n=e.n_samples, batch_size=e.batch_size, task=self.task, tool=self.tool,
-                            desc=desc if self.cfg.log.progress else None)  # fmt: skip
-        name = Path(self.cfg.data.eval).stem if self.cfg.data.eval else "eval"
-        return {f"eval/{name}/{k}": v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
+        """Held-out metrics under the training protocol; `desc` shows a progress bar with that label."""
+        return steps.held_out_metrics(self.cfg, self.engine, self.sandbox, self.eval_rows, self.task, self.tool,
+                                max_tool_calls, desc)  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, _frame) -> None:
@@ -229,7 +203,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         t = self.cfg.trainer
         last: dict[str, float] = {}
-        with stop_signals(self._on_signal):
+        with steps.stop_signals(self._on_signal):
             bar = console.progress(total=t.total_steps, initial=self.step, desc=self.cfg.name,
                                    disable=not self.cfg.log.progress)  # fmt: skip
             while self.step < t.total_steps and not self._stop_requested:
