@@ -39,6 +39,16 @@ from zerotir import build
 from zerotir.config import RunConfig
 from zerotir.rollout import run_tool_rollout
 
+WORK_RATIOS = (
+    "steps",
+    "prefill_steps",
+    "computed_tokens",
+    "prompt_computed",
+    "mean_batch",
+    "wall_per_step_ms",
+)
+"""Engine-work measures reported as tool / plain: what explains the throughput ratio."""
+
 
 class SleepySandbox:
     """`InstantSandbox` answers, delayed by 50-200 ms in a share `p` of calls (tool latency of the order
@@ -108,14 +118,7 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     instant = instant_sandbox_cls()
     res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
     res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[], injected_per_response=[])
-    for k in (
-        "steps",
-        "prefill_steps",
-        "computed_tokens",
-        "prompt_computed",
-        "mean_batch",
-        "wall_per_step_ms",
-    ):
+    for k in WORK_RATIOS:
         res[f"tool_over_plain_{k}"] = []  # what explains tool_over_plain: the engine's work, tool / plain
     work: dict[str, list[dict]] = {k: [] for k in ("tool", "plain", "async", "lockstep")}
 
@@ -157,14 +160,7 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             w_plain["model_tokens"] = sum(n_model)
             for name in ("async", "lockstep"):
                 timed[name][1]["model_tokens"] = round(timed[name][0] * timed[name][1]["wall_s"])
-            for k in (
-                "steps",
-                "prefill_steps",
-                "computed_tokens",
-                "prompt_computed",
-                "mean_batch",
-                "wall_per_step_ms",
-            ):
+            for k in WORK_RATIOS:
                 res[f"tool_over_plain_{k}"].append((w_tool[k] + w_tool2[k]) / 2 / max(w_plain[k], 1e-9))
             work["tool"] += [w_tool, w_tool2]
             work["plain"].append(w_plain)
