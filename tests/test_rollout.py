@@ -456,7 +456,10 @@ FENCE_CASES = [
     ("```python  \nprint(1)\n```  \n", "print(1)\n"),
     ('```python\nprint("```")\n```', 'print("```")\n'),  # backticks in a string do not close
     ('```python\ns = "a```b"\nprint(s)\n```', 's = "a```b"\nprint(s)\n'),
-    ("```python\nx = 1```\nprint(x)\n```", "x = 1```\nprint(x)\n"),  # a close is a line of its own
+    ("```python\nx = 1```\nprint(x)\n```", "x = 1"),  # a fence ending a line of complete code closes
+    ("```python\nprint(6*7)```", "print(6*7)"),  # merged into the last line (BPE), as the paper runs it
+    ('```python\nprint("```', None),  # stopped at a fence inside a string: not complete code, still open
+    ('```python\nprint("```")\nx = 1 ```  \n', 'print("```")\nx = 1 '),
     ("```python\n```", ""),
     ("```pyx\nprint(1)\n```", None),  # other tags are text
     ("```pythonic\nprint(1)\n```", None),
@@ -478,7 +481,8 @@ def test_fence_grammar(text, code):
     "text,status",
     [
         ('```python\nprint("```', "open"),
-        ("```python\nx = 1```", "open"),
+        ("```python\nx = 1```", "closed"),  # complete code before a fence that ends the text so far
+        ("```python\ns = (1,```", "open"),
         ("```python3\nx = 1\n```", "closed"),
         ("```python\nx = 1\n```\n", "closed"),
         ("```pyx\nx = 1\n```", "not_a_call"),

@@ -10,9 +10,13 @@ The code-fence grammar, here and nowhere else:
 - A call opens with three backticks and a language tag from `PYTHON_TAGS` (```python, ```py,
   ```python3; exact, lower case), optional spaces, then a newline. The code starts after that
   newline, so ```python3 leaves no stray `3` line. Other tags (```output, ```pyx, ```text) are text.
-- A call closes at the first line that is exactly ``` (trailing spaces allowed) after the opening
-  line; during generation the end of the text so far counts as the end of that line. Backticks
-  anywhere else do not close it: `print("```")`, `s = "a```b"`, ```` ```` ````, "x```".
+- A call closes at the first fence of exactly three backticks after the opening line that is not
+  followed by a letter or digit (that would be another fence's tag, e.g. ```output) and either
+  starts a line or follows code that is complete Python. Real models merge the closing fence with
+  its neighbours under BPE (`print(6*7)````, "```.", "```\n"), and the paper's protocol runs that
+  code. Backticks inside the code do not close it: `print("```")` and `s = "a```b"` (`print("` and
+  `s = "a` are not complete Python; during generation a stop there is not a close either), nor
+  do ```` ```` ```` or "```x".
 - Limitation: a line that is exactly ``` inside a multi-line string literal does close the block
   (as in Markdown); the model sees the resulting SyntaxError and can rewrite the code.
 - Injected ```output blocks (opened with N >= 3 backticks, `wrap_output`) are skipped whole, so
@@ -47,7 +51,24 @@ FENCE_OPEN_STOP = "```py"
 
 _PY_OPEN = re.compile(r"```(" + "|".join(sorted(PYTHON_TAGS, key=len, reverse=True)) + r")[ \t]*\n")
 _OUTPUT_OPEN = re.compile(r"(`{3,})output[ \t]*\n")
-_CLOSE = re.compile(r"^```[ \t]*$", re.MULTILINE)
+_FENCE = re.compile(r"(?<!`)```(?![`\w])")
+
+
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "<call>", "exec")
+    except Exception:  # SyntaxError, and anything pathological input makes compile raise
+        return False
+    return True
+
+
+def _find_close(text: str, start: int) -> int:
+    """Index of the ``` that closes a call whose code starts at `start`, or -1 (the module's grammar)."""
+    for m in _FENCE.finditer(text, start):
+        i = m.start()
+        if i == start or text[i - 1] == "\n" or _compiles(text[start:i]):
+            return i
+    return -1
 
 
 class CallStatus(StrEnum):
@@ -65,7 +86,7 @@ class CallStatus(StrEnum):
 class CodeBlock:
     tag: str
     code: str
-    """From after the opening line up to the closing line (its last newline included)."""
+    """From after the opening line up to the closing fence (a closing line's newline included)."""
     closed: bool
     close_at: int = -1
     """Index of the closing ``` in the scanned text (-1: unclosed)."""
@@ -91,12 +112,12 @@ def scan_code_blocks(text: str) -> list[CodeBlock]:
             continue
         if p is None:
             return blocks
-        c = _CLOSE.search(text, p.end())
-        if c is None:
+        c = _find_close(text, p.end())
+        if c < 0:
             blocks.append(CodeBlock(p.group(1), text[p.end() :], False))
             return blocks
-        blocks.append(CodeBlock(p.group(1), text[p.end() : c.start()], True, c.start()))
-        pos = c.end()
+        blocks.append(CodeBlock(p.group(1), text[p.end() : c], True, c))
+        pos = c + 3
 
 
 def extract_last_code(text: str) -> str | None:
