@@ -40,9 +40,20 @@ def raise_on_grade(response, answer, **kw):
     raise ArithmeticError("broken grader")
 
 
-def _children() -> list[tuple[int, str]]:
-    """(pid, state) of this process's children, zombies included, from /proc (multiprocessing's one
-    shared resource tracker, which lives as long as this process, aside)."""
+_BEFORE: set[int] = set()
+"""Children this process had when the current test started (session fixtures' fork servers)."""
+
+
+@pytest.fixture(autouse=True)
+def _children_before():
+    _BEFORE.clear()
+    _BEFORE.update(pid for pid, _ in _children(all_=True))
+
+
+def _children(all_: bool = False) -> list[tuple[int, str]]:
+    """(pid, state) of this process's children that the current test started, zombies included, from
+    /proc (multiprocessing's one shared resource tracker, which lives as long as this process, and a
+    session-scoped sandbox pool started by an earlier test module, aside)."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -54,7 +65,8 @@ def _children() -> list[tuple[int, str]]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         if int(fields[1]) == os.getpid() and int(d) != resource_tracker._resource_tracker._pid:
-            out.append((int(d), fields[0]))
+            if all_ or int(d) not in _BEFORE:
+                out.append((int(d), fields[0]))
     return out
 
 
