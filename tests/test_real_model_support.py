@@ -70,6 +70,9 @@ def test_vllm_requests_carry_stop_token_ids(monkeypatch):
     sp = vllm_engine.request_params(SamplingParams(), ["```python"], 10, None, {2, 0})
     assert sp["stop_token_ids"] == [0, 2] and sp["stop"] == ["```python"]
     assert vllm_engine.request_params(SamplingParams(), [], 10, None)["stop_token_ids"] is None
+    # ignore_eos samples the whole budget: end-of-turn ids must not stop it either (vLLM would)
+    forced = SamplingParams(ignore_eos=True)
+    assert vllm_engine.request_params(forced, [], 10, None, {2, 0})["stop_token_ids"] is None
     # vLLM reports a stop token's id as the stop reason: that ends the response like EOS
     assert vllm_engine.to_completion([5, 2], [-1.0, -0.5], "stop", 2).finish_reason == "eos"
 

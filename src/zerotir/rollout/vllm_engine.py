@@ -103,7 +103,9 @@ def request_params(
 ):
     """vLLM `SamplingParams` for one request under our conventions. `stop_token_ids` (the engine's
     EOS and end-of-turn tokens, rollout/chat.py) end it like EOS: vLLM reports their id as the stop
-    reason, which `to_completion` maps to `eos`."""
+    reason, which `to_completion` maps to `eos`. With `ignore_eos` they are not passed: vLLM's
+    `ignore_eos` ignores only the EOS id, and a stop token id would still end the request (as the HF
+    engine does, every end token is ignored then)."""
     from vllm import SamplingParams as VSP
 
     return VSP(
@@ -111,7 +113,7 @@ def request_params(
         top_p=params.top_p,
         max_tokens=budget,
         stop=stops or None,
-        stop_token_ids=sorted(stop_token_ids) or None,
+        stop_token_ids=None if params.ignore_eos else (sorted(stop_token_ids) or None),
         include_stop_str_in_output=True,
         ignore_eos=params.ignore_eos,
         logprobs=0,
