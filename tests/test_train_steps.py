@@ -4,13 +4,13 @@ import signal
 
 import pytest
 
+from zerotir import console
 from zerotir.config import AlgoConfig, build_config
 from zerotir.errors import SandboxFailureAbort
 from zerotir.train.steps import (
     apply_overlong,
     check_sandbox_failures,
     score_groups,
-    stop_signals,
     time_metrics,
 )
 from zerotir.types import FinishReason, Trajectory
@@ -70,7 +70,7 @@ def test_time_metrics_counts_tokens_per_second_of_the_step():
 def test_stop_signals_routes_sigterm_inside_the_block_and_restores_the_old_handler():
     seen: list[int] = []
     before = signal.getsignal(signal.SIGTERM)
-    with stop_signals(lambda signum, _frame: seen.append(signum)):
+    with console.stop_signals(lambda signum, _frame: seen.append(signum)):
         signal.raise_signal(signal.SIGTERM)
     assert seen == [signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) is before

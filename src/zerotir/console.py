@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 EXIT_OK = 0
@@ -115,3 +118,23 @@ def error_line(msg: str) -> None:
         print(f"{cmd}: error: {rest}", file=sys.stderr)
     else:
         print(f"zerotir: error: {msg}", file=sys.stderr)
+
+
+@contextmanager
+def stop_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Route SIGTERM/SIGINT to `handler` inside the block and restore the old handlers after it
+    (a no-op off the main thread, where signals cannot be set)."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        try:
+            signal.signal(s, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            try:
+                signal.signal(s, h)
+            except ValueError:
+                pass

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -93,49 +92,39 @@ def pretrain(
         return _save_checkpoint(ckpt_root, step, payload)
 
     stop: list[int] = []
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def on_signal(signum, _frame) -> None:
         stop.append(signum)
         console.notice(f"zerotir: signal {signum}: finishing the current step, then saving a checkpoint")
 
-    for sig in old:
-        try:
-            signal.signal(sig, on_signal)
-        except ValueError:  # not the main thread
-            pass
     t0 = time.time()
     model.train()
     bar = console.progress(total=steps, initial=start, desc="pretrain")
     try:
-        for step in range(start, steps):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            x = next(batches)
-            logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", refresh=False)
-            bar.update(1)
-            done = step + 1
-            if stop:
-                path = save(done)
-                raise TrainingInterrupted(done, path, resume_cmd=_resume_cmd(out_dir, recipe))
-            if save_every and done % save_every == 0 and done < steps:
-                save(done)
+        with console.stop_signals(on_signal):
+            for step in range(start, steps):
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step)
+                x = next(batches)
+                logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (B, T, V)
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1)
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", refresh=False)
+                bar.update(1)
+                done = step + 1
+                if stop:
+                    path = save(done)
+                    raise TrainingInterrupted(done, path, resume_cmd=_resume_cmd(out_dir, recipe))
+                if save_every and done % save_every == 0 and done < steps:
+                    save(done)
     finally:
         bar.close()
-        for sig, h in old.items():
-            try:
-                signal.signal(sig, h)
-            except ValueError:
-                pass
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)

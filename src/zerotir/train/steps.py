@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,23 +198,3 @@ def engine_asleep(engine: object) -> Iterator[None]:
     finally:
         if sleep:
             engine.wake_up()  # type: ignore[attr-defined]
-
-
-@contextmanager
-def stop_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
-    """Route SIGTERM/SIGINT to `handler` inside the block and restore the old handlers after it
-    (a no-op off the main thread, where signals cannot be set)."""
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for s in old:
-        try:
-            signal.signal(s, handler)
-        except ValueError:  # not the main thread
-            pass
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            try:
-                signal.signal(s, h)
-            except ValueError:
-                pass

@@ -203,7 +203,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         t = self.cfg.trainer
         last: dict[str, float] = {}
-        with steps.stop_signals(self._on_signal):
+        with console.stop_signals(self._on_signal):
             bar = console.progress(total=t.total_steps, initial=self.step, desc=self.cfg.name,
                                    disable=not self.cfg.log.progress)  # fmt: skip
             while self.step < t.total_steps and not self._stop_requested:
