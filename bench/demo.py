@@ -3,7 +3,7 @@
 The demo builds each arm's trainer from its preset (so through `zerotir.build`); this script only
 runs it and judges the summary against the targets.
 
-python bench/demo.py [--out runs/demo-bench] [--quick]
+python bench/demo.py [--out runs/demo-bench] [--quick] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -22,30 +22,53 @@ from _common import write_result  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/demo-bench")
-    ap.add_argument("--quick", action="store_true", help="`zerotir demo --quick`: only checks that it runs (no targets)")
+    ap.add_argument(
+        "--quick", action="store_true", help="`zerotir demo --quick`: only checks that it runs (no targets)"
+    )
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per arm (means with 95% intervals)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     quick = ["--quick"] if args.quick else []
     # --overwrite: a previous bench run is moved aside to <out>.old-<time>, not mixed into this one
-    cmd = [sys.executable, "-m", "zerotir.cli", "demo", "--out", args.out, "--overwrite", *quick]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zerotir.cli",
+        "demo",
+        "--out",
+        args.out,
+        "--overwrite",
+        "--seeds",
+        str(args.seeds),
+        *quick,
+    ]
     subprocess.run(cmd, check=True)
     seconds = time.perf_counter() - t0
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     if args.quick:  # a few steps per arm: the targets are about the full demo
-        print(f"{seconds:.0f} s; results: {write_result('demo_quick', {'seconds': seconds, 'summary': summary})}")
+        print(
+            f"{seconds:.0f} s; results: {write_result('demo_quick', {'seconds': seconds, 'summary': summary})}"
+        )
         return
     z, r = summary["zerotir"], summary["zerorl"]
+    easy_noise = r["ci95"]["final"].get("accuracy_easy") or 0.0  # one seed: no interval to clear
     checks = {
-        "demo_under_10_min": seconds <= 600,
+        "demo_under_10_min_per_seed": seconds / args.seeds <= 600,
         "base_code_le_10pct": z["base"]["code_ratio"] <= 0.10,
         "base_hard_le_10pct": z["base"]["accuracy_hard"] <= 0.10,
         "zerotir_code_ge_90pct": z["final"]["code_ratio"] >= 0.90,
         "zerotir_acc_ge_85pct": z["final"]["accuracy"] >= 0.85,
-        "zerorl_easy_rises": r["final"]["accuracy_easy"] > r["base"]["accuracy_easy"],
+        "zerorl_easy_rises_beyond_ci": r["final"]["accuracy_easy"] - easy_noise > r["base"]["accuracy_easy"],
+        "budget_sweep_monotone": all(
+            a["accuracy"] <= b["accuracy"]
+            for a, b in zip(list(z["budget_sweep"].values()), list(z["budget_sweep"].values())[1:])
+        ),
         "gap_ge_30_points": z["final"]["accuracy"] - r["final"]["accuracy"] >= 0.30,
         "spearman_ge_0.7": all((v or 0) >= 0.7 for v in z["spearman_vs_step"].values()),
     }
-    path = write_result("demo", {"seconds": seconds, "summary": summary, "checks": checks})
+    path = write_result(
+        "demo", {"seconds": seconds, "seeds": args.seeds, "summary": summary, "checks": checks}
+    )
     for k, v in checks.items():
         print(f"{'PASS' if v else 'MISS'} {k}")
     print(f"{seconds:.0f} s; results: {path}")

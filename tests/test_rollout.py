@@ -9,7 +9,7 @@ import torch
 
 from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template, rollout_metrics, run_tool_rollout
 from zerotir.rollout.engine import Completion
-from zerotir.rollout.protocol import CODE_CLOSE, CODE_OPEN, EXHAUSTED_NOTICE, TOO_LONG_NOTICE
+from zerotir.rollout.protocol import CODE_CLOSE, CODE_OPEN, EXHAUSTED_NOTICE, TOO_LONG_NOTICE, wrap_output
 from zerotir.rollout.tools import FENCE_OPEN_STOP
 from zerotir.sandbox.pool import SandboxInfraError
 from zerotir.toy.tokenizer import build_byte_tokenizer
@@ -97,15 +97,77 @@ def test_loop_executes_injects_and_masks(local_sandbox):
         assert tr.finish_reason == "stop"
 
 
-def test_call_cap_and_exhausted_notice(local_sandbox):
+def test_call_cap_and_exhausted_notice_on_attempt(local_sandbox):
+    """The default protocol: a block written past the budget is not run; its output block is the
+    notice, and from there on fences stop nothing (the model must answer in text)."""
     ps, t = prompts(1)
     eng = ScriptedEngine(n_blocks=3)
     tr = run_tool_rollout(eng, local_sandbox, ps, t, ToolLoopConfig(max_tool_calls=2), SamplingParams())[0]
+    assert len(tr.tool_calls) == 2
+    assert tr.text.count(CODE_OPEN) == 3  # the third block is written but never executed
+    assert tr.text.count("```output") == 3
+    refusal = wrap_output(EXHAUSTED_NOTICE.strip())
+    assert tr.text.count(EXHAUSTED_NOTICE.strip()) == 1
+    assert tr.text.index(refusal) > tr.text.rindex(CODE_OPEN)  # it answers the third block
+    assert tr.meta["refused_call"] and tr.finish_reason == "max_tool_calls"
+    assert "\\boxed{42}" in tr.text and TOK.decode(tr.response_ids) == tr.text
+    # the notice is injected: masked out of the loss like an output
+    n_notice = len(TOK.encode(refusal, add_special_tokens=False))
+    n_outputs = sum(len(TOK.encode(wrap_output(c.output), add_special_tokens=False)) for c in tr.tool_calls)
+    assert tr.action_mask.count(0) == n_outputs + n_notice
+
+
+def test_call_cap_and_exhausted_notice_after_last(local_sandbox):
+    ps, t = prompts(1)
+    eng = ScriptedEngine(n_blocks=3)
+    cfg = ToolLoopConfig(max_tool_calls=2, exhausted_notice="after_last")
+    tr = run_tool_rollout(eng, local_sandbox, ps, t, cfg, SamplingParams())[0]
     assert len(tr.tool_calls) == 2
     assert tr.text.count("```output") == 2
     assert EXHAUSTED_NOTICE.strip() in tr.text
     assert tr.text.count(CODE_OPEN) == 3  # the third block is written but never executed
     assert TOK.decode(tr.response_ids) == tr.text
+
+
+@pytest.mark.parametrize("protocol,notice", [("on_attempt", False), ("after_last", True)])
+def test_a_budget_the_model_does_not_exceed_shows_no_notice(local_sandbox, protocol, notice):
+    """Evaluated at budget 1, a policy that makes one call sees what it saw in training at budget 2
+    (the old `after_last` protocol showed it a notice it had never seen right after its first output)."""
+    ps, t = prompts(1)
+    cfg = ToolLoopConfig(max_tool_calls=1, exhausted_notice=protocol)
+    tr = run_tool_rollout(ScriptedEngine(n_blocks=1), local_sandbox, ps, t, cfg, SamplingParams())[0]
+    assert len(tr.tool_calls) == 1 and tr.tool_calls[0].stdout == "42\n"
+    assert (EXHAUSTED_NOTICE.strip() in tr.text) is notice
+    assert "refused_call" not in tr.meta
+
+
+def test_budget_zero_answers_the_first_block_with_the_notice():
+    """Budget 0 under the tool template: nothing runs (no sandbox is even needed), the block gets the
+    notice, the answer follows in text."""
+    ps, t = prompts(1)
+    tr = run_tool_rollout(ScriptedEngine(n_blocks=1), None, ps, t, ToolLoopConfig(max_tool_calls=0),
+                          SamplingParams())[0]  # fmt: skip
+    assert tr.tool_calls == [] and not tr.excluded
+    assert wrap_output(EXHAUSTED_NOTICE.strip()) in tr.text and "\\boxed{42}" in tr.text
+
+
+def test_interactive_driver_answers_a_call_past_the_budget_without_running_it():
+    from zerotir.rollout.tool_loop import _State, _ToolDriver
+    from zerotir.types import Trajectory
+
+    t = get_template("toy-zerotir")
+    st = _State(Trajectory(prompt_ids=[1]), limit=400)
+    drv = _ToolDriver(
+        [st], None, t, ToolLoopConfig(max_tool_calls=0), TOK, {}, ToolLoopConfig().python_tool()
+    )
+    ids = lambda s: TOK.encode(s, add_special_tokens=False)  # noqa: E731
+    assert drv.stops(0) == [FENCE_OPEN_STOP]
+    assert drv.on_stop(0, FENCE_OPEN_STOP, ids(FENCE_OPEN_STOP), [0.0] * len(FENCE_OPEN_STOP)) == "continue"
+    assert drv.on_stop(0, "```", ids("thon\nprint(1)\n```"), [0.0] * 16) == "pause"
+    assert not drv.pending  # nothing was submitted
+    notice = ids(wrap_output(EXHAUSTED_NOTICE.strip()))
+    assert drv.poll(block=False) == {0: notice} and drv.poll(block=False) == {}
+    assert drv.stops(0) == []  # past the notice, fences stop nothing
 
 
 def test_no_tool_template_never_executes(local_sandbox):

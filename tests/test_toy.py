@@ -36,6 +36,44 @@ def test_corpus_has_the_rare_code_habit():
     assert 0.01 < qa_code / len(docs) < 0.06
 
 
+def test_chains_carry_each_step_and_their_answer():
+    probs = world.chain_test_split(200)
+    assert {p.difficulty for p in probs} == {"chain2", "chain3"}
+    for p in probs:
+        vals = world.chain_values(p.steps)
+        assert len(p.steps) == int(p.difficulty[-1]) and p.answer == str(vals[-1])
+        assert int(p.answer) == evaluate_expression(p.expression) == eval(p.expression)  # noqa: S307
+        assert p.steps[0] in p.problem and all("{}" in st for st in p.steps[1:])
+        assert p.problem.count(".") + p.problem.count("?") == len(p.steps)  # one sentence per step
+    assert world.chain_test_split(20) == world.chain_test_split(20)
+
+
+def test_test_split_unmoved_by_chains():
+    """chain_frac=0 draws what the generator drew before chains existed (recorded by hand)."""
+    first = world.test_split(3)
+    assert [(p.problem, p.answer) for p in first] == [
+        ("Find the value of 3 * 8.", "24"), ("What is 2 * 8?", "16"), ("Compute 3 * 5.", "15")
+    ]  # fmt: skip
+    mixed = train_split(2000, chain_frac=0.25)
+    share = sum(p.difficulty.startswith("chain") for p in mixed) / len(mixed)
+    assert 0.2 < share < 0.3
+
+
+def test_corpus_chain_documents_print_each_step():
+    import re
+
+    docs = [d for d, _ in zip(corpus_stream(1), range(3000)) if "the result" in d and "print(" in d]
+    assert len(docs) > 100
+    for d in docs:
+        prints = re.findall(r"print\((.*?)\)\n```\n```output\n(-?\d+)\n", d)
+        assert len(prints) in (2, 3)
+        for k, (expr, out) in enumerate(prints):
+            assert evaluate_expression(expr) == int(out)
+            if k:  # the step uses the previous output, not the question's expression
+                assert expr.startswith(prints[k - 1][1] + " ")
+        assert d.endswith(f"\\boxed{{{prints[-1][1]}}}.")
+
+
 def test_expression_guard():
     with pytest.raises(ValueError):
         evaluate_expression("__import__('os')")
@@ -85,5 +123,26 @@ def test_demo_quick_writes_valid_summary(tmp_path):
         assert s[arm]["steps"] == 3 and s[arm]["seconds"] > 0
         assert len((out / arm / "metrics.jsonl").read_text().splitlines()) == 3
     assert s["zerorl"]["final"]["code_ratio"] == 0.0  # no execution without tools
+    for arm in ("zerotir", "zerorl"):  # seconds per phase, and no interval from one seed
+        assert set(s[arm]["phases"]) == {"setup_s", "base_eval_s", "train_s", "final_eval_s"}
+        assert all(v is None for v in s[arm]["ci95"]["final"].values()) and s["n_seeds"] == 1
+    assert "What the figures show" in (out / "report.html").read_text()
     assert (out / "report.html").exists() and (out / "curves.png").exists()
     assert "report.html" in r.stdout
+
+
+def test_demo_combines_seeds_into_means_and_intervals():
+    from zerotir.demo import combine
+
+    def run(seed, acc):
+        m = {"accuracy": acc, "code_ratio": 1.0}
+        return {"seed": seed, "base": m, "final": m, "steps": 5, "seconds": 10.0, "phases": {"train_s": acc * 10},
+                "spearman_vs_step": {"accuracy": None}, "budget_sweep": {"1": m}}  # fmt: skip
+
+    c = combine([run(0, 0.5), run(1, 0.6), run(2, 0.7)])
+    assert c["seeds"] == [0, 1, 2] and c["seconds"] == 30.0 and len(c["runs"]) == 3
+    assert c["final"]["accuracy"] == pytest.approx(0.6)
+    assert c["ci95"]["final"]["accuracy"] == pytest.approx(4.302652729911275 * 0.1 / 3**0.5)
+    assert c["ci95"]["final"]["code_ratio"] == 0.0 and c["phases"]["train_s"] == pytest.approx(6.0)
+    assert c["ci95"]["budget_sweep"]["1"]["accuracy"] == c["ci95"]["final"]["accuracy"]
+    assert c["spearman_vs_step"]["accuracy"] is None

@@ -69,6 +69,7 @@ def tool_loop_config(cfg: RunConfig, max_tool_calls: int | None = None) -> ToolL
         "stateful",
         "scheduler",
         "max_context_len",
+        "exhausted_notice",
     )
     return ToolLoopConfig(
         max_tool_calls=r.max_tool_calls if max_tool_calls is None else max_tool_calls,
@@ -189,6 +190,7 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
             toy_size=d.train_size,
             toy_easy_frac=d.easy_frac,
             toy_split="train",
+            toy_chain_frac=d.chain_frac,
         )
     if not d.eval:
         return []

@@ -27,7 +27,7 @@ stopped on sandbox infrastructure failures; 130 stopped by Ctrl-C/SIGTERM after 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from zerotir.demo import run_demo
 
-    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides, overwrite=a.overwrite)
+    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides, overwrite=a.overwrite, seeds=a.seeds)
     return 0
 
 
@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="a used --out is moved aside to <out>.old-<time>")
     d.add_argument("--quick", action="store_true", help="a smoke version for CI (a few steps, small eval)")
     d.add_argument("--steps", type=int, default=None, help="RL steps per arm (default: the preset's)")
+    d.add_argument(
+        "--seeds", type=_positive, default=1,
+        help="seeds per arm (trainer.seed, +1, ...): means with 95%% intervals, curves as bands",
+    )  # fmt: skip
     d.add_argument("overrides", nargs="*", help="config overrides applied to both arms, key.sub=value")
     d.set_defaults(fn=_cmd_demo)
 

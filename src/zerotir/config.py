@@ -53,6 +53,8 @@ class DataConfig(_Section):
     """Field holding the reference answer in the data rows."""
     easy_frac: float = Field(0.4, ge=0.0, le=1.0)
     """Toy world: share of easy (learnable without tools) problems."""
+    chain_frac: float = Field(0.0, ge=0.0, le=1.0)
+    """Toy world: share of chains (2-3 dependent steps, one call each) in the training stream."""
     train_size: int = Field(4096, ge=1)
     """Toy world: number of training problems generated."""
     eval_size: int = Field(256, ge=1)
@@ -77,7 +79,9 @@ class RolloutConfig(_Section):
     max_context_len: int | None = Field(None, ge=1)
     """Cap on prompt + model + injected tokens (None: the model's max_position_embeddings); reaching it finishes as `length`."""
     max_tool_calls: int = Field(2, ge=0)
-    """Executed code blocks per response (0: tools off); a notice follows the last one."""
+    """Executed code blocks per response; past it, see `exhausted_notice` (0 with a tool template: no call runs)."""
+    exhausted_notice: Literal["on_attempt", "after_last"] = "on_attempt"
+    """on_attempt: a block written past the budget is not run, its output block is the paper's notice; after_last: the notice follows the last allowed output."""
     output_max_tokens: int = Field(256, ge=1)
     """Longest execution output shown to the model, in tokens (longer: see `overflow`)."""
     overflow: Literal["replace", "truncate"] = "replace"
@@ -242,6 +246,8 @@ class EvalConfig(_Section):
     """Eval sampling seed (defaults to trainer.seed)."""
     batch_size: int = Field(64, ge=1)
     """Prompts per rollout batch (the seed advances per batch, so it is part of the protocol)."""
+    max_response_len: int | None = Field(None, ge=1)
+    """Model + injected tokens per eval response (None: rollout.max_response_len)."""
 
 
 class LogConfig(_Section):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from zerotir.analysis.fits import correlations, detect_dip, ema, fit_all
+from zerotir.analysis.intervals import band, mean_rows
 from zerotir.logger import read_metrics
 
 # metric key -> (title, y-axis label)
@@ -176,7 +177,14 @@ def analyze_run(rows: list[dict]) -> dict:
     return out
 
 
-def plot_runs(runs: dict[str, list[dict]], out_dir: Path, smooth: float = 0.6) -> list[Path]:
+def plot_runs(
+    runs: dict[str, list[dict]],
+    out_dir: Path,
+    smooth: float = 0.6,
+    seeds: dict[str, list[list[dict]]] | None = None,
+) -> list[Path]:
+    """One panel per logged metric of PANELS. A label with several `seeds` is drawn as the mean over
+    its seeds with a shaded 95% band (intervals.band); a single run as its smoothed curve over the raw one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,6 +201,17 @@ def plot_runs(runs: dict[str, list[dict]], out_dir: Path, smooth: float = 0.6) -
     for ax, key in zip(axes.flat, keys):
         title, ylabel = PANELS[key]
         for label, rows in runs.items():
+            group = (seeds or {}).get(label, [])
+            if len(group) > 1:
+                parts = [_series(r, key) for r in group]
+                if any(not x.size for x, _ in parts):
+                    continue
+                x, mean, lo, hi = band(parts)
+                (line,) = ax.plot(
+                    x, mean, label=f"{label} (mean of {len(group)} seeds, 95% band)", linewidth=2
+                )
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+                continue
             x, y = _series(rows, key)
             if not x.size:
                 continue
@@ -292,22 +311,34 @@ def analyze(
     smooth: float = 0.6,
     extra_tables: list[str] | None = None,
     labels: list[str] | None = None,
+    seed_dirs: list[list[Path]] | None = None,
 ) -> dict:
+    """The report of `run_dirs`. With `seed_dirs` (one list per run: the seeds of that run, the first
+    being `run_dirs`' entry), each run is summarised by the mean over its seeds (fits, tables) and
+    drawn with a 95% band; the inspector section lists every seed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {}  # keyed by a label unique per directory (run_labels)
+    seeds: dict[str, list[list[dict]]] = {}
     problems = []
     dirs = [Path(rd) for rd in run_dirs]
     labels = list(labels) if labels else run_labels(dirs)
     if len(set(labels)) != len(labels):
         raise ValueError(f"analyze: labels must be distinct, got {labels}")
-    for rd, label in zip(dirs, labels):
-        rows = read_metrics(rd)
-        if not rows:
-            problems.append(f"{rd}: no metrics.jsonl rows yet")
-        runs[label] = rows
+    groups = seed_dirs if seed_dirs is not None else [[d] for d in dirs]
+    if len(groups) != len(dirs):
+        raise ValueError(f"analyze: {len(groups)} seed groups for {len(dirs)} runs")
+    for group, label in zip(groups, labels):
+        per_seed = []
+        for rd in group:
+            rows = read_metrics(Path(rd))
+            if not rows:
+                problems.append(f"{rd}: no metrics.jsonl rows yet")
+            per_seed.append(rows)
+        seeds[label] = per_seed
+        runs[label] = per_seed[0] if len(per_seed) == 1 else mean_rows(per_seed)
     analyses = {label: analyze_run(rows) for label, rows in runs.items()}
-    figs = plot_runs(runs, out_dir, smooth)
+    figs = plot_runs(runs, out_dir, smooth, seeds)
     tables = comparison_tables([Path(r) for r in run_dirs], runs)
     problem_lines = [f"Problems: {'; '.join(problems)}"] if problems else []
     md = build_markdown(analyses, tables + (extra_tables or []) + problem_lines)
@@ -327,7 +358,11 @@ def analyze(
     body = body.replace("</h1>", "</h1>\n" + img, 1)
     from zerotir.inspect.report_links import inspector_section  # lazy: inspect reads run labels from here
 
-    body += inspector_section(run_dirs, out_dir, labels)
+    inspected = [Path(rd) for g in groups for rd in g]
+    inspected_labels = [
+        lab if len(g) == 1 else f"{lab} seed {k}" for g, lab in zip(groups, labels) for k in range(len(g))
+    ]
+    body += inspector_section(inspected, out_dir, inspected_labels)
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"

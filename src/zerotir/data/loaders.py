@@ -14,6 +14,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+TOY_SOURCES = ("toy", "toy-chain")
+"""The toy world's generated sets: its train stream / test split, and held-out chains (toy/world.py)."""
+
 BENCHMARKS = {
     "math500": ("math500.jsonl", 500),
     "aime24": ("aime24.jsonl", 30),
@@ -101,11 +104,11 @@ def load_benchmark(name: str) -> list[dict]:
 def check_source(source: str) -> None:
     """Fail now (DataError) if `source` is neither `toy`, a bundled name, nor an existing file or
     directory of a readable kind: cheap, so commands call it before loading a model."""
-    if source == "toy" or source in BENCHMARKS:
+    if source in TOY_SOURCES or source in BENCHMARKS:
         return
     p = Path(source).expanduser()
     if not p.exists():
-        near = difflib.get_close_matches(source, ["toy", *BENCHMARKS], n=1)
+        near = difflib.get_close_matches(source, [*TOY_SOURCES, *BENCHMARKS], n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise DataError(
             f"dataset {source!r}: no such file or directory, and not a bundled name{hint} "
@@ -125,16 +128,19 @@ def load_dataset_rows(
     toy_size: int = 4096,
     toy_easy_frac: float = 0.4,
     toy_split: str = "train",
+    toy_chain_frac: float = 0.0,
 ) -> list[dict]:
-    """Rows from `toy`, a bundled name, a .jsonl/.parquet file, or a `datasets.save_to_disk` directory."""
-    if source == "toy":
-        from zerotir.toy.world import test_split, train_split
+    """Rows from `toy`, `toy-chain`, a bundled name, a .jsonl/.parquet file, or a
+    `datasets.save_to_disk` directory."""
+    if source in TOY_SOURCES:
+        from zerotir.toy.world import chain_test_split, test_split, train_split
 
-        probs = (
-            train_split(toy_size, toy_easy_frac)
-            if toy_split == "train"
-            else test_split(toy_size, toy_easy_frac)
-        )
+        if source == "toy-chain":
+            probs = chain_test_split(toy_size)  # held-out chains: the same in every split
+        elif toy_split == "train":
+            probs = train_split(toy_size, toy_easy_frac, chain_frac=toy_chain_frac)
+        else:
+            probs = test_split(toy_size, toy_easy_frac)
         return [p.to_row() for p in probs]
     if source in BENCHMARKS:
         return load_benchmark(source)

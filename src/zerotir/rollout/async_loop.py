@@ -22,6 +22,7 @@ from zerotir.rollout.tool_loop import (
     _finish,
     _on_stop,
     _record,
+    _refuse,
     _State,
     _stops_for,
     context_window,
@@ -73,7 +74,10 @@ async def run_trajectory(
         )
         segment += 1
         _record(st, c.token_ids, c.logprobs)
-        if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, the_tool, tok) != "exec":
+        action = _on_stop(st, c.stop_str, c.finish_reason, template, cfg, the_tool, tok)
+        if action == "refuse":
+            _refuse(st, tok, the_tool)
+        if action != "exec":
             continue
         code = _closed_code(st, tok, the_tool)
         res = await _execute(sandbox, the_tool, code, cfg, st.history if cfg.stateful else None)

@@ -48,6 +48,10 @@ class ToolLoopConfig:
     """auto | interactive (one decode loop; the engine must support it) | rounds."""
     max_context_len: int | None = None
     """Cap on prompt + response tokens (None: the engine's / model's context window)."""
+    exhausted_notice: str = "on_attempt"
+    """on_attempt: a block written past the budget is answered by the notice instead of run (then the
+    fences stop nothing); after_last: the notice follows the last allowed output (fences stop nothing
+    from there on)."""
 
     def python_tool(self) -> PythonTool:
         """Today's tool with this config's output cap, overflow policy and traceback length."""
@@ -63,15 +67,26 @@ class _State:
     done: bool = False
     history: list[str] = field(default_factory=list)
     turn_ends: list[str] = field(default_factory=list)
+    refused: bool = False
+    """A block written past the budget was answered with the exhausted notice."""
 
 
 class SandboxFailure(RuntimeError):
     pass
 
 
+def _fences_stop(st: _State, template: Template, cfg: ToolLoopConfig) -> bool:
+    """Whether the tool's fences still stop generation: within the budget, and under `on_attempt`
+    also past it until one block has been answered with the notice."""
+    if not template.uses_tools:
+        return False
+    if len(st.traj.tool_calls) < cfg.max_tool_calls:
+        return True
+    return cfg.exhausted_notice == "on_attempt" and not st.refused
+
+
 def _stops_for(st: _State, template: Template, cfg: ToolLoopConfig, tool: Tool) -> list[str]:
-    tools_on = template.uses_tools and len(st.traj.tool_calls) < cfg.max_tool_calls
-    if tools_on:
+    if _fences_stop(st, template, cfg):
         return [tool.close] if st.in_code else [tool.open, *template.stop]
     return list(template.stop)
 
@@ -98,7 +113,8 @@ def _on_stop(
     st: _State, stop: str | None, reason: str, template: Template, cfg: ToolLoopConfig, tool: Tool, tok
 ) -> str:
     """Advance a trajectory after a model segment; returns "continue" (keep generating: inside a call
-    now, or a stop string that did not really open or close one), "exec" (a call was closed) or
+    now, or a stop string that did not really open or close one), "exec" (a call was closed),
+    "refuse" (a call was closed past the budget: answer it with `_refuse`, do not run it) or
     "finish". Whether a closing stop really closed a call is the tool's grammar (`call_status`)."""
     tr = st.traj
     if reason == CompletionReason.LENGTH:
@@ -114,7 +130,7 @@ def _on_stop(
         if status != CallStatus.CLOSED:
             return "continue"
         st.turn_ends.append("code")
-        return "exec"
+        return "refuse" if len(tr.tool_calls) >= cfg.max_tool_calls else "exec"
     # eos or a template stop such as </answer>
     st.done = True
     tr.finish_reason = (
@@ -139,8 +155,21 @@ def _apply_result(
     tr.tool_calls.append(res)
     if res.status == ToolStatus.OK:
         st.history.append(code)
-    exhausted = len(tr.tool_calls) >= cfg.max_tool_calls
-    obs = tool.observation_ids(tok, res, exhausted)
+    exhausted = cfg.exhausted_notice == "after_last" and len(tr.tool_calls) >= cfg.max_tool_calls
+    return _inject(st, tool.observation_ids(tok, res, exhausted))
+
+
+def _refuse(st: _State, tok, tool: Tool) -> list[int] | None:
+    """Answer a block written past the budget with the exhausted notice, in place of its output (the
+    block is not run). Injected like an output; returns the ids, or None when the cap ends the row."""
+    st.refused = True
+    st.traj.meta["refused_call"] = True
+    return _inject(st, tool.refusal_ids(tok))
+
+
+def _inject(st: _State, obs: list[int]) -> list[int] | None:
+    """Append injected (masked) ids within the length cap; None when the trajectory ends here."""
+    tr = st.traj
     room = st.limit - len(tr.response_ids)
     if len(obs) >= room:
         obs = obs[:room]
@@ -258,8 +287,11 @@ def _rounds(engine, sandbox, states, template, cfg, params, timings, tool: Tool)
         to_exec: list[_State] = []
         for st, c in zip(active, comps):
             _record(st, c.token_ids, c.logprobs)
-            if _on_stop(st, c.stop_str, c.finish_reason, template, cfg, tool, tok) == "exec":
+            action = _on_stop(st, c.stop_str, c.finish_reason, template, cfg, tool, tok)
+            if action == "exec":
                 to_exec.append(st)
+            elif action == "refuse":
+                _refuse(st, tok, tool)
         if not to_exec:
             continue
         codes = [_closed_code(st, tok, tool) for st in to_exec]
@@ -281,6 +313,7 @@ class _ToolDriver:
         self.states, self.sandbox, self.template, self.cfg, self.tok = states, sandbox, template, cfg, tok
         self.tool = tool
         self.pending: dict[int, tuple[cf.Future, str, int]] = {}  # row -> (future, code, tries)
+        self.ready: dict[int, list[int] | None] = {}  # row -> its refusal notice, handed out by `poll`
         self.deadline: dict[int, float] = {}
         self.waited_s = 0.0
         self.timings = timings
@@ -292,6 +325,9 @@ class _ToolDriver:
         st = self.states[i]
         _record(st, token_ids, logprobs)
         action = _on_stop(st, stop, CompletionReason.STOP, self.template, self.cfg, self.tool, self.tok)
+        if action == "refuse":
+            self.ready[i] = _refuse(st, self.tok, self.tool)
+            return "pause"
         if action != "exec":
             return action
         code = _closed_code(st, self.tok, self.tool)
@@ -314,7 +350,8 @@ class _ToolDriver:
             return _failed(e)
 
     def poll(self, block: bool) -> dict[int, list[int] | None]:
-        out: dict[int, list[int] | None] = {}
+        out: dict[int, list[int] | None] = dict(self.ready)
+        self.ready.clear()
         while True:
             for i, (fut, code, tries) in list(self.pending.items()):
                 if not fut.done() and time.monotonic() < self.deadline[i]:

@@ -180,6 +180,10 @@ class Tool(Protocol):
         """Token ids injected after a call (sets `result.output` to the shown text)."""
         ...
 
+    def refusal_ids(self, tokenizer: Any) -> list[int]:
+        """Token ids injected in place of a call's output when it was written past the budget."""
+        ...
+
     def strip_observations(self, text: str) -> str:
         """`text` without the injected observations (for rewards that must ignore printed answers)."""
         ...
@@ -191,7 +195,8 @@ class PythonTool:
 
     Long outputs (> `output_max_tokens`) are replaced by a notice (`overflow=replace`, the paper's code)
     or keep their tail (`truncate`); tracebacks keep their last `error_lines` lines; after the last
-    allowed call a notice says the tool is exhausted."""
+    allowed call a notice says the tool is exhausted: as the output block of a call written past the
+    budget (`rollout.exhausted_notice=on_attempt`) or right after the last allowed output."""
 
     output_max_tokens: int = 256
     overflow: str = "replace"
@@ -224,6 +229,9 @@ class PythonTool:
         result.output = body
         text = wrap_output(body) + (EXHAUSTED_NOTICE if exhausted else "")
         return tokenizer.encode(text, add_special_tokens=False)
+
+    def refusal_ids(self, tokenizer: Any) -> list[int]:
+        return tokenizer.encode(wrap_output(EXHAUSTED_NOTICE.strip()), add_special_tokens=False)
 
     def strip_observations(self, text: str) -> str:
         return strip_output_blocks(text)

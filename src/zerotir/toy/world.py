@@ -4,7 +4,11 @@ Problems come in two kinds, chosen so that a tiny model can learn the easy ones 
 the hard ones need a calculator:
 
 * easy: two-digit additions and one-digit products, which a 2M-parameter model can memorise;
-* hard: three-digit x two-digit products and two-operation expressions, which it cannot.
+* hard: three-digit x two-digit products and two-operation expressions, which it cannot;
+* chain2 / chain3: a two-digit product, then one or two steps applied to "the result". Each step
+  needs the previous step's value, so a model that writes one block per step (the corpus's way)
+  needs one call per step: this is where a second (and third) call genuinely helps, which the
+  demo's tool-call budget sweep measures.
 
 Every problem carries its exact integer answer (computed with Python's ints, never floats) and the
 Python expression that computes it; the expression is what the synthetic corpus's code documents
@@ -17,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Difficulty = Literal["easy", "hard", "multi"]
+Difficulty = Literal["easy", "hard", "multi", "chain2", "chain3"]
 
 QUESTION_FORMS = (
     "What is {e}?",
@@ -36,10 +40,16 @@ class ToyProblem:
     answer: str
     expression: str
     difficulty: Difficulty
+    steps: tuple[str, ...] = ()
+    """Chains: the expression of each step, `{}` standing for the previous step's value."""
 
     def to_row(self) -> dict:
         row = asdict(self)
         row["source"] = "toy"
+        if not self.steps:
+            del row["steps"]
+        else:
+            row["steps"] = list(self.steps)
         return row
 
 
@@ -67,6 +77,35 @@ def _expr_multi(rng: random.Random) -> str:
 
 _MAKERS = {"easy": _expr_easy, "hard": _expr_hard, "multi": _expr_multi}
 
+CHAIN_FORMS = {
+    "*": "Multiply the result by {n}.",
+    "+": "Add {n} to the result.",
+    "-": "Subtract {n} from the result.",
+}
+"""The sentence of each chain step after the first (the first is one of QUESTION_FORMS)."""
+
+
+def chain_steps(rng: random.Random, n_steps: int) -> tuple[str, list[str]]:
+    """(question, step expressions) of an `n_steps` chain: a two-digit product, then a product by a
+    two-digit number, then (for 3 steps) a three-digit addition or subtraction; `{}` is the value so far."""
+    a, b = rng.randint(11, 99), rng.randint(11, 99)
+    steps = [f"{a} * {b}"]
+    text = [rng.choice(QUESTION_FORMS).format(e=steps[0])]
+    for k in range(1, n_steps):
+        op = "*" if k == 1 else rng.choice(["+", "-"])
+        n = rng.randint(11, 99) if op == "*" else rng.randint(100, 999)
+        steps.append(f"{{}} {op} {n}")
+        text.append(CHAIN_FORMS[op].format(n=n))
+    return " ".join(text), steps
+
+
+def chain_values(steps: list[str] | tuple[str, ...]) -> list[int]:
+    """The value after each step (exact integers)."""
+    vals: list[int] = []
+    for st in steps:
+        vals.append(evaluate_expression(st.format(vals[-1]) if vals else st))
+    return vals
+
 
 def evaluate_expression(expr: str) -> int:
     """Exact integer value of a generated expression (only digits, spaces, + - * are allowed)."""
@@ -76,6 +115,19 @@ def evaluate_expression(expr: str) -> int:
 
 
 def make_problem(rng: random.Random, difficulty: Difficulty, idx: int, prefix: str = "toy") -> ToyProblem:
+    if difficulty in ("chain2", "chain3"):
+        question, steps = chain_steps(rng, int(difficulty[-1]))
+        expr = steps[0]
+        for st in steps[1:]:  # left to right: * binds first, so no parentheses are needed
+            expr = st.format(expr)
+        return ToyProblem(
+            id=f"{prefix}-{difficulty}-{idx}",
+            problem=question,
+            answer=str(chain_values(steps)[-1]),
+            expression=expr,
+            difficulty=difficulty,
+            steps=tuple(steps),
+        )
     expr = _MAKERS[difficulty](rng)
     question = rng.choice(QUESTION_FORMS).format(e=expr)
     return ToyProblem(
@@ -93,15 +145,26 @@ def generate_problems(
     easy_frac: float = 0.4,
     multi_frac: float = 0.0,
     prefix: str = "toy",
+    chain_frac: float = 0.0,
 ) -> list[ToyProblem]:
-    """`n` problems, `easy_frac` of them easy, `multi_frac` multi-step, the rest hard."""
-    if not 0.0 <= easy_frac + multi_frac <= 1.0:
-        raise ValueError("easy_frac + multi_frac must lie in [0, 1]")
+    """`n` problems, `easy_frac` of them easy, `multi_frac` multi-step, `chain_frac` chains (half
+    of two steps, half of three), the rest hard. With `chain_frac=0` the draws are those of before
+    chains existed (the fixed test split does not move)."""
+    if not 0.0 <= easy_frac + multi_frac + chain_frac <= 1.0:
+        raise ValueError("easy_frac + multi_frac + chain_frac must lie in [0, 1]")
     rng = random.Random(seed)
     out: list[ToyProblem] = []
     for i in range(n):
         r = rng.random()
-        kind: Difficulty = "easy" if r < easy_frac else ("multi" if r < easy_frac + multi_frac else "hard")
+        kind: Difficulty
+        if r < easy_frac:
+            kind = "easy"
+        elif r < easy_frac + multi_frac:
+            kind = "multi"
+        elif r < easy_frac + multi_frac + chain_frac:
+            kind = "chain2" if rng.random() < 0.5 else "chain3"
+        else:
+            kind = "hard"
         out.append(make_problem(rng, kind, i, prefix))
     return out
 
@@ -109,11 +172,19 @@ def generate_problems(
 # Fixed seeds: the train stream and the held-out test split never share a seed.
 TRAIN_SEED = 1234
 TEST_SEED = 98765
+CHAIN_TEST_SEED = 24680
 
 
-def train_split(n: int = 4096, easy_frac: float = 0.4, seed: int = TRAIN_SEED) -> list[ToyProblem]:
-    return generate_problems(n, seed, easy_frac=easy_frac, prefix="train")
+def train_split(
+    n: int = 4096, easy_frac: float = 0.4, seed: int = TRAIN_SEED, chain_frac: float = 0.0
+) -> list[ToyProblem]:
+    return generate_problems(n, seed, easy_frac=easy_frac, prefix="train", chain_frac=chain_frac)
 
 
 def test_split(n: int = 256, easy_frac: float = 0.4, seed: int = TEST_SEED) -> list[ToyProblem]:
     return generate_problems(n, seed, easy_frac=easy_frac, prefix="test")
+
+
+def chain_test_split(n: int = 128, seed: int = CHAIN_TEST_SEED) -> list[ToyProblem]:
+    """Held-out chains only (half two-step, half three-step): the tool-call budget sweep's problems."""
+    return generate_problems(n, seed, easy_frac=0.0, prefix="test", chain_frac=1.0)
