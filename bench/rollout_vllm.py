@@ -17,7 +17,8 @@ The machine is shared, so the arms are interleaved: each repeat runs tool, plain
 throughput is the mean of the two runs around plain) and async/lock-step in alternating order;
 medians over repeats. What explains the tool/plain gap is recorded per arm from vLLM's own
 counters (`zerotir.rollout.vllm_stats`): engine steps, mean batch per step, prefilled vs cached
-prompt tokens, sampled tokens, requests, wall time per step.
+prompt tokens, sampled tokens (and those sampled past a cut, then dropped), requests, wall time per
+step. The load average at start and end is recorded (the machine is shared).
 
 The engine (`rollout.engine=vllm`, `rollout.vllm_async=true`), tool-loop settings, sampling, prompts
 and the synced policy are built through `zerotir.build` from `bench/rollout.py`'s config.
@@ -41,6 +42,7 @@ from zerotir.rollout import run_tool_rollout
 
 WORK_RATIOS = (
     "steps",
+    "generated",
     "prefill_steps",
     "computed_tokens",
     "prompt_computed",
@@ -92,6 +94,10 @@ def _per_trajectory(work_med: dict, med: dict, n: int) -> dict:
     injected = med["injected_per_response"]
     out = {
         "requests": t["requests"] / n,
+        "requests_lockstep": work_med["lockstep"]["requests"] / n,
+        "requests_async": work_med["async"]["requests"] / n,
+        "discarded_tokens": t.get("discarded", 0) / n,
+        "sampled_not_kept": (t["generated"] - t["model_tokens"]) / n,
         "prefill_computed_extra": (t["prompt_computed"] - p["prompt_computed"]) / n,
         "prefill_after_switch": t.get("switch_prefill_computed", 0) / n,
         "prefill_after_output": t.get("output_prefill_computed", 0) / n,
@@ -102,8 +108,17 @@ def _per_trajectory(work_med: dict, med: dict, n: int) -> dict:
     return out
 
 
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
 def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    load_start = _loadavg()
     import torch
 
     from zerotir.models import load_tokenizer
@@ -181,7 +196,8 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
                         f"{c} {w[c + '_requests']} req {w[c + '_prefill_computed']} tok"
                         for c in ("prompt", "switch", "output")
                         if c + "_requests" in w
-                    ),
+                    )
+                    + (f"; {w['discarded']} sampled past a cut" if name == "tool" else ""),
                     flush=True,
                 )
         model, _ = build.load_policy(run_cfg)
@@ -193,12 +209,14 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             sync_s.append(eng.sync_weights(model.state_dict(), v).seconds)
     finally:
         eng.close()
+    load_end = _loadavg()
     med = {k: statistics.median(v) for k, v in res.items() if v}
     work_med = {
         arm: {k: statistics.median(w.get(k, 0) for w in ws) for k in ws[0]} for arm, ws in work.items()
     }
     out = {
         "engine": "vllm-async",
+        "stop_matching": "on the streamed tokens (StopScan): one request per model segment, aborted at a closed call",
         "medians": med,
         "runs": res,
         "engine_work_medians": work_med,
@@ -207,6 +225,9 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
         "weight_sync_s": sync_s,
         "weight_sync_s_median": statistics.median(sync_s),
         "engine_load_s": load_s,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "spreads": {k: [min(res[k]), max(res[k])] for k in ("tool_over_plain", "async_over_lockstep")},
         "prompts": args.prompts,
         "repeats": args.repeats,
         "targets": {"tool_over_plain": ">= 0.85", "async_over_lockstep": ">= 1.3"},
