@@ -9,7 +9,10 @@ One `AsyncVLLMEngine` (the shipped toy model) serves every arm, so the arms diff
              per trajectory (rows go on generating while others wait);
   lockstep   the same sleepy sandbox with `scheduler=rounds`: every row generates to its next stop,
              the round's executions run together (in parallel), then the next round;
-             async throughput / lock-step throughput, target >= 1.3.
+             async throughput / lock-step throughput, target >= 1.3;
+  lockstep_2call  lock-step as the engine ran it before it matched stops on the streamed tokens:
+             a round to the opening fence, another to the closing one (`_NoStopSwitch`); reported
+             beside it, so the share of async/lock-step that came from that extra round shows.
 Throughput counts model-sampled tokens (not injected ones) per wall second. Weight sync: the
 policy's state dict pushed `--syncs` times (pause, reload from /dev/shm, reset prefix cache, resume).
 
@@ -17,7 +20,8 @@ The machine is shared, so the arms are interleaved: each repeat runs tool, plain
 throughput is the mean of the two runs around plain) and async/lock-step in alternating order;
 medians over repeats. What explains the tool/plain gap is recorded per arm from vLLM's own
 counters (`zerotir.rollout.vllm_stats`): engine steps, mean batch per step, prefilled vs cached
-prompt tokens, sampled tokens, requests, wall time per step.
+prompt tokens, sampled tokens (and those sampled past a cut, then dropped), requests, wall time per
+step. The load average at start and end is recorded (the machine is shared).
 
 The engine (`rollout.engine=vllm`, `rollout.vllm_async=true`), tool-loop settings, sampling, prompts
 and the synced policy are built through `zerotir.build` from `bench/rollout.py`'s config.
@@ -40,7 +44,9 @@ from zerotir.config import RunConfig
 from zerotir.rollout import run_tool_rollout
 
 WORK_RATIOS = (
+    "cpu_s",
     "steps",
+    "generated",
     "prefill_steps",
     "computed_tokens",
     "prompt_computed",
@@ -74,13 +80,43 @@ class SleepySandbox:
         return [f.result() for f in [self.submit(c) for c in codes]]
 
 
+class _NoStopSwitch:
+    """The engine without `stop_switch`: the rounds scheduler then stops at the opening fence and
+    re-submits with the closing one (two rounds per code block), as vLLM engines did before."""
+
+    def __init__(self, eng):
+        self.eng = eng
+        self.capabilities = replace(eng.capabilities, stop_switch=False)
+
+    def __getattr__(self, name):
+        return getattr(self.eng, name)
+
+
+def _cpu_s() -> float:
+    """CPU seconds used so far by this process and its children (vLLM's engine core): the arms'
+    work in a unit that other jobs on a shared machine inflate far less than wall time."""
+    import psutil  # a vLLM dependency
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # a child that just exited
+            continue
+        total += t.user + t.system
+    return total
+
+
 def _arm(eng, fn):
     """(result, wall seconds, what the engine computed meanwhile)."""
     before = eng.work.snapshot()
+    c = _cpu_s()
     t = time.perf_counter()
     out = fn()
     wall = time.perf_counter() - t
     work = eng.work.since(before).summary()
+    work["cpu_s"] = _cpu_s() - c
     work["wall_s"] = wall
     work["wall_per_step_ms"] = 1e3 * wall / max(1, work["steps"])
     return out, wall, work
@@ -92,6 +128,11 @@ def _per_trajectory(work_med: dict, med: dict, n: int) -> dict:
     injected = med["injected_per_response"]
     out = {
         "requests": t["requests"] / n,
+        "requests_lockstep": work_med["lockstep"]["requests"] / n,
+        "requests_async": work_med["async"]["requests"] / n,
+        "requests_lockstep_2call": work_med["lockstep_2call"]["requests"] / n,
+        "discarded_tokens": t.get("discarded", 0) / n,
+        "sampled_not_kept": (t["generated"] - t["model_tokens"]) / n,
         "prefill_computed_extra": (t["prompt_computed"] - p["prompt_computed"]) / n,
         "prefill_after_switch": t.get("switch_prefill_computed", 0) / n,
         "prefill_after_output": t.get("output_prefill_computed", 0) / n,
@@ -102,8 +143,17 @@ def _per_trajectory(work_med: dict, med: dict, n: int) -> dict:
     return out
 
 
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
 def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    load_start = _loadavg()
     import torch
 
     from zerotir.models import load_tokenizer
@@ -116,11 +166,24 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
     cfg = build.tool_loop_config(run_cfg)
     rounds = replace(cfg, scheduler="rounds")
     instant = instant_sandbox_cls()
-    res: dict = {k: [] for k in ("plain_tok_s", "tool_tok_s", "tool_traj_s", "async_tok_s", "lockstep_tok_s")}
-    res.update(tool_over_plain=[], async_over_lockstep=[], calls_per_response=[], injected_per_response=[])
+    res: dict = {
+        k: []
+        for k in (
+            "plain_tok_s",
+            "tool_tok_s",
+            "tool_traj_s",
+            "async_tok_s",
+            "lockstep_tok_s",
+            "lockstep_2call_tok_s",
+        )
+    }
+    res.update(tool_over_plain=[], async_over_lockstep=[], async_over_lockstep_2call=[])
+    res.update(calls_per_response=[], injected_per_response=[])
+    res["tool_over_plain_per_cpu_s"] = []
+    res["async_over_lockstep_ceiling"] = []
     for k in WORK_RATIOS:
         res[f"tool_over_plain_{k}"] = []  # what explains tool_over_plain: the engine's work, tool / plain
-    work: dict[str, list[dict]] = {k: [] for k in ("tool", "plain", "async", "lockstep")}
+    work: dict[str, list[dict]] = {k: [] for k in ("tool", "plain", "async", "lockstep", "lockstep_2call")}
 
     def model_tokens(trajs) -> int:
         return sum(sum(t.action_mask) for t in trajs)
@@ -137,10 +200,14 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             _, plain_s, w_plain = _arm(eng, plain)
             trajs2, tool2_s, w_tool2 = _arm(eng, tool)
             sleepy = SleepySandbox(instant, seed=rep)
-            arms = [("async", cfg), ("lockstep", rounds)]
+            arms = [
+                ("async", eng, cfg),
+                ("lockstep", eng, rounds),
+                ("lockstep_2call", _NoStopSwitch(eng), rounds),
+            ]
             timed = {}
-            for name, c in arms if rep % 2 == 0 else arms[::-1]:
-                tr, s, w = _arm(eng, lambda: run_tool_rollout(eng, sleepy, prompts, tmpl, c, sp))  # noqa: B023
+            for name, e, c in arms[rep % 3 :] + arms[: rep % 3]:
+                tr, s, w = _arm(eng, lambda: run_tool_rollout(e, sleepy, prompts, tmpl, c, sp))  # noqa: B023
                 timed[name] = (model_tokens(tr) / s, w)
             r_tool = (sum(n_model) / tool_s + model_tokens(trajs2) / tool2_s) / 2
             r_plain = sum(n_model) / plain_s
@@ -150,6 +217,11 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             res["tool_traj_s"].append(len(trajs) / tool_s)
             res["async_tok_s"].append(r_async)
             res["lockstep_tok_s"].append(r_lock)
+            res["lockstep_2call_tok_s"].append(timed["lockstep_2call"][0])
+            res["async_over_lockstep_2call"].append(r_async / timed["lockstep_2call"][0])
+            # what async/lock-step would be if the async arm hid the sandbox entirely (ran as fast as
+            # the instant-sandbox tool arm): the bench's ceiling for that ratio
+            res["async_over_lockstep_ceiling"].append(r_tool / r_lock)
             res["tool_over_plain"].append(r_tool / r_plain)
             res["async_over_lockstep"].append(r_async / r_lock)
             res["calls_per_response"].append(sum(len(t.tool_calls) for t in trajs) / len(trajs))
@@ -158,17 +230,27 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             )
             w_tool["model_tokens"], w_tool2["model_tokens"] = sum(n_model), model_tokens(trajs2)
             w_plain["model_tokens"] = sum(n_model)
-            for name in ("async", "lockstep"):
+            for name in ("async", "lockstep", "lockstep_2call"):
                 timed[name][1]["model_tokens"] = round(timed[name][0] * timed[name][1]["wall_s"])
             for k in WORK_RATIOS:
                 res[f"tool_over_plain_{k}"].append((w_tool[k] + w_tool2[k]) / 2 / max(w_plain[k], 1e-9))
+            # throughput per CPU second (this process + the engine core): less at the mercy of the
+            # machine's other jobs than per wall second, though it cannot see waiting (async's gain)
+            plain_per_cpu = w_plain["model_tokens"] / max(w_plain["cpu_s"], 1e-9)
+            tool_per_cpu = (w_tool["model_tokens"] + w_tool2["model_tokens"]) / max(
+                w_tool["cpu_s"] + w_tool2["cpu_s"], 1e-9
+            )
+            res["tool_over_plain_per_cpu_s"].append(tool_per_cpu / plain_per_cpu)
             work["tool"] += [w_tool, w_tool2]
             work["plain"].append(w_plain)
             work["async"].append(timed["async"][1])
             work["lockstep"].append(timed["lockstep"][1])
+            work["lockstep_2call"].append(timed["lockstep_2call"][1])
             print(
                 f"repeat {rep}: tool {r_tool:.0f} tok/s vs plain {r_plain:.0f} tok/s ({r_tool / r_plain:.3f}); "
-                f"async {r_async:.0f} tok/s vs lock-step {r_lock:.0f} tok/s ({r_async / r_lock:.3f})",
+                f"async {r_async:.0f} tok/s vs lock-step {r_lock:.0f} tok/s ({r_async / r_lock:.3f}; "
+                f"vs 2-call lock-step {res['async_over_lockstep_2call'][-1]:.3f}); tool/plain per CPU-s "
+                f"{res['tool_over_plain_per_cpu_s'][-1]:.3f}",
                 flush=True,
             )
             for name in ("tool", "plain"):
@@ -181,7 +263,8 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
                         f"{c} {w[c + '_requests']} req {w[c + '_prefill_computed']} tok"
                         for c in ("prompt", "switch", "output")
                         if c + "_requests" in w
-                    ),
+                    )
+                    + (f"; {w['discarded']} sampled past a cut" if name == "tool" else ""),
                     flush=True,
                 )
         model, _ = build.load_policy(run_cfg)
@@ -193,12 +276,14 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
             sync_s.append(eng.sync_weights(model.state_dict(), v).seconds)
     finally:
         eng.close()
+    load_end = _loadavg()
     med = {k: statistics.median(v) for k, v in res.items() if v}
     work_med = {
         arm: {k: statistics.median(w.get(k, 0) for w in ws) for k in ws[0]} for arm, ws in work.items()
     }
     out = {
         "engine": "vllm-async",
+        "stop_matching": "on the streamed tokens (StopScan): one request per model segment, aborted at a closed call",
         "medians": med,
         "runs": res,
         "engine_work_medians": work_med,
@@ -207,6 +292,18 @@ def run(args, run_cfg: RunConfig, instant_sandbox_cls, prompts_fn, write_result)
         "weight_sync_s": sync_s,
         "weight_sync_s_median": statistics.median(sync_s),
         "engine_load_s": load_s,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "spreads": {
+            k: [min(res[k]), max(res[k])]
+            for k in (
+                "tool_over_plain",
+                "tool_over_plain_per_cpu_s",
+                "async_over_lockstep",
+                "async_over_lockstep_2call",
+                "async_over_lockstep_ceiling",
+            )
+        },
         "prompts": args.prompts,
         "repeats": args.repeats,
         "targets": {"tool_over_plain": ">= 0.85", "async_over_lockstep": ">= 1.3"},

@@ -613,3 +613,18 @@ def test_interactive_driver_continues_after_a_mid_line_fence():
     assert drv.stops(0) == ["```"] and not drv.pending
     assert drv.on_stop(0, "```", ids('")\n```'), [0.0] * 6) == "pause"
     assert drv.pending[0][1] == 'print("```")\n'
+
+
+def test_stop_scan_cuts_at_the_token_that_completes_a_stop():
+    """The engines' shared matcher: a stop split over tokens fires at the token that completes it,
+    also when that token's piece runs past it; text before a reset is forgotten."""
+    from zerotir.rollout.engine import StopScan
+
+    pieces = {1: "``", 2: "`py", 3: "thon\n", 4: "x = 1\n``", 5: "`\n"}
+    scan = StopScan(pieces.__getitem__, ["```py"])
+    assert [scan.feed(t) for t in (1, 2)] == [None, "```py"]
+    scan.reset(["```"])
+    assert [scan.feed(t) for t in (3, 4, 5)] == [None, None, "```"]
+    scan.reset(["```"])
+    assert scan.feed(5) is None  # "``" before the reset does not combine with this "`"
+    assert StopScan(pieces.__getitem__, []).feed(1) is None

@@ -372,7 +372,8 @@ def _model_token_versions(tr):
 
 def test_async_engine_rollouts_sync_and_partial_rollouts(tok, hf_engine, local_sandbox):
     """vLLM's async engine (engine core in its own process), one coroutine per trajectory:
-    greedy tool rollouts equal the transformers engine's; a sync makes the logprobs the updated
+    greedy tool rollouts equal the transformers engine's (one request per model segment; the rounds
+    scheduler too, switching stops within a request); a sync makes the logprobs the updated
     policy's; a sync in the middle of a rollout pauses and resumes it, and every model token is
     tagged with the policy version that sampled it, its logprob that policy's (1e-4)."""
     import threading
@@ -385,14 +386,24 @@ def test_async_engine_rollouts_sync_and_partial_rollouts(tok, hf_engine, local_s
         ps, t = _toy_code_prompts(tok, 8)
         cfg = ToolLoopConfig(max_tool_calls=2, max_response_len=160)
         sp = SamplingParams(0.0, 1.0, 160)
+        before = eng.work.snapshot()
         ours = run_tool_rollout(eng, _ShuffledSandbox(local_sandbox), ps, t, cfg, sp)
+        work = eng.work.since(before)
         ref = run_tool_rollout(hf_engine, local_sandbox, ps, t, replace(cfg, scheduler="rounds"), sp)
-        assert sum(len(tr.tool_calls) for tr in ours) >= 6
-        for a, b in zip(ours, ref):
-            assert a.response_ids == b.response_ids and a.action_mask == b.action_mask
-            torch.testing.assert_close(
-                torch.tensor(a.old_logprobs), torch.tensor(b.old_logprobs), atol=1e-4, rtol=0
-            )
+        # the rounds scheduler on this engine: stop switching inside one request per round
+        rounds = run_tool_rollout(eng, local_sandbox, ps, t, replace(cfg, scheduler="rounds"), sp)
+        calls = sum(len(tr.tool_calls) for tr in ours)
+        assert calls >= 6
+        # one request per model segment: the prompt's, then at most one per execution (not a second
+        # one to switch the stop strings at the opening fence)
+        assert len(ps) <= work.requests <= len(ps) + calls
+        for a, b, c in zip(ours, ref, rounds):
+            assert a.response_ids == b.response_ids == c.response_ids
+            assert a.action_mask == b.action_mask == c.action_mask
+            for x in (a, c):
+                torch.testing.assert_close(
+                    torch.tensor(x.old_logprobs), torch.tensor(b.old_logprobs), atol=1e-4, rtol=0
+                )
 
         m1, m2 = perturbed_policy(4), perturbed_policy(5)
         assert greedy_fixed_sequence_gap(eng, tok, m1) > 1e-2

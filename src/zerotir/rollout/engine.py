@@ -7,6 +7,7 @@ of the sampled token under softmax(logits / temperature), before top-p truncatio
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -58,6 +59,73 @@ class Interaction(Protocol):
         """Paused rows that may go on: row -> token ids to feed (then keep sampling), or None (row is
         done). With `block`, wait until at least one is ready (every live row is paused)."""
         ...
+
+
+class StopScan:
+    """Stop-string matching on a row's sampled tokens, one token at a time: the first token after
+    which a stop string appears in the text decoded since the last event ends the segment there.
+
+    Every engine that matches stops itself uses this, so they cut at the same token: the HF engine's
+    decode loop, and the async vLLM engine on its streamed tokens (vLLM's own stop strings cannot
+    switch mid-request). `piece(token)` is the token's decoded text; only the last `longest + 16`
+    characters are searched (a token's piece may close a stop and run past it)."""
+
+    def __init__(self, piece: Callable[[int], str], stops: Iterable[str] = ()):
+        self.piece = piece
+        self.reset(stops)
+
+    def reset(self, stops: Iterable[str]) -> None:
+        """New stop strings (asked after every event); earlier text is forgotten."""
+        self.stops = list(stops)
+        self.longest = max((len(x) for x in self.stops), default=0)
+        self.text = ""
+
+    def feed(self, token: int) -> str | None:
+        """The stop string that `token` completes, if any."""
+        if not self.longest:
+            return None
+        self.text = (self.text + self.piece(token))[-(self.longest + 16) :]
+        return next((x for x in self.stops if x in self.text), None)
+
+
+class StopDriver:
+    """Plain generation as an `Interaction`: finish on a stop string, unless it switches the stops
+    (`generate(..., stop_switch=)` of the engines that run it through their interactive loop)."""
+
+    def __init__(self, stops: list[list[str]], switch: dict[str, list[str]] | None):
+        n = len(stops)
+        self._stops = [list(st) for st in stops]
+        self._switch = switch or {}
+        self._ids: list[list[int]] = [[] for _ in range(n)]
+        self._lps: list[list[float]] = [[] for _ in range(n)]
+        self._finish = ["length"] * n
+        self._stop_str: list[str | None] = [None] * n
+
+    def stops(self, i: int) -> list[str]:
+        return self._stops[i]
+
+    def on_stop(self, i: int, stop: str, token_ids: list[int], logprobs: list[float]) -> str:
+        self._ids[i] += token_ids
+        self._lps[i] += logprobs
+        if stop in self._switch:
+            self._stops[i] = list(self._switch[stop])
+            return "continue"
+        self._finish[i], self._stop_str[i] = "stop", stop
+        return "finish"
+
+    def on_end(self, i: int, reason: str, token_ids: list[int], logprobs: list[float]) -> None:
+        self._ids[i] += token_ids
+        self._lps[i] += logprobs
+        self._finish[i] = reason
+
+    def poll(self, block: bool) -> dict[int, list[int] | None]:
+        return {}
+
+    def completions(self) -> list[Completion]:
+        return [
+            Completion(ids, lps, fin, st)
+            for ids, lps, fin, st in zip(self._ids, self._lps, self._finish, self._stop_str)
+        ]
 
 
 @dataclass(frozen=True)

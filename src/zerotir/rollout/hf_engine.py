@@ -14,7 +14,14 @@ import inspect
 import torch
 
 from zerotir.rollout.chat import stop_token_ids
-from zerotir.rollout.engine import Completion, EngineCapabilities, Interaction, SamplingParams
+from zerotir.rollout.engine import (
+    Completion,
+    EngineCapabilities,
+    Interaction,
+    SamplingParams,
+    StopDriver,
+    StopScan,
+)
 
 
 def sample_next(
@@ -98,7 +105,7 @@ class HFEngine:
         """`stop_switch`: when a row hits a stop string that is a key here, it does not finish; its stops
         become the mapped list and generation continues (e.g. ```python -> [```])."""
         budgets = list(max_tokens) if max_tokens is not None else [params.max_new_tokens] * len(prompts)
-        driver = _StopDriver(stops, stop_switch)
+        driver = StopDriver(stops, stop_switch)
         self._decode(prompts, params, budgets, driver)
         return driver.completions()
 
@@ -124,15 +131,11 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         remaining = list(budgets)
-        stops: list[list[str]] = [[] for _ in range(B)]
-        max_stop = [0] * B
-        texts = [""] * B
+        scans = [StopScan(self._piece) for _ in range(B)]
 
         def refresh_stops(i: int) -> None:
             # Asked at the start and after every event; later stops are searched only in text after it.
-            stops[i] = list(drv.stops(i))
-            max_stop[i] = max((len(x) for x in stops[i]), default=0)
-            texts[i] = ""
+            scans[i].reset(drv.stops(i))
 
         for i in range(B):
             refresh_stops(i)
@@ -179,19 +182,16 @@ class HFEngine:
                         drv.on_end(i, "eos", *take(i))
                         drop.add(i)
                         continue
-                    if max_stop[i]:
-                        texts[i] += self._piece(t)
-                        tail = texts[i][-(max_stop[i] + 16) :]
-                        hit = next((x for x in stops[i] if x in tail), None)
-                        if hit is not None:
-                            action = drv.on_stop(i, hit, *take(i))
-                            if action == "finish":
-                                drop.add(i)
-                                continue
-                            if action == "pause":
-                                held[i] = t
-                                continue
-                            refresh_stops(i)
+                    hit = scans[i].feed(t)
+                    if hit is not None:
+                        action = drv.on_stop(i, hit, *take(i))
+                        if action == "finish":
+                            drop.add(i)
+                            continue
+                        if action == "pause":
+                            held[i] = t
+                            continue
+                        refresh_stops(i)
                     if remaining[i] <= 0:
                         drv.on_end(i, "length", *take(i))
                         drop.add(i)
@@ -293,45 +293,6 @@ class HFEngine:
             return t
 
         return _map_cache(past, place), attn
-
-
-class _StopDriver:
-    """Plain generation as an `Interaction`: finish on a stop string, unless it switches the stops."""
-
-    def __init__(self, stops: list[list[str]], switch: dict[str, list[str]] | None):
-        n = len(stops)
-        self._stops = [list(st) for st in stops]
-        self._switch = switch or {}
-        self._ids: list[list[int]] = [[] for _ in range(n)]
-        self._lps: list[list[float]] = [[] for _ in range(n)]
-        self._finish = ["length"] * n
-        self._stop_str: list[str | None] = [None] * n
-
-    def stops(self, i: int) -> list[str]:
-        return self._stops[i]
-
-    def on_stop(self, i: int, stop: str, token_ids: list[int], logprobs: list[float]) -> str:
-        self._ids[i] += token_ids
-        self._lps[i] += logprobs
-        if stop in self._switch:
-            self._stops[i] = list(self._switch[stop])
-            return "continue"
-        self._finish[i], self._stop_str[i] = "stop", stop
-        return "finish"
-
-    def on_end(self, i: int, reason: str, token_ids: list[int], logprobs: list[float]) -> None:
-        self._ids[i] += token_ids
-        self._lps[i] += logprobs
-        self._finish[i] = reason
-
-    def poll(self, block: bool) -> dict[int, list[int] | None]:
-        return {}
-
-    def completions(self) -> list[Completion]:
-        return [
-            Completion(ids, lps, fin, st)
-            for ids, lps, fin, st in zip(self._ids, self._lps, self._finish, self._stop_str)
-        ]
 
 
 def _map_cache(past, fn):

@@ -265,8 +265,9 @@ def _rounds(engine, sandbox, states, template, cfg, params, timings, tool: Tool)
     """Round-based scheduling: every unfinished trajectory generates to its next stop, the closed code
     blocks run together, and the next round re-submits prompt + response so far."""
     tok = engine.tokenizer
-    # Engines that can switch stop strings mid-generation go from the opening fence straight into the
-    # code block in one call; others (vLLM) take two calls, as in the paper's code. Same tokens either way.
+    # Engines that can switch stop strings mid-generation (HF, async vLLM) go from the opening fence
+    # straight into the code block in one call; others (the synchronous vLLM engine, whose stop strings
+    # are fixed per request) take two calls, as in the paper's code. Same tokens either way.
     switch = {tool.open: [tool.close]} if capabilities_of(engine).stop_switch else None
     round_idx = 0
     while True:

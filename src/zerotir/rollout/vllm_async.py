@@ -6,7 +6,15 @@ per row. A row generates to its next stop; when it closes a code block the drive
 to the sandbox and the row waits for the observation while every other row keeps generating, since
 vLLM batches whatever requests are live (continuous batching), not rounds. When the output is ready
 the row re-submits prompt + response so far; prefix caching makes that a prefill of the new tokens
-only. Sandbox concurrency is bounded by the sandbox itself (the pool's slots queue submissions).
+(and of the last, partial KV block) only. Sandbox concurrency is bounded by the sandbox itself (the
+pool's slots queue submissions).
+
+Stops are matched here, on the streamed tokens (`StopScan`, the HF engine's matcher), not by vLLM:
+the closing fence "```" is a prefix of the opening one, so vLLM's fixed per-request stop strings
+would end the request at the opening fence and the row would re-submit just to switch them. Here
+the opening fence switches the row's stops and the same request goes on; at the token that closes
+the call (or makes a template stop) the request is aborted and anything sampled past it dropped
+(`EngineWork.discarded`). One request per model segment, the tokens kept exactly the HF engine's.
 
 Partial rollouts: `sync_weights` may be called from another thread while a rollout is in flight. It
 pauses generation (in-flight requests kept), reloads the weights, resets the prefix cache (kept
@@ -24,8 +32,16 @@ import contextlib
 import itertools
 import threading
 import time
+from collections.abc import AsyncIterator
 
-from zerotir.rollout.engine import Completion, EngineCapabilities, Interaction, SamplingParams
+from zerotir.rollout.engine import (
+    Completion,
+    EngineCapabilities,
+    Interaction,
+    SamplingParams,
+    StopDriver,
+    StopScan,
+)
 from zerotir.rollout.vllm_engine import (
     VLLMEngineBase,
     clamp_budget,
@@ -47,8 +63,10 @@ thread-pool futures; polling them from the loop keeps every driver call on one t
 
 
 class AsyncVLLMEngine(VLLMEngineBase):
-    capabilities = EngineCapabilities(interactive=True, stop_switch=False, exact_logprobs=False)
-    """One coroutine per trajectory behind `generate_interactive` (the tool loop's one-loop seam)."""
+    capabilities = EngineCapabilities(interactive=True, stop_switch=True, exact_logprobs=False)
+    """One coroutine per trajectory behind `generate_interactive` (the tool loop's one-loop seam);
+    `generate(..., stop_switch=)` goes through the same per-row requests (the rounds scheduler then
+    takes one round per code block, not two)."""
 
     def _start(self, model: str, kwargs: dict) -> int:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -58,6 +76,7 @@ class AsyncVLLMEngine(VLLMEngineBase):
         self._thread = threading.Thread(target=self._loop.run_forever, name="zerotir-vllm-async", daemon=True)
         self._thread.start()
         self._ids = itertools.count()
+        self._pieces: dict[int, str] = {}
         self.segment_versions: list[list[tuple[int | None, int]]] = []
         """Per row of the last call: (policy version, sampled tokens) runs, in order."""
         self.work = EngineWork()
@@ -83,8 +102,9 @@ class AsyncVLLMEngine(VLLMEngineBase):
     async def _request(
         self, row: int, ids: list[int], params, stops, budget: int, seed, cause: str = "prompt"
     ) -> Completion:
-        """One request, streamed in deltas so that each token is tagged with the version it came from.
-        `cause` (why it was submitted) only labels its prefill in `self.work`."""
+        """One request with vLLM's own stop strings, streamed in deltas so that each token is tagged
+        with the version it came from. `cause` (why it was submitted) only labels its prefill in
+        `self.work`."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -104,6 +124,40 @@ class AsyncVLLMEngine(VLLMEngineBase):
             raise RuntimeError("vLLM returned no output for a request")
         return to_completion(toks, lps, last.finish_reason, last.stop_reason)
 
+    async def _stream(
+        self, ids: list[int], params, budget: int, seed, cause: str
+    ) -> AsyncIterator[tuple[list[int], list[float], str | None]]:
+        """One request without stop strings (EOS and end-of-turn ids aside) and without detokenizing:
+        (new token ids, their logprobs, None or the finish reason "eos" | "length") per delta. The
+        caller matches stops on the tokens (`_segment`); closing this generator early aborts the
+        request in vLLM's engine core (`aclosing`: at once, not when it is garbage collected)."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        sp = request_params(
+            params, [], budget, seed, self.stop_ids, output_kind=RequestOutputKind.DELTA, detokenize=False
+        )
+        self.work.requests += 1
+        first = True
+        gen = self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"zt-{next(self._ids)}")
+        async with contextlib.aclosing(gen):
+            async for out in gen:
+                if first:
+                    self.work.add_request(cause, len(ids), out.num_cached_tokens or 0)
+                    first = False
+                o = out.outputs[0]
+                end = None
+                if out.finished:
+                    end = to_completion([], [], o.finish_reason, o.stop_reason).finish_reason
+                yield list(o.token_ids), sampled_logprobs(o), end
+
+    def _piece(self, token: int) -> str:
+        """A token's decoded text (cached), for `StopScan`: the HF engine's pieces exactly."""
+        s = self._pieces.get(token)
+        if s is None:
+            s = self._pieces[token] = self.tokenizer.decode([token])
+        return s
+
     def _tag(self, row: int, n: int) -> None:
         if n == 0 or row >= len(self.segment_versions):
             return
@@ -120,9 +174,17 @@ class AsyncVLLMEngine(VLLMEngineBase):
         params: SamplingParams,
         stops: list[list[str]],
         max_tokens: list[int] | None = None,
+        stop_switch: dict[str, list[str]] | None = None,
     ) -> list[Completion]:
-        """All prompts as concurrent requests; returns when every one is done (a lock-step round)."""
+        """All prompts as concurrent requests; returns when every one is done (a lock-step round).
+        `stop_switch` (as in the HF engine): a row that hits a stop string that is a key there goes on
+        in the same request with the mapped stops; then the stops are matched here on the streamed
+        tokens (`_segment`), since a vLLM request's stop strings are fixed."""
         budgets = max_tokens or [params.max_new_tokens] * len(prompts)
+        if stop_switch:
+            driver = StopDriver(stops, stop_switch)
+            self.generate_interactive(prompts, params, list(budgets), driver)
+            return driver.completions()
         self.segment_versions = [[] for _ in prompts]
 
         async def one(i: int) -> Completion:
@@ -195,6 +257,45 @@ class AsyncVLLMEngine(VLLMEngineBase):
         self._loop.close()
 
 
+async def _segment(
+    eng, i: int, ids: list[int], params, budget: int, seed, cause: str, driver, scan
+) -> tuple[str, list[int]]:
+    """One vLLM request of row `i`: its tokens go to the driver event by event, the stops matched
+    here (`scan`, the HF engine's matcher) so that an opening fence only switches the stops and the
+    same request goes on. Returns ("pause" | "finish" | "end", the token ids kept). At a pause or finish the
+    request is aborted at the token that made the stop; tokens already sampled past it are dropped
+    (`eng.work.discarded`), so the row holds exactly what the HF engine would have sampled."""
+    seg_ids: list[int] = []
+    seg_lps: list[float] = []
+    kept: list[int] = []
+    ended = False
+    ends = () if params.ignore_eos else eng.stop_ids
+    stream = eng._stream(ids, params, budget, seed, cause)
+    async with contextlib.aclosing(stream):
+        async for toks, lps, end in stream:
+            for j, (t, lp) in enumerate(zip(toks, lps, strict=True)):
+                seg_ids.append(t)
+                seg_lps.append(lp)
+                kept.append(t)
+                eng._tag(i, 1)
+                hit = None if t in ends else scan.feed(t)  # an end token is the request's last
+                if hit is None:
+                    continue
+                action = driver.on_stop(i, hit, seg_ids, seg_lps)
+                seg_ids, seg_lps = [], []
+                if action == "continue":
+                    scan.reset(driver.stops(i))
+                    continue
+                eng.work.discarded += len(toks) - j - 1
+                return action, kept  # leaving `aclosing` aborts the request
+            if end is not None:  # the last delta: the stream then ends by itself (no abort)
+                driver.on_end(i, end, seg_ids, seg_lps)
+                ended = True
+    if not ended:
+        raise RuntimeError("vLLM's request stream ended without a finish reason")
+    return "end", kept
+
+
 async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -> None:
     waiting: dict[int, asyncio.Future] = {}
     live = len(prompts)
@@ -215,35 +316,34 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
             await asyncio.sleep(_POLL_S) if waiting else await _wait_event(wake)
 
     async def row(i: int) -> None:
+        """A request per model segment: the first from the prompt, then one after each execution
+        (prompt + response so far + the output; the prefix cache holds all but the last block)."""
         ids, remaining, seg, cause = list(prompts[i]), budgets[i], 0, "prompt"
+        scan = StopScan(eng._piece, driver.stops(i))
         while True:
             room = clamp_budget(remaining, len(ids), eng.max_model_len)
             if room <= 0:
                 driver.on_end(i, "length", [], [])
                 return
             seed = None if params.seed is None else params.seed + i + 7919 * seg
-            c = await eng._request(i, ids, params, driver.stops(i), room, seed, cause)
-            seg, cause = seg + 1, "switch"
-            ids += c.token_ids
-            remaining -= len(c.token_ids)
-            if c.finish_reason != "stop":
-                driver.on_end(i, c.finish_reason, c.token_ids, c.logprobs)
+            action, kept = await _segment(eng, i, ids, params, room, seed, cause, driver, scan)
+            seg += 1
+            if action != "pause":
                 return
-            action = driver.on_stop(i, c.stop_str, c.token_ids, c.logprobs)
-            if action == "finish":
+            ids += kept
+            remaining -= len(kept)
+            fut = asyncio.get_running_loop().create_future()
+            waiting[i] = fut
+            deliver()  # an execution that is already done resumes now, not a poll later
+            if not fut.done():
+                wake.set()
+            more = await fut
+            if more is None:
                 return
-            if action == "pause":
-                fut = asyncio.get_running_loop().create_future()
-                waiting[i] = fut
-                deliver()  # an execution that is already done resumes now, not a poll later
-                if not fut.done():
-                    wake.set()
-                more = await fut
-                if more is None:
-                    return
-                ids += more
-                remaining -= len(more)
-                cause = "output"
+            ids += more
+            remaining -= len(more)
+            cause = "output"
+            scan.reset(driver.stops(i))
 
     async def tracked(i: int) -> None:
         nonlocal live

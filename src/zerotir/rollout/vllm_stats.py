@@ -24,8 +24,13 @@ class EngineWork:
     running_sum: int = 0
     """Requests in the batch, summed over steps (mean batch = running_sum / steps)."""
     generated: int = 0
-    """Tokens sampled and delivered. vLLM matches stop strings in the front end, so a request may
-    sample a token or two past its stop before the abort reaches the core; those are not counted."""
+    """Tokens sampled and delivered to the front end. Stops are matched there (vLLM's stop strings,
+    and the async engine's own matcher), so a request may sample a token or two past its stop
+    before the abort reaches the core: those delivered are counted here and in `discarded`, those
+    dropped by the front end after the abort are not."""
+    discarded: int = 0
+    """Tokens delivered past a stop that the async engine matched itself (a closed call, a
+    template stop): sampled, then cut from the row. Wasted work, counted in `generated` too."""
     prompt_total: int = 0
     """Prompt tokens of the requests that started (a resumed trajectory's whole prefix)."""
     prompt_computed: int = 0
@@ -33,11 +38,12 @@ class EngineWork:
     prompt_cached: int = 0
     """Of those, served by the prefix cache."""
     requests: int = 0
-    """Requests submitted (a tool rollout submits one per segment)."""
+    """Requests submitted (a tool rollout submits one per model segment: the prompt's, then one
+    after each execution)."""
     by_cause: dict[str, list[int]] = field(default_factory=dict)
     """Why a request was submitted -> [requests, prompt tokens, prefilled (uncached) prompt tokens],
-    from each request's `num_cached_tokens`. Causes: prompt (a trajectory's first segment), switch
-    (the stop strings changed: a call opened), output (resumed after an execution's output)."""
+    from each request's `num_cached_tokens`. Causes: prompt (a trajectory's first segment), output
+    (resumed after an execution's output)."""
 
     def add_request(self, cause: str, prompt_len: int, cached: int) -> None:
         n = self.by_cause.setdefault(cause, [0, 0, 0])
