@@ -65,12 +65,14 @@ def test_sync_mode_matches_the_single_process_trainer(tmp_path: Path):
     assert dist[-1]["distributed/policy_version"] == 2
 
 
-def test_async_bounded_staleness_with_partial_rollouts_and_tis(tmp_path: Path):
+@pytest.mark.parametrize("transport", ["object_store", "collective"])
+def test_async_bounded_staleness_with_partial_rollouts_and_tis(tmp_path: Path, transport: str):
+    """Collective: broadcasts the driver does not wait for, received while rollouts run."""
     from zerotir.distributed import train as dtrain
 
     ov = [*TINY, "trainer.total_steps=3", "distributed.enabled=true", "distributed.rollout_workers=2",
           "distributed.max_staleness=1", "distributed.off_policy=tis", "distributed.partial_rollouts=true",
-          "distributed.chunk_tokens=16"]  # fmt: skip
+          "distributed.chunk_tokens=16", f"distributed.weight_transport={transport}"]  # fmt: skip
     dtrain(build_config("toy-zerotir", overrides=ov), tmp_path)
     rows = read_metrics(tmp_path)
     assert [r["distributed/policy_version"] for r in rows] == [1, 2, 3]
@@ -126,7 +128,7 @@ def _worker_weights(worker) -> tuple[int, dict]:
 
 
 def assert_workers_hold_the_learners_weights(tr, version: int) -> None:
-    learner = ray.get(tr.learner.actor.state_dict.remote())
+    learner = ray.get([a.state_dict.remote() for a in tr.learner.actors])[0]  # sharded: a collective gather
     for w in tr.engine.workers:
         v, sd = _worker_weights(w)
         assert v == version
@@ -231,7 +233,7 @@ def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_re
 ):
     """`distributed.learners=2` (FSDP2 over gloo) with 2 rollout workers in the colocated layout: the
     actors sit in their bundles, the driver's grading pool survives a hanging grader, the sharded
-    checkpoint (full state on rank 0) resumes."""
+    checkpoint (full state on rank 0) resumes, with the collective weight transport."""
     from test_driver_grading import MARKER, hang_once
     from zerotir.distributed.driver import DistributedTrainer
     from zerotir.distributed.grading import DriverGrader
@@ -258,12 +260,16 @@ def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_re
     (row,) = read_metrics(run)
     assert row["distributed/grader_timeouts"] == 1 and row["distributed/policy_version"] == 1
     assert (run / "checkpoints" / "step_0000001" / "policy" / "config.json").is_file()
+    # resumed with the collective transport: rank 0 of the FSDP group gathers the full weights and
+    # broadcasts them over the (separate) weight group
+    ov += ["distributed.weight_transport=collective"]
     tr = DistributedTrainer(
         build_config("toy-zerotir", overrides=[*ov, "trainer.total_steps=2"]), run, resume=True
     )
     try:
         assert tr.step == 1 and tr.learner.version == 1
         tr.fit()
+        assert_workers_hold_the_learners_weights(tr, version=2)
     finally:
         tr.close()
     rows = read_metrics(run)

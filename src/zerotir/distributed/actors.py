@@ -230,8 +230,9 @@ class WeightSource:
     def join_weight_group(self, host: str, port: int, world: int, backend: str, timeout_s: float) -> int:
         if self._weight_group is not None:
             self._weight_group.close()
-        if backend == "nccl":
-            torch.cuda.set_device(torch.device(self.cfg.trainer.device))  # type: ignore[attr-defined]
+        dev = torch.device(self.cfg.trainer.device)  # type: ignore[attr-defined]
+        if backend == "nccl" and dev.index is not None:  # else the current device (Ray's first visible GPU)
+            torch.cuda.set_device(dev)
         self._weight_group = WeightGroup(host, port, world, 0, backend, timeout_s)
         return 0
 
