@@ -1,6 +1,6 @@
 """Time per weight sync, Ray object store vs a torch.distributed broadcast (gloo on CPU).
 
-    python bench/weight_transport.py [--workers 2] [--repeats 10] [overrides ...]
+    python bench/weight_transport.py [--workers 2] [--repeats 20] [--smoke] [overrides ...]
 
 One sync is what the driver does after an update in a synchronous run: `learner.state_dict()` then
 `RolloutPool.load_weights(...)`, which returns when every rollout worker holds the new tensors (in
@@ -25,10 +25,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+def _bump(host) -> int:
+    """In the learner actor: count one more update."""
+    host.learner.inner.version += 1
+    return host.learner.inner.version
+
+
 def run(transport: str, workers: int, repeats: int, overrides: list[str]) -> dict:
     import ray
-
     from _common import bench_config
+
     from zerotir.distributed.driver import RolloutPool, start_learners
     from zerotir.distributed.placement import Placement
     from zerotir.models import load_tokenizer
@@ -50,7 +56,10 @@ def run(transport: str, workers: int, repeats: int, overrides: list[str]) -> dic
         }
         times = []
         for k in range(repeats + 1):
-            learner.version += 1  # as after an update (the object-store workers queue only newer versions)
+            # as after an update: both sides count one more version (workers queue only newer ones;
+            # the collective transport sends the learner actor's own version), not timed
+            ray.get(learner.actor.__ray_call__.remote(_bump))
+            learner.version += 1
             t0 = time.perf_counter()
             pool.load_weights(learner.state_dict())
             if k:
@@ -75,14 +84,17 @@ def run(transport: str, workers: int, repeats: int, overrides: list[str]) -> dic
 
 
 def main() -> None:
-    from _common import add_config_args, machine, write_result
+    from _common import add_config_args, write_result
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--transports", nargs="+", default=["object_store", "collective"])
+    ap.add_argument("--smoke", action="store_true", help="1 worker, 1 timed sync (the test suite's check)")
     add_config_args(ap)
     a = ap.parse_args()
+    if a.smoke:
+        a.workers, a.repeats = 1, 1
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import ray
 

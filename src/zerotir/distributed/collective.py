@@ -40,7 +40,9 @@ class CollectiveBroadcast:
         world = 1 + len(workers)
         refs = [self.learners[0].join_weight_group.remote(host, port, world, self.backend, self.timeout_s)]
         refs += [
-            w.join_weight_group.remote(self.generation, host, port, world, i + 1, self.backend, self.timeout_s)
+            w.join_weight_group.remote(
+                self.generation, host, port, world, i + 1, self.backend, self.timeout_s
+            )
             for i, w in enumerate(workers)
         ]
         ray.get(refs, timeout=self.timeout_s)
