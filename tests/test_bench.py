@@ -82,3 +82,16 @@ def test_vs_trl_bench_smoke(tmp_path):
     run_bench(tmp_path, "vs_trl.py", "--smoke")
     res = json.loads((tmp_path / "vs_trl.json").read_text())
     assert res["steps"] == 2 and set(res["results"]) == {"trl", "zerotir"}
+
+
+@pytest.mark.slow
+def test_weight_transport_bench_smoke(tmp_path):
+    """Both transports time their syncs, and every sync reached the worker (it holds the last version)."""
+    pytest.importorskip("ray")
+    run_bench(tmp_path, "weight_transport.py", "--smoke")
+    res = json.loads((tmp_path / "weight_transport.json").read_text())
+    assert [r["transport"] for r in res["runs"]] == ["object_store", "collective"]
+    for r in res["runs"]:
+        assert r["worker_versions_after"] == [2] and len(r["raw_s"]) == 1
+        assert r["model"]["bytes"] > 0
+    assert res["runs"][1]["backend"] == "gloo"

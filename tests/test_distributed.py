@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -64,12 +65,14 @@ def test_sync_mode_matches_the_single_process_trainer(tmp_path: Path):
     assert dist[-1]["distributed/policy_version"] == 2
 
 
-def test_async_bounded_staleness_with_partial_rollouts_and_tis(tmp_path: Path):
+@pytest.mark.parametrize("transport", ["object_store", "collective"])
+def test_async_bounded_staleness_with_partial_rollouts_and_tis(tmp_path: Path, transport: str):
+    """Collective: broadcasts the driver does not wait for, received while rollouts run."""
     from zerotir.distributed import train as dtrain
 
     ov = [*TINY, "trainer.total_steps=3", "distributed.enabled=true", "distributed.rollout_workers=2",
           "distributed.max_staleness=1", "distributed.off_policy=tis", "distributed.partial_rollouts=true",
-          "distributed.chunk_tokens=16"]  # fmt: skip
+          "distributed.chunk_tokens=16", f"distributed.weight_transport={transport}"]  # fmt: skip
     dtrain(build_config("toy-zerotir", overrides=ov), tmp_path)
     rows = read_metrics(tmp_path)
     assert [r["distributed/policy_version"] for r in rows] == [1, 2, 3]
@@ -83,10 +86,13 @@ def test_async_bounded_staleness_with_partial_rollouts_and_tis(tmp_path: Path):
     assert rows[1]["async/staleness_share/1"] > 0
 
 
-def test_a_killed_rollout_worker_is_replaced_and_its_prompts_requeued(tmp_path: Path):
+@pytest.mark.parametrize("transport", ["object_store", "collective"])
+def test_a_killed_rollout_worker_is_replaced_and_its_prompts_requeued(tmp_path: Path, transport: str):
+    """Collective: the replacement joins a rebuilt weight group before the step's broadcast."""
     from zerotir.distributed.driver import DistributedTrainer
 
-    cfg = build_config("toy-zerotir", overrides=[*TINY, "distributed.enabled=true"])
+    ov = [*TINY, "distributed.enabled=true", f"distributed.weight_transport={transport}"]
+    cfg = build_config("toy-zerotir", overrides=ov)
     tr = DistributedTrainer(cfg, tmp_path)
     try:
         (pid,) = tr.engine.pids()
@@ -106,8 +112,87 @@ def test_a_killed_rollout_worker_is_replaced_and_its_prompts_requeued(tmp_path: 
         assert len(tr._used) == P * G and m["data/position"] == P  # nothing lost, nothing twice
         assert m["filter/groups_sampled"] == P and not tr.engine.inflight
         assert m["distributed/policy_version"] == 1
+        if transport == "collective":
+            assert tr.engine.collective.generation == 2  # built at start, rebuilt for the replacement
+        assert_workers_hold_the_learners_weights(tr, version=1)
     finally:
         tr.close()
+
+
+def _worker_weights(worker) -> tuple[int, dict]:
+    def read(self):
+        self._refresh()  # what the next job would load (no job runs now)
+        return self.version, {k: v.detach().clone() for k, v in self.base_engine.model.state_dict().items()}
+
+    return ray.get(worker.__ray_call__.remote(read))
+
+
+def assert_workers_hold_the_learners_weights(tr, version: int) -> None:
+    learner = ray.get([a.state_dict.remote() for a in tr.learner.actors])[0]  # sharded: a collective gather
+    for w in tr.engine.workers:
+        v, sd = _worker_weights(w)
+        assert v == version
+        assert set(sd) == set(learner)
+        for k, t in learner.items():
+            assert torch.equal(sd[k], t), k
+
+
+def test_collective_transport_broadcasts_the_learners_weights_and_a_killed_worker_rejoins(tmp_path: Path):
+    """`weight_transport=collective`, 2 workers, 1 learner: after each update both workers hold the
+    learner's exact tensors at its version; a worker killed in step 2 (weights already broadcast
+    once) is replaced, the group rebuilt and the newest weights resent before its jobs run."""
+    from zerotir.distributed.driver import DistributedTrainer
+
+    def _perturb(self) -> None:  # in the learner actor (nested: pickled by value, not by module)
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in self.learner.policy.parameters():
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 1e-3)
+
+    ov = [*TINY, "distributed.enabled=true", "distributed.rollout_workers=2",
+          "distributed.weight_transport=collective"]  # fmt: skip
+    tr = DistributedTrainer(build_config("toy-zerotir", overrides=ov), tmp_path)
+    try:
+        assert tr.learner.state_dict().ref is None  # nothing goes through the object store
+        _, before = _worker_weights(tr.engine.workers[0])
+        ray.get(tr.learner.actor.__ray_call__.remote(_perturb))  # moved, so equal weights prove a broadcast
+        m1 = tr.train_step()
+        assert m1["distributed/policy_version"] == 1 and "train/mismatch_kl" in m1
+        assert_workers_hold_the_learners_weights(tr, version=1)
+        _, after = _worker_weights(tr.engine.workers[0])
+        assert all(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+        pid = tr.engine.pids()[0]
+
+        def kill_when_busy():
+            while not tr.engine.inflight:
+                time.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        m2 = tr.train_step()
+        killer.join()
+        assert m2["distributed/worker_restarts"] == 1 and tr.engine.pids()[0] != pid
+        assert m2["distributed/policy_version"] == 2 and m2["data/position"] == 4
+        # step 2 was sampled by version 1 on every worker, the replacement included (on-policy)
+        assert {v for tr_ in tr._used for v, _ in tr_.meta["segments"]} == {1}
+        assert tr.engine.collective.generation == 2
+        assert_workers_hold_the_learners_weights(tr, version=2)
+    finally:
+        tr.close()
+
+
+def test_cli_two_steps_with_the_collective_transport(tmp_path: Path):
+    from conftest import run_cli
+
+    ov = [o for o in TINY if not o.startswith("trainer.total_steps")]
+    r = run_cli("train", "--preset", "toy-zerotir", "--run-dir", tmp_path / "run", *ov, "trainer.total_steps=2",
+                "distributed.enabled=true", "distributed.rollout_workers=2",
+                "distributed.weight_transport=collective", timeout=400)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = read_metrics(tmp_path / "run")
+    assert [row["distributed/policy_version"] for row in rows] == [1, 2]
+    assert all("train/mismatch_kl" in row for row in rows)
 
 
 def test_cli_launch_on_local_ray_and_resume_after_a_lost_learner(tmp_path: Path):
@@ -148,7 +233,7 @@ def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_re
 ):
     """`distributed.learners=2` (FSDP2 over gloo) with 2 rollout workers in the colocated layout: the
     actors sit in their bundles, the driver's grading pool survives a hanging grader, the sharded
-    checkpoint (full state on rank 0) resumes."""
+    checkpoint (full state on rank 0) resumes, with the collective weight transport."""
     from test_driver_grading import MARKER, hang_once
     from zerotir.distributed.driver import DistributedTrainer
     from zerotir.distributed.grading import DriverGrader
@@ -175,12 +260,16 @@ def test_two_sharded_learners_colocated_with_two_workers_train_checkpoint_and_re
     (row,) = read_metrics(run)
     assert row["distributed/grader_timeouts"] == 1 and row["distributed/policy_version"] == 1
     assert (run / "checkpoints" / "step_0000001" / "policy" / "config.json").is_file()
+    # resumed with the collective transport: rank 0 of the FSDP group gathers the full weights and
+    # broadcasts them over the (separate) weight group
+    ov += ["distributed.weight_transport=collective"]
     tr = DistributedTrainer(
         build_config("toy-zerotir", overrides=[*ov, "trainer.total_steps=2"]), run, resume=True
     )
     try:
         assert tr.step == 1 and tr.learner.version == 1
         tr.fit()
+        assert_workers_hold_the_learners_weights(tr, version=2)
     finally:
         tr.close()
     rows = read_metrics(run)

@@ -317,6 +317,10 @@ class DistributedConfig(_Section):
     """`module:function` applied to each worker's sandbox (latency injection in benchmarks, tracing)."""
     max_worker_restarts: int = Field(3, ge=0)
     """Restarts of dead rollout workers per run before the run fails (their jobs are re-queued)."""
+    weight_transport: Literal["object_store", "collective"] = "object_store"
+    """How new weights reach the workers: the Ray object store, or a torch.distributed broadcast from learner rank 0 (gloo on CPU, NCCL when every actor has a GPU)."""
+    weight_sync_timeout_s: float = Field(600.0, gt=0)
+    """collective: how long a member of the weight group waits for the others (joining, one broadcast) before failing."""
 
     @model_validator(mode="after")
     def _check(self) -> DistributedConfig:
@@ -327,6 +331,17 @@ class DistributedConfig(_Section):
             )
         if self.partial_rollouts and self.max_staleness == 0:
             raise ValueError("distributed.partial_rollouts needs distributed.max_staleness >= 1")
+        if (
+            self.weight_transport == "collective"
+            and self.layout == Layout.COLOCATED
+            and self.learner_gpus > 0
+            and self.rollout_gpus > 0
+        ):
+            raise ValueError(
+                "distributed.weight_transport=collective with layout=colocated on GPUs puts learner rank 0 and "
+                "rollout worker 0 on one device, and NCCL refuses two ranks of a group on one GPU: use "
+                "distributed.layout=disaggregated, or distributed.weight_transport=object_store"
+            )
         return self
 
 

@@ -7,6 +7,12 @@ a rollout runs); a job starts with the newest weights the worker holds, after wa
 `min_version` when the driver asks it to (the staleness bound's `wait` mode). With partial rollouts
 the engine decodes in chunks and picks up newer weights between chunks (distributed/chunked.py).
 Every trajectory records which policy versions sampled its tokens (`meta["segments"]`).
+
+With `distributed.weight_transport=collective` the weights arrive over a torch.distributed group
+instead (distributed/transport.py): the learner's rank 0 sends, each worker receives into buffers
+it allocated once and queues them exactly like object-store weights (`receive_weights`). Receives
+run in the order the driver numbered them, whatever thread Ray picks, and never overwrite buffers
+the rollout thread is loading from.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from zerotir import build
 from zerotir.config import RunConfig
 from zerotir.distributed.chunked import ChunkedEngine, VersionedSegments
+from zerotir.distributed.transport import WeightGroup, free_endpoint
 from zerotir.rollout import SamplingParams
 from zerotir.task import sample_rows
 from zerotir.types import Trajectory
@@ -95,6 +102,10 @@ class RolloutWorker:
         self._pending: tuple[int, dict] | None = None
         self._cv = threading.Condition()
         self._job_lock = threading.Lock()  # one rollout at a time; weights may arrive meanwhile
+        self._group: WeightGroup | None = None  # collective transport: this worker's membership
+        self._buf_lock = threading.Lock()  # held while the group's buffers are written or loaded
+        self._turn = threading.Condition()  # receives in the driver's order: (generation, seq)
+        self._gen, self._seq = 0, 0
         self._last_end = time.perf_counter()
         d = self.cfg.distributed
         self.engine = (
@@ -114,13 +125,52 @@ class RolloutWorker:
             self._cv.notify_all()
         return version
 
+    def join_weight_group(
+        self, gen: int, host: str, port: int, world: int, rank: int, backend: str, timeout_s: float
+    ) -> int:
+        """Leave the previous weight group (if any) and join generation `gen` as `rank`; returns
+        when every member has joined. Its receive buffers come with its first broadcast."""
+        with self._turn:
+            old, self._group = self._group, None
+            self._gen, self._seq = gen, 0
+            self._turn.notify_all()
+        if old is not None:
+            old.close()
+        self._group = WeightGroup(host, port, world, rank, backend, timeout_s)
+        return rank
+
+    def receive_weights(self, gen: int, seq: int) -> int:
+        """Take broadcast `seq` of group generation `gen` into the group's buffers and queue them
+        like `set_weights`. Returns the version received (-1: the group was replaced meanwhile)."""
+        with self._turn:
+            self._turn.wait_for(lambda: self._gen != gen or self._seq == seq - 1)
+            if self._gen != gen or self._group is None:
+                return -1
+            group = self._group
+        try:
+            with self._buf_lock:
+                with self._cv:  # queued buffers are about to be overwritten: they no longer hold that version
+                    if self._pending is not None and self._pending[1] is group.buffers:
+                        self._pending = None
+                version = group.receive()
+                with self._cv:
+                    self._pending = (version, group.buffers)
+                    self._cv.notify_all()
+            return version
+        finally:
+            with self._turn:
+                if self._gen == gen:
+                    self._seq = seq
+                    self._turn.notify_all()
+
     def _refresh(self) -> int:
         """Load the newest queued weights (rollout thread only); returns the version now held."""
-        with self._cv:
-            pending, self._pending = self._pending, None
-        if pending is not None and pending[0] > self.version:
-            self.base_engine.load_weights(pending[1], pending[0])
-            self.version = pending[0]
+        with self._buf_lock:
+            with self._cv:
+                pending, self._pending = self._pending, None
+            if pending is not None and pending[0] > self.version:
+                self.base_engine.load_weights(pending[1], pending[0])
+                self.version = pending[0]
         return self.version
 
     def _newest_version(self) -> int:
@@ -162,9 +212,47 @@ class RolloutWorker:
     def close(self) -> None:
         if self.sandbox is not None:
             self.sandbox.close()
+        if self._group is not None:
+            self._group.close()
 
 
-class LearnerHost:
+class WeightSource:
+    """The sending side of the collective transport, for a learner host: rank 0 of the learner group
+    joins the weight group (`join_weight_group`) and sends; `broadcast_weights` runs on every learner
+    rank (a sharded learner gathers the full state dict collectively first)."""
+
+    _weight_group: WeightGroup | None = None
+
+    def weight_endpoint(self) -> tuple[str, int]:
+        """Where the weight group's store listens: this node and a free port."""
+        return free_endpoint()
+
+    def join_weight_group(self, host: str, port: int, world: int, backend: str, timeout_s: float) -> int:
+        if self._weight_group is not None:
+            self._weight_group.close()
+        dev = torch.device(self.cfg.trainer.device)  # type: ignore[attr-defined]
+        if backend == "nccl" and dev.index is not None:  # else the current device (Ray's first visible GPU)
+            torch.cuda.set_device(dev)
+        self._weight_group = WeightGroup(host, port, world, 0, backend, timeout_s)
+        return 0
+
+    def _broadcast_source(self) -> tuple[dict[str, torch.Tensor], int, bool]:
+        """(full state dict, its version, whether this rank sends)."""
+        raise NotImplementedError
+
+    def broadcast_weights(self) -> dict[str, float]:
+        """Send the current policy over the weight group (rank 0); what it cost."""
+        t0 = time.perf_counter()
+        sd, version, sends = self._broadcast_source()
+        if not sends:
+            return {"version": float(version), "bytes": 0.0, "seconds": time.perf_counter() - t0}
+        if self._weight_group is None:
+            raise RuntimeError("broadcast_weights before join_weight_group")
+        nbytes = self._weight_group.send({k: v.detach() for k, v in sd.items()}, version)
+        return {"version": float(version), "bytes": float(nbytes), "seconds": time.perf_counter() - t0}
+
+
+class LearnerHost(WeightSource):
     """The `Learner` in its own process, seeded like the single-process trainer before it is built
     (the critic's head draws from the RNG). `off_policy` is applied to every update."""
 
@@ -189,6 +277,9 @@ class LearnerHost:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.learner.state_dict().items()}
+
+    def _broadcast_source(self) -> tuple[dict[str, torch.Tensor], int, bool]:
+        return self.learner.state_dict(), self.learner.version, True
 
     def checkpoint_parts(self) -> dict[str, object]:
         return self.learner.checkpoint_parts()

@@ -6,7 +6,9 @@ overlong shaping, advantages, logging, evaluation schedule and checkpoints. What
 - `_build_models` starts one `LearnerHost` actor (or `learners` FSDP2 ranks, distributed/sharding.py)
   and `rollout_workers` `RolloutWorker` actors, all in one placement group (distributed/placement.py);
   `learner.state_dict()` is an object-store reference with its version (a full state dict), and the
-  orchestrator's `engine.load_weights(...)` broadcasts it to every worker.
+  orchestrator's `engine.load_weights(...)` broadcasts it to every worker. With
+  `weight_transport=collective` no state dict is put in the object store: `load_weights` starts a
+  torch.distributed broadcast from learner rank 0 to the workers (distributed/collective.py).
 - `score` grades in a process pool (distributed/grading.py): a stuck grader never stalls the driver.
 - `_sample` sends a step's prompt groups to the workers as jobs. With `max_staleness = s > 0` the
   jobs of the next s steps are submitted ahead (their rows reserved from the cursor), so rollouts
@@ -32,6 +34,7 @@ from ray.exceptions import RayActorError
 
 from zerotir.config import RunConfig
 from zerotir.distributed.actors import Job, JobResult, LearnerHost, RolloutWorker
+from zerotir.distributed.collective import CollectiveBroadcast
 from zerotir.distributed.grading import DriverGrader
 from zerotir.distributed.placement import Placement, local_num_cpus
 from zerotir.distributed.sharding import ShardedLearnerHost, assemble_logprobs, combine_metrics
@@ -49,8 +52,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VersionedWeights:
     version: int
-    ref: ray.ObjectRef
-    """The policy's state dict in the object store (read by every worker, copied once per node)."""
+    ref: ray.ObjectRef | None
+    """The policy's state dict in the object store (read by every worker, copied once per node);
+    None with the collective transport (the learner still holds the weights and sends them itself)."""
 
 
 class _RemotePolicy:
@@ -81,9 +85,10 @@ def _get(ref):
 class LearnerProxy:
     """The orchestrator's `Learner` interface, forwarded to the learner actor."""
 
-    def __init__(self, actor):
+    def __init__(self, actor, collective: bool = False):
         self.actor, self.version, self.policy = actor, 0, _RemotePolicy([actor])
         self.actors = [actor]
+        self.collective = collective
 
     def prepare(self, trajs: list[Trajectory], recompute: bool):
         return _get(self.actor.prepare.remote(trajs, recompute))
@@ -94,6 +99,8 @@ class LearnerProxy:
         return metrics
 
     def state_dict(self) -> VersionedWeights:
+        if self.collective:
+            return VersionedWeights(self.version, None)
         return VersionedWeights(self.version, self.actor.state_dict.remote())
 
     def checkpoint_parts(self) -> dict[str, object]:
@@ -112,8 +119,8 @@ class ShardedLearnerProxy(LearnerProxy):
     to every rank (they run collectives together, in the order the driver sends them); the answer is
     rank 0's, or, for an update, the ranks' metrics recombined."""
 
-    def __init__(self, actors):
-        super().__init__(actors[0])
+    def __init__(self, actors, collective: bool = False):
+        super().__init__(actors[0], collective)
         self.actors, self.policy = actors, _RemotePolicy(actors)
         self._last = None
         self._pending: list[ray.ObjectRef] = []  # other ranks' halves of a state-dict gather
@@ -131,6 +138,8 @@ class ShardedLearnerProxy(LearnerProxy):
         return combine_metrics([m for m, _, _ in parts])
 
     def state_dict(self) -> VersionedWeights:
+        if self.collective:
+            return VersionedWeights(self.version, None)
         refs = [a.state_dict.remote() for a in self.actors]
         self._pending = refs[1:]  # kept until the next call: every rank must take part in the gather
         return VersionedWeights(self.version, refs[0])
@@ -149,25 +158,33 @@ class ShardedLearnerProxy(LearnerProxy):
 def start_learners(cfg: RunConfig, model_src: str, placement: Placement) -> LearnerProxy:
     """One `LearnerHost`, or `distributed.learners` FSDP2 ranks joined into one process group."""
     d, conf = cfg.distributed, cfg.model_dump(mode="json")
+    collective = d.weight_transport == "collective"
     if d.learners == 1:
         host = ray.remote(LearnerHost).options(**placement.learner(0))
-        return LearnerProxy(host.remote(conf, model_src))
+        return LearnerProxy(host.remote(conf, model_src), collective)
     actors = [
         ray.remote(ShardedLearnerHost).options(**placement.learner(r)).remote(conf, model_src, r, d.learners)
         for r in range(d.learners)
     ]
     address, port = _get(actors[0].endpoint.remote())
     _get([a.setup.remote(address, port) for a in actors])
-    return ShardedLearnerProxy(actors)
+    return ShardedLearnerProxy(actors, collective)
 
 
 class RolloutPool:
-    """The orchestrator's engine: jobs to workers, weights to all of them, dead workers replaced."""
+    """The orchestrator's engine: jobs to workers, weights to all of them, dead workers replaced.
+    `learners`: the learner actors, needed by the collective transport (they send the weights)."""
 
-    def __init__(self, cfg: RunConfig, model_src: str, tokenizer, placement: Placement):
+    def __init__(self, cfg: RunConfig, model_src: str, tokenizer, placement: Placement, learners=None):
         self.cfg, self.model_src, self.tokenizer, self.placement = cfg, model_src, tokenizer, placement
         self.capabilities = EngineCapabilities(exact_logprobs=cfg.rollout.engine == "hf")
         self.workers = [self._spawn(i) for i in range(cfg.distributed.rollout_workers)]
+        self.collective: CollectiveBroadcast | None = None
+        if cfg.distributed.weight_transport == "collective":
+            if not learners:
+                raise ValueError("distributed.weight_transport=collective needs the learner actors")
+            self.collective = CollectiveBroadcast(cfg, learners)
+            self.collective.build(self.workers)
         self.inflight: dict[int, tuple[int, ray.ObjectRef, Job]] = {}
         self.weights: VersionedWeights | None = None
         self.restarts = 0
@@ -184,7 +201,10 @@ class RolloutPool:
         """Broadcast; a synchronous run waits until every worker holds them, an asynchronous one not.
         (`w` carries its version; `version` is the protocol's and equals it.)"""
         self.weights = w
-        acks = [wk.set_weights.remote(w.version, w.ref) for wk in self.workers]
+        if self.collective is not None:
+            acks = self.collective.broadcast(self.workers)
+        else:
+            acks = [wk.set_weights.remote(w.version, w.ref) for wk in self.workers]
         if self.cfg.distributed.max_staleness == 0:
             ray.get(acks)
 
@@ -208,7 +228,11 @@ class RolloutPool:
         log.warning("rollout worker %d died: restarting it and re-queuing its jobs", i)
         ray.kill(self.workers[i], no_restart=True)
         self.workers[i] = self._spawn(i)
-        if self.weights is not None:
+        if self.collective is not None:  # a group's members are fixed: rebuild it, then resend
+            self.collective.build(self.workers)
+            if self.weights is not None:
+                ray.get(self.collective.broadcast(self.workers))
+        elif self.weights is not None:
             ray.get(self.workers[i].set_weights.remote(self.weights.version, self.weights.ref))
         for w, _, job in list(self.inflight.values()):
             if w == i:
@@ -295,7 +319,7 @@ class DistributedTrainer(Trainer):
     def _build_models(self, model_src: str):
         learner = start_learners(self.cfg, model_src, self.placement)
         tokenizer = load_tokenizer(model_src)
-        return learner, tokenizer, RolloutPool(self.cfg, model_src, tokenizer, self.placement)
+        return learner, tokenizer, RolloutPool(self.cfg, model_src, tokenizer, self.placement, learner.actors)
 
     def score(self, trajs: list[Trajectory]) -> list[float]:
         """In the driver's grading processes: a stuck grader costs its response, not the run."""

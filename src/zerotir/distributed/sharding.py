@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 
 from zerotir.config import RunConfig
+from zerotir.distributed.actors import WeightSource
+from zerotir.distributed.transport import free_endpoint
 from zerotir.train.learner import Advantages, LearnerBatch, lr_lambda
 from zerotir.types import Trajectory
 
@@ -168,21 +169,7 @@ class ShardedLearner:
         return {**metrics, "shard/token_weight": token_w, "shard/agg_weight": agg_w}
 
 
-def _free_endpoint() -> tuple[str, int]:
-    """This node's address as others reach it (no packet is sent) and a free port."""
-    ip = "127.0.0.1"
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            ip = s.getsockname()[0]
-    except OSError:
-        pass
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return ip, s.getsockname()[1]
-
-
-class ShardedLearnerHost:
+class ShardedLearnerHost(WeightSource):
     """Rank `rank` of `world` learner processes. `setup(address, port)` on every rank at once joins
     the process group, builds the learner (seeded like the single-process trainer), shards the policy
     with FSDP2 and rebuilds the optimizer over the sharded parameters. The driver calls every rank
@@ -198,7 +185,7 @@ class ShardedLearnerHost:
         return os.getpid()
 
     def endpoint(self) -> tuple[str, int]:
-        return _free_endpoint()
+        return free_endpoint()
 
     def setup(self, address: str, port: int) -> int:
         import torch.distributed as dist
@@ -256,6 +243,10 @@ class ShardedLearnerHost:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Collective: the full (unsharded) weights on rank 0, {} elsewhere."""
         return self._full()
+
+    def _broadcast_source(self) -> tuple[dict[str, torch.Tensor], int, bool]:
+        """Every rank takes part in the gather; rank 0, the weight group's member, sends."""
+        return self._full(), self.sharded.inner.version, self.rank == 0
 
     def checkpoint_parts(self) -> dict[str, object]:
         """Collective: the full optimizer state (keyed by parameter name) on rank 0."""
