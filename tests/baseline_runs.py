@@ -24,6 +24,9 @@ SMALL = [
     "log.tensorboard=false",
     "trainer.threads=1",
     "rollout.scheduler=rounds",  # the interactive scheduler resumes rows in sandbox-finish order (timing)
+    # the protocol of 63a78d1, when the record was made: the notice right after the last allowed output
+    # (the default became `on_attempt` in issue 21; that change of behaviour is intended and tested apart)
+    "rollout.exhausted_notice=after_last",
 ]
 RUNS = {
     "toy-zerotir": SMALL,

@@ -344,13 +344,18 @@ def test_demo_table_is_not_truncated_on_a_narrow_terminal():
     from zerotir.eval.runner import SUMMARY_KEYS
 
     stage = dict.fromkeys(SUMMARY_KEYS, 0.5)
-    summary = {arm: {"base": stage, "final": stage} for arm in ("zerotir", "zerorl")} | {"seconds": 1.0}
+    ci = dict.fromkeys(SUMMARY_KEYS, 0.031)  # a 3-seed summary: the widest cells
+    summary = {
+        arm: {"base": stage, "final": stage, "ci95": {"base": ci, "final": ci}, "phases": {"train_s": 9.0}}
+        for arm in ("zerotir", "zerorl")
+    } | {"seconds": 1.0, "n_seeds": 3}
     buf = io.StringIO()
     _print_table(Console(file=buf, width=60, force_terminal=False), summary)
     text = buf.getvalue()
     assert "…" not in text
     for col in ("accuracy", "easy", "hard", "code use", "calls/resp", "resp len", "zerotir", "zerorl"):
         assert col in text
+    assert "50.0% ± 3.1" in text and "train 9" in text
 
 
 # ------------------------------------------------------------------ 7. exit codes
