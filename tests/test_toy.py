@@ -10,7 +10,7 @@ from zerotir.eval.runner import SUMMARY_KEYS
 from zerotir.models import TOY_MODEL_DIR
 from zerotir.reward import math_reward
 from zerotir.toy import world
-from zerotir.toy.corpus import corpus_stream
+from zerotir.toy.corpus import CHAIN_MIX, CHAIN_SHARE, corpus_stream
 from zerotir.toy.world import evaluate_expression, generate_problems, train_split
 
 
@@ -62,7 +62,11 @@ def test_test_split_unmoved_by_chains():
 def test_corpus_chain_documents_print_each_step():
     import re
 
-    docs = [d for d, _ in zip(corpus_stream(1), range(3000)) if "the result" in d and "print(" in d]
+    docs = [
+        d
+        for d, _ in zip(corpus_stream(1, mix=CHAIN_MIX, chain_share=CHAIN_SHARE), range(3000))
+        if "the result" in d and "print(" in d
+    ]
     assert len(docs) > 100
     for d in docs:
         prints = re.findall(r"print\((.*?)\)\n```\n```output\n(-?\d+)\n", d)
