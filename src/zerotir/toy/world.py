@@ -7,8 +7,8 @@ the hard ones need a calculator:
 * hard: three-digit x two-digit products and two-operation expressions, which it cannot;
 * chain2 / chain3: a two-digit product, then one or two steps applied to "the result". Each step
   needs the previous step's value, so a model that writes one block per step (the corpus's way)
-  needs one call per step: this is where a second (and third) call genuinely helps, which the
-  demo's tool-call budget sweep measures.
+  needs one call per step: where a second (and third) call genuinely helps. The demo does not use
+  them yet (a policy trained on one-step problems makes one call on chains; see docs/quickstart.md).
 
 Every problem carries its exact integer answer (computed with Python's ints, never floats) and the
 Python expression that computes it; the expression is what the synthetic corpus's code documents
@@ -186,5 +186,5 @@ def test_split(n: int = 256, easy_frac: float = 0.4, seed: int = TEST_SEED) -> l
 
 
 def chain_test_split(n: int = 128, seed: int = CHAIN_TEST_SEED) -> list[ToyProblem]:
-    """Held-out chains only (half two-step, half three-step): the tool-call budget sweep's problems."""
+    """Held-out chains only (half two-step, half three-step): the `toy-chain` eval set."""
     return generate_problems(n, seed, easy_frac=0.0, prefix="test", chain_frac=1.0)

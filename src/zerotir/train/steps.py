@@ -168,17 +168,16 @@ def time_metrics(
 
 def held_out_metrics(
     cfg: RunConfig, engine: Engine, sandbox: Sandbox | None, rows: list[dict], task: Task, tool: Tool,
-    max_tool_calls: int | None = None, desc: str | None = None, set_name: str | None = None,
-    max_response_len: int | None = None,
+    max_tool_calls: int | None = None, desc: str | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """`eval/<set>/<metric>` on the held-out rows with the training protocol (template, exec timeout,
     output cap) and `eval.*` sampling; `max_tool_calls` overrides `eval.max_tool_calls` (budget sweeps);
-    `set_name` names rows other than `data.eval`'s; `max_response_len` overrides `eval.max_response_len`."""
+    `eval.max_response_len` caps responses (else the rollout's)."""
     if not rows:
         return {}
     e = cfg.eval
     tool_cfg = build.tool_loop_config(cfg, e.max_tool_calls if max_tool_calls is None else max_tool_calls)
-    length = max_response_len or e.max_response_len or cfg.rollout.max_response_len
+    length = e.max_response_len or cfg.rollout.max_response_len
     if length != tool_cfg.max_response_len:
         tool_cfg = replace(tool_cfg, max_response_len=length)
     seed = cfg.trainer.seed if e.seed is None else e.seed
@@ -186,7 +185,7 @@ def held_out_metrics(
     res = evaluate_rows(engine, sandbox, rows, task.template, tool_cfg, params, n=e.n_samples,
                         batch_size=e.batch_size, task=task, tool=tool,
                         desc=desc if cfg.log.progress else None)  # fmt: skip
-    name = set_name or (Path(cfg.data.eval).stem if cfg.data.eval else "eval")
+    name = Path(cfg.data.eval).stem if cfg.data.eval else "eval"
     return {f"eval/{name}/{k}": v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
 
 

@@ -190,15 +190,10 @@ class Trainer:
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
-    def evaluate(
-        self, max_tool_calls: int | None = None, desc: str | None = None,
-        rows: list[dict] | None = None, set_name: str | None = None, max_response_len: int | None = None,
-    ) -> dict[str, float]:  # fmt: skip
-        """Held-out metrics under the training protocol; `desc` shows a progress bar with that label;
-        `rows` (named `set_name`) instead of the `data.eval` rows, `max_response_len` instead of the config's."""
-        return steps.held_out_metrics(self.cfg, self.engine, self.sandbox,
-                                      self.eval_rows if rows is None else rows, self.task, self.tool,
-                                      max_tool_calls, desc, set_name, max_response_len)  # fmt: skip
+    def evaluate(self, max_tool_calls: int | None = None, desc: str | None = None) -> dict[str, float]:
+        """Held-out metrics under the training protocol; `desc` shows a progress bar with that label."""
+        return steps.held_out_metrics(self.cfg, self.engine, self.sandbox, self.eval_rows, self.task, self.tool,
+                                max_tool_calls, desc)  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, _frame) -> None:
