@@ -102,6 +102,12 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=None, help="default: 5 (hf), 3 (vllm)")
     ap.add_argument("--syncs", type=int, default=5, help="vllm: weight syncs timed")
+    ap.add_argument(
+        "--sleep-rel",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=(0.25, 1.0),
+        help="vllm: LO,HI sleep range of the comparable-latency arms, in units of one model segment's time",
+    )
     ap.add_argument("--smoke", action="store_true", help="8 prompts, one repeat: only checks that it runs")
     add_config_args(ap)
     args = ap.parse_args()

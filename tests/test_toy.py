@@ -150,3 +150,18 @@ def test_demo_combines_seeds_into_means_and_intervals():
     assert c["ci95"]["final"]["code_ratio"] == 0.0 and c["phases"]["train_s"] == pytest.approx(6.0)
     assert c["ci95"]["budget_sweep"]["1"]["accuracy"] == c["ci95"]["final"]["accuracy"]
     assert c["spearman_vs_step"]["accuracy"] is None
+
+
+def test_demo_explanation_of_the_baseline_follows_its_interval():
+    """The report's sentence about the no-tool arm says what its easy accuracy did: a gain only
+    when the interval clears the base, a loss when it falls below, otherwise within noise."""
+    from zerotir.demo import _baseline_verdict
+
+    def summary(base, final, half):
+        return {"zerorl": {"base": {"accuracy_easy": base}, "final": {"accuracy_easy": final},
+                           "ci95": {"final": {"accuracy_easy": half}}}}
+
+    assert "learns what" in _baseline_verdict(summary(0.50, 0.60, 0.05))
+    assert "within noise" in _baseline_verdict(summary(0.50, 0.60, 0.15))
+    assert "worse" in _baseline_verdict(summary(0.50, 0.30, 0.10))
+    assert "learns what" in _baseline_verdict(summary(0.50, 0.51, None))  # one seed: no interval

@@ -264,6 +264,19 @@ def _summary_md(summary: dict) -> str:
 _PHASES = ("setup_s", "base_eval_s", "train_s", "final_eval_s", "sweep_s")
 
 
+def _baseline_verdict(summary: dict) -> str:
+    """What the no-tool arm's easy accuracy did, judged against its interval when there are seeds:
+    the sentence must not claim a gain the numbers do not show."""
+    r = summary["zerorl"]
+    base, final = r["base"]["accuracy_easy"], r["final"]["accuracy_easy"]
+    half = (r.get("ci95") or {}).get("final", {}).get("accuracy_easy") or 0.0
+    if final - half > base:
+        return "it learns what a 2M-parameter model can do in its head, and nothing of the hard problems."
+    if final + half < base:
+        return "RL made it worse at what it could do in its head, so this baseline is not yet a fair one."
+    return "its change on easy problems is within noise; it learns nothing of the hard problems."
+
+
 def explain(summary: dict, fits: dict, labels: list[str]) -> list[str]:
     """What the figures and tables show, in plain words, from this demo's own numbers."""
     z, r = summary["zerotir"], summary["zerorl"]
@@ -276,7 +289,7 @@ def explain(summary: dict, fits: dict, labels: list[str]) -> list[str]:
         f"(code use {z['base']['code_ratio']:.0%} → {z['final']['code_ratio']:.0%}); {rl}, the fair baseline "
         f"with the same model, data, steps and samples but no tool, goes from {r['base']['accuracy']:.1%} to "
         f"{r['final']['accuracy']:.1%} (easy problems {r['base']['accuracy_easy']:.1%} → {r['final']['accuracy_easy']:.1%}): "
-        "it learns what a 2M-parameter model can do in its head, and nothing of the hard problems.",
+        + _baseline_verdict(summary),
     ]
     dip = ((fits.get(tir) or {}).get("dips") or {}).get("rollout/response_len_mean")
     lines.append(
