@@ -27,6 +27,8 @@ SMALL = [
     # the protocol of 63a78d1, when the record was made: the notice right after the last allowed output
     # (the default became `on_attempt` in issue 21; that change of behaviour is intended and tested apart)
     "rollout.exhausted_notice=after_last",
+    # the base model of 63a78d1: the demo's base (`toy`) became toy-v1 + the copy mix in issue 21
+    "model.path=toy-v1",
 ]
 RUNS = {
     "toy-zerotir": SMALL,

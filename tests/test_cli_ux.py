@@ -414,6 +414,30 @@ def test_toy_pretrain_stops_on_signal_and_resumes_exactly(tmp_path, monkeypatch)
     assert not (tmp_path / "cut" / "checkpoints").exists()  # done: the weights are the result
 
 
+def test_toy_pretrain_second_stage_continues_from_a_saved_model(tmp_path):
+    """`--init` starts from the saved weights (not a random model) on another mix, and the recipe
+    records both stages; a model of another vocabulary or an unknown mix is a usage error."""
+    import safetensors.torch
+    import torch
+
+    import zerotir.toy.pretrain as pt
+
+    first = pt.pretrain(tmp_path / "one", save_every=0, **TINY)
+    zero = pt.pretrain(tmp_path / "two", save_every=0, init=str(tmp_path / "one"), mix="copy", **{**TINY, "steps": 0})
+    a = safetensors.torch.load_file(tmp_path / "one" / "model.safetensors")
+    b = safetensors.torch.load_file(tmp_path / "two" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # zero steps of stage two: exactly stage one
+    two = pt.pretrain(tmp_path / "three", save_every=0, init=str(tmp_path / "one"), mix="copy", **TINY)
+    assert two["init"] == str(tmp_path / "one") and two["mix"] == "copy" and two["init_recipe"]["steps"] == 6
+    assert zero["init_recipe"] == json.loads((tmp_path / "one" / "pretrain.json").read_text()) == first
+    with pytest.raises(UsageError, match="unknown corpus mix"):
+        pt.pretrain(tmp_path / "four", save_every=0, mix="nope", **TINY)
+    from zerotir.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        pt.pretrain(tmp_path / "five", save_every=0, init=str(tmp_path / "missing"), **TINY)
+
+
 def test_toy_pretrain_into_used_out_is_refused(tmp_path, capsys):
     out = _used_run(tmp_path / "base")
     assert cli.main(["toy", "pretrain", "--out", str(out)]) == 2

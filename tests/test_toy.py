@@ -7,10 +7,10 @@ import pytest
 
 from conftest import run_cli
 from zerotir.eval.runner import SUMMARY_KEYS
-from zerotir.models import TOY_MODEL_DIR
+from zerotir.models import TOY_MODEL_DIR, TOY_V1_DIR
 from zerotir.reward import math_reward
 from zerotir.toy import world
-from zerotir.toy.corpus import CHAIN_MIX, CHAIN_SHARE, corpus_stream
+from zerotir.toy.corpus import CHAIN_MIX, CHAIN_SHARE, COPY_MIX, corpus_stream
 from zerotir.toy.world import evaluate_expression, generate_problems, train_split
 
 
@@ -34,6 +34,22 @@ def test_corpus_has_the_rare_code_habit():
     docs = [d for d, _ in zip(corpus_stream(0), range(4000))]
     qa_code = sum("\nAnswer:" in d and "```python" in d.split("\nAnswer:", 1)[1] for d in docs)
     assert 0.01 < qa_code / len(docs) < 0.06
+
+
+def test_copy_mix_prints_the_named_expression_and_keeps_the_habit_rare():
+    """The demo base's second stage: documents that copy an expression right after `print(`, with
+    no question (so the base still rarely chooses code when asked one)."""
+    docs = [d for d, _ in zip(corpus_stream(1, 0.5, COPY_MIX), range(4000))]
+    printed = [d for d in docs if d.startswith("Let us compute ")]
+    assert 0.15 < len(printed) / len(docs) < 0.23
+    for d in printed:
+        expr = d[len("Let us compute ") :].split(".\n", 1)[0]
+        assert f"```python\nprint({expr})\n```" in d and f"\\boxed{{{evaluate_expression(expr)}}}" in d
+        assert "Question:" not in d
+    qa_code = sum("\nAnswer:" in d and "```python" in d.split("\nAnswer:", 1)[1] for d in docs)
+    assert 0.01 < qa_code / len(docs) < 0.06
+    # the default mix never draws the new kind: its stream is the first base's
+    assert not any(d.startswith("Let us compute ") for d, _ in zip(corpus_stream(0), range(4000)))
 
 
 def test_chains_carry_each_step_and_their_answer():
@@ -83,7 +99,8 @@ def test_expression_guard():
         evaluate_expression("__import__('os')")
 
 
-def test_shipped_base_model_reproduces_recorded_metrics():
+@pytest.mark.parametrize("model_dir", [TOY_MODEL_DIR, TOY_V1_DIR], ids=["toy", "toy-v1"])
+def test_shipped_base_model_reproduces_recorded_metrics(model_dir):
     import torch
 
     from zerotir.data import load_dataset_rows
@@ -92,10 +109,10 @@ def test_shipped_base_model_reproduces_recorded_metrics():
     from zerotir.rollout import SamplingParams, ToolLoopConfig, get_template
     from zerotir.rollout.hf_engine import HFEngine
 
-    rec = json.loads((TOY_MODEL_DIR / "base_metrics.json").read_text())
-    size = TOY_MODEL_DIR.joinpath("model.safetensors").stat().st_size
+    rec = json.loads((model_dir / "base_metrics.json").read_text())
+    size = model_dir.joinpath("model.safetensors").stat().st_size
     assert size <= 20 * 2**20
-    tok, model = load_tokenizer("toy"), load_causal_lm("toy")
+    tok, model = load_tokenizer(str(model_dir)), load_causal_lm(str(model_dir))
     assert sum(p.numel() for p in model.parameters()) <= 10_000_000
     rows = load_dataset_rows("toy", toy_size=rec["eval_size"], toy_split="test")
     torch.manual_seed(0)

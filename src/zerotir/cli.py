@@ -247,8 +247,9 @@ def _cmd_toy(a: argparse.Namespace) -> int:
         if moved is not None:
             print(f"zerotir toy pretrain: moved the previous {a.out} to {moved}", file=sys.stderr)
     rec = pretrain(
-        a.out, steps=a.steps, seed=a.seed, easy_frac=a.easy_frac, resume=a.resume, save_every=a.save_every
-    )
+        a.out, steps=a.steps, seed=a.seed, easy_frac=a.easy_frac, resume=a.resume, save_every=a.save_every,
+        lr=a.lr, warmup=a.warmup, init=a.init, mix=a.mix,
+    )  # fmt: skip
     rec["base_metrics"] = record_base_metrics(a.out)
     print(json.dumps(rec, indent=2))
     return 0
@@ -419,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--save-every", type=_positive, default=100, help="checkpoint period in steps")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--easy-frac", type=float, default=0.5, help="share of easy problems in the corpus")
+    pt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine to a tenth)")
+    pt.add_argument("--warmup", type=int, default=40, help="linear warm-up steps")
+    pt.add_argument("--init", default=None, help="continue from this saved model (e.g. toy-v1) instead of random")
+    pt.add_argument(
+        "--mix", default="default", help="corpus mix: default, copy or chain (toy/corpus.py MIXES)"
+    )
     pt.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (trainer.threads; 0: at most 4)"
     )

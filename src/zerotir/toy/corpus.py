@@ -10,6 +10,10 @@ must rarely *choose* code when asked a question. Document mix (fractions are kno
 * `snippet`: small code blocks with their outputs (no question);
 * `qa_code`: question -> code solution. Only a few percent: RL amplifies a rare behaviour, it does
   not invent one (with 0% of these, tool RL never finds code; measured in the prototype).
+* `notebook_print`: text naming an expression, then a block that prints the expression itself (no
+  variable): the skill of copying operands right after `print(` without the habit (no question).
+  Without it the shipped base copied a hard expression into `print(` only 40% of the time, because
+  after `print(` it had seen mostly snippets of random numbers; with it, 98% (docs/quickstart.md);
 * `chain_notebook`: a chain's sentences (world.py: a product, then steps on "the result"), one code
   block per step, each printing the previous output combined with the step: the skill of carrying
   a printed value into the next call, without the habit (no question).
@@ -17,9 +21,11 @@ must rarely *choose* code when asked a question. Document mix (fractions are kno
 Question documents (`qa`, `qa_code`) ask a chain `chain_share` of the time: answered in the head
 (`qa`, a wrong guess for the tiny model) or with one block per step (`qa_code`).
 
-The defaults (`DEFAULT_MIX`, `chain_share=0`) are the recipe of the shipped base model and draw
-exactly the stream they drew before chains existed; `CHAIN_MIX` with `CHAIN_SHARE` is the corpus of
-an experimental base that has seen chains (not shipped: see docs/quickstart.md).
+The defaults (`DEFAULT_MIX`, `chain_share=0`) are the recipe of the first shipped base model
+(`toy-v1`) and draw exactly the stream they drew before chains existed. The demo's base (`toy`) is
+`toy-v1` pre-trained further on `COPY_MIX` (`MIXES`, `zerotir toy pretrain --init toy-v1 --mix copy`).
+`CHAIN_MIX` with `CHAIN_SHARE` is the corpus of an experimental base that has seen chains (not
+shipped: see docs/quickstart.md).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from zerotir.toy.world import QUESTION_FORMS, chain_values, evaluate_expression,
 
 DEFAULT_MIX = {"qa": 0.50, "notebook": 0.38, "snippet": 0.09, "qa_code": 0.03}
 CHAIN_MIX = {"qa": 0.48, "notebook": 0.30, "chain_notebook": 0.10, "snippet": 0.09, "qa_code": 0.03}
+COPY_MIX = {"qa": 0.50, "notebook": 0.19, "notebook_print": 0.19, "snippet": 0.09, "qa_code": 0.03}
+MIXES = {"default": DEFAULT_MIX, "copy": COPY_MIX, "chain": CHAIN_MIX}
+"""Corpus mixes by the name `zerotir toy pretrain --mix` takes."""
 CHAIN_SHARE = 0.15
 """With CHAIN_MIX: the share of question documents that ask a chain."""
 
@@ -81,6 +90,12 @@ def make_document(
         return _question(rng, expr) + f" We compute {expr}. The answer is \\boxed{{{value}}}."
     if kind == "qa_code":
         return _question(rng, expr) + _code_answer(expr, value)
+    if kind == "notebook_print":
+        return (
+            f"Let us compute {expr}.\n{CODE_OPEN}\nprint({expr})\n{CODE_CLOSE}"
+            + wrap_output(str(value))
+            + f"So it is \\boxed{{{value}}}."
+        )
     if kind == "notebook":
         name = rng.choice(["x", "y", "total", "result", "n"])
         return (

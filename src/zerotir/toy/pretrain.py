@@ -3,6 +3,9 @@
 Documents are packed into fixed-length rows separated by EOS (standard LM pre-training). The result
 is saved with `save_pretrained`, so it loads through exactly the same code path as a Qwen2.5 base
 model, and a `pretrain.json` records the recipe that made it.
+
+`init` continues from a saved model instead of a random one (a second stage on another corpus mix:
+the demo's base is `toy-v1` plus 200 steps of the `copy` mix); the recipe then records the stages.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ import torch
 
 from zerotir import console
 from zerotir.errors import TrainingInterrupted, UsageError
-from zerotir.toy.corpus import corpus_stream
+from zerotir.toy.corpus import MIXES, corpus_stream
 from zerotir.toy.model import build_tiny_model
 from zerotir.toy.tokenizer import build_byte_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-def packed_batches(tokenizer, seed: int, batch: int, seq_len: int, easy_frac: float):
-    stream = corpus_stream(seed, easy_frac)
+def packed_batches(tokenizer, seed: int, batch: int, seq_len: int, easy_frac: float, mix: str = "default"):
+    stream = corpus_stream(seed, easy_frac, MIXES[mix])
     buf: list[int] = []
     eos = tokenizer.eos_token_id
     while True:
@@ -51,18 +54,29 @@ def pretrain(
     layers: int = 4,
     resume: bool = False,
     save_every: int = 100,
+    init: str | None = None,
+    mix: str = "default",
 ) -> dict:
     """Train and save into `out_dir`. Checkpoints (the trainer's atomic format, under
     `out_dir/checkpoints`) every `save_every` steps and on SIGINT/SIGTERM, which then raises
     TrainingInterrupted; `resume` continues from the newest one with the same result as an
     uninterrupted run (the corpus stream is replayed to the saved step)."""
+    if mix not in MIXES:
+        raise UsageError(f"zerotir toy pretrain: unknown corpus mix {mix!r} (one of: {', '.join(MIXES)})")
     recipe = {"steps": steps, "batch": batch, "seq_len": seq_len, "lr": lr, "warmup": warmup,
               "easy_frac": easy_frac, "seed": seed, "hidden": hidden, "layers": layers}  # fmt: skip
+    if mix != "default":
+        recipe["mix"] = mix
     out_dir = Path(out_dir)
     ckpt_root = out_dir / "checkpoints"
     torch.manual_seed(seed)
     tok = build_byte_tokenizer()
-    model = build_tiny_model(tok, seed=seed, hidden=hidden, layers=layers)
+    if init is None:
+        model = build_tiny_model(tok, seed=seed, hidden=hidden, layers=layers)
+    else:
+        model, stage = _load_init(init, tok)
+        recipe.update(init=init, hidden=model.config.hidden_size, layers=model.config.num_hidden_layers)
+        recipe["init_recipe"] = stage
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
     start, losses, seconds = 0, [], 0.0
     restore = _latest_checkpoint(ckpt_root) if resume else None
@@ -82,7 +96,7 @@ def pretrain(
         p = (step - warmup) / max(1, steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
-    batches = packed_batches(tok, seed, batch, seq_len, easy_frac)
+    batches = packed_batches(tok, seed, batch, seq_len, easy_frac, mix)
     for _ in range(start):  # the stream is deterministic: skip what the checkpointed steps consumed
         next(batches)
 
@@ -139,6 +153,23 @@ def pretrain(
     return record
 
 
+def _load_init(init: str, tok) -> tuple[torch.nn.Module, dict | None]:
+    """The model a second stage starts from, and the recipe that made it (its pretrain.json)."""
+    from transformers import AutoModelForCausalLM
+
+    from zerotir.models import resolve_model_path
+
+    path = Path(resolve_model_path(init))  # a missing directory: ModelLoadError, which says so
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if model.config.vocab_size != len(tok):
+        raise UsageError(
+            f"zerotir toy pretrain --init {init}: vocabulary {model.config.vocab_size} is not the toy "
+            f"byte tokenizer's {len(tok)}"
+        )
+    rec = path / "pretrain.json"
+    return model, json.loads(rec.read_text()) if rec.exists() else None
+
+
 def _save_checkpoint(ckpt_root: Path, step: int, payload: dict, keep: int = 2) -> Path:
     """One file per checkpoint, written to a temp name, fsynced and renamed (atomic): a crash
     mid-write leaves the previous one. (The toy layer does not import the trainer's checkpoints.)"""
@@ -165,10 +196,10 @@ def _latest_checkpoint(ckpt_root: Path) -> dict | None:
 
 
 def _resume_cmd(out_dir: Path, recipe: dict) -> str:
+    defaults = (("steps", 900), ("seed", 0), ("easy_frac", 0.5), ("lr", 2e-3), ("warmup", 40),
+                ("init", None), ("mix", "default"))  # fmt: skip
     extra = "".join(
-        f" --{k.replace('_', '-')} {recipe[k]}"
-        for k, d in (("steps", 900), ("seed", 0), ("easy_frac", 0.5))
-        if recipe[k] != d
+        f" --{k.replace('_', '-')} {recipe.get(k, d)}" for k, d in defaults if recipe.get(k, d) != d
     )
     return f"zerotir toy pretrain --out {out_dir} --resume{extra}"
 
