@@ -384,13 +384,20 @@ def test_dispatcher_holds_no_descriptor_of_finished_executions():
                     kids = [int(c) for c in open(f"/proc/{q}/task/{t}/children").read().split()]
                     stack += kids
                     found += [k for k in kids if "zerotir-exec" not in open(f"/proc/{k}/comm").read()]
-            # bwrap's processes, the zygote, the dispatcher: the dispatcher is the deepest one
-            return len(os.listdir(f"/proc/{found[-1]}/fd"))
+            # bwrap's processes, the dispatcher, the zygote: the zygote is the deepest one, a child
+            # of the dispatcher
+            ppid = next(ln for ln in open(f"/proc/{found[-1]}/status") if ln.startswith("PPid:"))
+            return len(os.listdir(f"/proc/{int(ppid.split()[1])}/fd"))
 
         assert p.run("print(0)").status == "ok"
+        time.sleep(0.5)  # the dispatcher's closer thread closes the socket just after the result
         before = dispatcher_fds()
         for i in range(20):
             assert p.run(f"print({i})").stdout == f"{i}\n"
+        # Not a timed assertion: wait (up to 10 s) for the closer thread to catch up, then compare.
+        deadline = time.monotonic() + 10
+        while dispatcher_fds() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert dispatcher_fds() <= before
     finally:
         p.close()
