@@ -519,6 +519,8 @@ class ForkServer:
         self.spawning = []  # (slot, tmpdir) of standby children asked of the zygote, not yet received
         self.by_pid = {}  # execution pid -> job, for the zygote's exit reports
         self.trash = []  # temp dirs left to delete, a bounded number of entries per loop turn
+        self.slot_dirs = {}  # slot -> its mount point, kept while executions get a tmpfs of their own
+        self.slot_dir_set = set()
         self.tmp_bytes = int(cfg.get("tmp_size_mb", 256)) << 20
         self.confinement = None
         self.namespaces = False
@@ -694,17 +696,29 @@ class ForkServer:
         os.close(err_w)
         return pid, out_r, err_r
 
-    def _standby(self, ctl, out_w, err_w, slot, tmpdir):
+    def _standby(self, ctl, out_w, err_w, slot, tmpdir, zygote_pid):
         """A pre-forked child for `slot`: confined as an execution of that slot is (`_prepare`: it
         then holds none of the server's descriptors), it waits for one request and runs it. Setup
-        that fails is reported by the request it was meant for (exit 120), not by a retry loop."""
+        that fails is reported by the request it was meant for (exit 120), not by a retry loop.
+        It dies with its parent: a child of the dispatcher (a sibling fork) through the parent-death
+        signal (without a pid namespace nothing else would end it), a child of the zygote (the
+        fallback) killed by the zygote; both also exit when they find their parent changed."""
+        ppid = os.getppid()
+        if ppid not in (self.pid, zygote_pid):  # the dispatcher died while we were being forked
+            os._exit(0)
         try:
             self._prepare(slot, out_w, err_w, tmpdir, ctl)
             ready = True
         except BaseException:
             ready = False
         try:
-            ppid = os.getppid()
+            libc = _libc()
+            if ppid == self.pid and libc is not None:
+                # Set last: a change of credentials (the uid switch) clears it. Then the parent is
+                # checked once more: it may have died before the signal was armed.
+                libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+                if os.getppid() != ppid:
+                    os._exit(0)
             buf = b""
             need = None
             while need is None or len(buf) < need:
@@ -757,9 +771,17 @@ class ForkServer:
         if not self.free_slots:
             return False
         slot = self.free_slots.pop()
-        tmpdir = self.make_tmpdir(slot)
-        if self.can_setuid:
-            os.chown(tmpdir, self.uid_base + slot, self.uid_base + slot)
+        tmpdir = self.slot_dirs.get(slot)
+        if tmpdir is None:
+            tmpdir = self.make_tmpdir(slot)
+            if self.can_setuid:
+                os.chown(tmpdir, self.uid_base + slot, self.uid_base + slot)
+            if self.namespaces:
+                # Only a mount point: each execution mounts its own tmpfs on it in its own mount
+                # namespace and can never write into it, so the slot keeps it for every execution
+                # (no mkdir, chown and rmdir per call).
+                self.slot_dirs[slot] = tmpdir
+                self.slot_dir_set.add(tmpdir)
         self.zygote.send(b"S %d %s" % (slot, tmpdir.encode()))
         self.spawning.append((slot, tmpdir))
         return True
@@ -824,6 +846,7 @@ class ForkServer:
         fails, a plain child of the zygote, whose exit status (and whether it left strays) the
         zygote reports."""
         sibling_fork = _sibling_fork() if self.cfg.get("sibling_fork", True) else None
+        zygote_pid = os.getpid()
         poller = select.epoll()
         poller.register(sock.fileno(), select.EPOLLIN)
         live = {}  # pidfd -> pid, of the zygote's own children (the fallback)
@@ -849,7 +872,7 @@ class ForkServer:
                     def body(out_w, err_w, ctl=ctl, ctl_child=ctl_child, slot=int(slot), tmpdir=tmpdir):
                         ctl.close()
                         sock.close()
-                        self._standby(ctl_child, out_w, err_w, slot, tmpdir)
+                        self._standby(ctl_child, out_w, err_w, slot, tmpdir, zygote_pid)
 
                     pid = None
                     if sibling_fork is not None:
@@ -1154,6 +1177,8 @@ class ForkServer:
         self.free_slots.append(job.slot)
 
     def release_tmpdir(self, path):
+        if path in self.slot_dir_set:
+            return
         try:
             os.rmdir(path)  # an unused mount point, or a dir the execution wrote nothing into
         except OSError:
