@@ -340,6 +340,18 @@ def _own_children():
     return pids
 
 
+def _uid_of(pid):
+    """A process's real uid, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _procs_of_uid(uid):
     pids = []
     for name in os.listdir("/proc"):
@@ -906,7 +918,7 @@ class ForkServer:
                     # Orphans would keep the pipes open and the uid's count up. Every process an
                     # execution leaves behind is re-parented to this subreaper before its exit is
                     # reported, so with none found here the dispatcher skips its uid sweep.
-                    strays = self.kill_strays(lambda drain: self.live) or not self.zygote_subreaper
+                    strays = self.kill_strays(lambda unknown: self.live) or not self.zygote_subreaper
                     sock.send(b"X %d %d %d" % (pid, status, strays))
 
     def close_standby(self):
@@ -1038,29 +1050,40 @@ class ForkServer:
                     except (ProcessLookupError, PermissionError):
                         pass
 
-    def known_children(self, drain):
+    def known_children(self, unknown=()):
         """The dispatcher's children that are no strays: the zygote, running executions, standby
-        children. With `drain`, every standby child asked of the zygote is received first: one
-        forked but not yet announced would look like a stray."""
-        while drain and self.spawning:
-            if not self.on_zygote(block=True, defer_exits=True):
-                break
+        children, and of the `unknown` others those that are standby children forked but not yet
+        announced (the zygote's message on its way). As root these are told apart by uid: a new
+        child runs as the server's uid until its setuid to a slot being spawned, while a stray runs
+        as the uid of the slot whose execution left it (whose slot is not free before this check).
+        Without root (one uid for all), the zygote's announcements are awaited instead."""
         known = {self.zygote_pid}
         known.update(j.pid for j in self.jobs.values() if j.exit_status is None)
         known.update(sb[0] for sb in self.standby)
+        unknown = [p for p in unknown if p not in known]
+        if unknown and self.spawning:
+            if self.can_setuid:
+                fresh = {self.uid_base + slot for slot, _ in self.spawning}
+                fresh.add(os.geteuid())
+                known.update(p for p in unknown if _uid_of(p) in fresh)
+            else:
+                while self.spawning:
+                    if not self.on_zygote(block=True, defer_exits=True):
+                        break
+                return self.known_children()
         return known
 
     def kill_strays(self, known):
-        """Kill and reap our children that `known(drain)` does not name (drain: sure to be complete,
-        possibly at the cost of waiting for the zygote's messages): orphans of finished or killed
+        """Kill and reap our children that `known(unknown)` does not name (given the children not
+        named by `known()`, it may name some of them too): orphans of finished or killed
         executions (their own children re-parent to us in turn, hence the loop). True if there
         were any."""
         found = False
-        names = known(False)
+        names = known(())
         for _ in range(100):
             strays = [p for p in _own_children() if p not in names]
             if strays:
-                names = known(True)
+                names = known(strays)
                 strays = [p for p in strays if p not in names]
             if not strays:
                 break
