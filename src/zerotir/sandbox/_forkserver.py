@@ -531,8 +531,6 @@ class ForkServer:
         self.spawning = []  # (slot, tmpdir) of standby children asked of the zygote, not yet received
         self.by_pid = {}  # execution pid -> job, for the zygote's exit reports
         self.trash = []  # temp dirs left to delete, a bounded number of entries per loop turn
-        self.slot_dirs = {}  # slot -> its mount point, kept while executions get a tmpfs of their own
-        self.slot_dir_set = set()
         self.tmp_bytes = int(cfg.get("tmp_size_mb", 256)) << 20
         self.confinement = None
         self.namespaces = False
@@ -783,17 +781,9 @@ class ForkServer:
         if not self.free_slots:
             return False
         slot = self.free_slots.pop()
-        tmpdir = self.slot_dirs.get(slot)
-        if tmpdir is None:
-            tmpdir = self.make_tmpdir(slot)
-            if self.can_setuid:
-                os.chown(tmpdir, self.uid_base + slot, self.uid_base + slot)
-            if self.namespaces:
-                # Only a mount point: each execution mounts its own tmpfs on it in its own mount
-                # namespace and can never write into it, so the slot keeps it for every execution
-                # (no mkdir, chown and rmdir per call).
-                self.slot_dirs[slot] = tmpdir
-                self.slot_dir_set.add(tmpdir)
+        tmpdir = self.make_tmpdir(slot)
+        if self.can_setuid:
+            os.chown(tmpdir, self.uid_base + slot, self.uid_base + slot)
         self.zygote.send(b"S %d %s" % (slot, tmpdir.encode()))
         self.spawning.append((slot, tmpdir))
         return True
@@ -1200,8 +1190,6 @@ class ForkServer:
         self.free_slots.append(job.slot)
 
     def release_tmpdir(self, path):
-        if path in self.slot_dir_set:
-            return
         try:
             os.rmdir(path)  # an unused mount point, or a dir the execution wrote nothing into
         except OSError:
