@@ -4,7 +4,11 @@
 * vs a reference checkout of zerotir (`--ref PATH` or `--ref COMMIT`: its pool runs in a subprocess
   that imports it through PYTHONPATH), the "same run against an earlier version" comparison;
 * at concurrency 1, vs the floor of a process per execution: a bare forked child of a warm
-  interpreter (same imports and warm-up, no sandbox) runs the snippet once and exits.
+  interpreter (same imports and warm-up, no sandbox) runs the snippet once and exits. Two such
+  floors: `fork_floor`, whose parent ran the snippet 7 times first (to time its compute), so each
+  child finds the libraries' caches primed for this very snippet (sympy's hold its expressions and
+  results); and `fork_floor_first`, whose parent never ran it, so that each child's run is the
+  snippet's first in that interpreter, as an execution forked by the fork server is.
 
 Rounds rotate the order of the arms so that a noisy neighbour hits them alike; ratios are medians of
 per-round ratios. Every cell, the floors, ratios, memory and machine details go to
@@ -55,7 +59,7 @@ real_stdout = sys.stdout
 with contextlib.redirect_stdout(io.StringIO()):
     code = compile(cfg["code"], "<code>", "exec")
     times = []
-    for _ in range(7):
+    for _ in range(cfg.get("prerun", 7)):
         t = time.perf_counter()
         exec(code, {"__name__": "__main__"})
         times.append(time.perf_counter() - t)
@@ -250,6 +254,7 @@ def main() -> None:
         server = router.servers_for(code)[0]  # the imports and warm-up of the server this code runs in
         spec = {"preimport": list(server.preimport), "warmup": server.warmup, "code": code}
         floor = Driver([sys.executable, "-c", FLOOR_SCRIPT, json.dumps(spec)])
+        first = Driver([sys.executable, "-c", FLOOR_SCRIPT, json.dumps({**spec, "prerun": 0})]) if 1 in levels else None
         times = floor.hello["times"]
         floors[name] = {"first_run_ms": 1000 * times[0], "repeat_run_ms": 1000 * statistics.median(times[1:])}
         for conc in levels:
@@ -271,6 +276,7 @@ def main() -> None:
                 arms["subprocess"] = partial(measure, base_one, n_base, conc)
             if conc == 1:
                 arms["fork_floor"] = partial(floor.ask, {"forks": max(3, args.floor_forks // split)})
+                arms["fork_floor_first"] = partial(first.ask, {"forks": max(3, args.floor_forks // split)})
             got: dict[str, list] = {k: [] for k in arms}
             names = list(arms)
             for i in range(args.rounds * split):
@@ -318,9 +324,25 @@ def main() -> None:
                     f" | bare fork: fork+run+exit {fl['wall_ms']:.2f} ms (p50 x{cell['p50_over_fork_floor']:.2f}),"
                     f" run {fl['run_ms']:.2f} ms (x{cell['p50_over_fork_run']:.2f})"
                 )
+            if "fork_floor_first" in got:
+                forked = [f for r in got["fork_floor_first"] for f in r]
+                ff = {
+                    "wall_ms": 1000 * statistics.median(w for w, _ in forked),
+                    "run_ms": 1000 * statistics.median(i for _, i in forked),
+                    "n": len(forked),
+                }
+                cell["fork_floor_first"] = ff
+                floors[name].update(fork_first_wall_ms=ff["wall_ms"], fork_first_snippet_run_ms=ff["run_ms"])
+                cell["p50_over_fork_floor_first"] = z["p50_ms"] / ff["wall_ms"]
+                msg += (
+                    f" | first run in a bare fork: fork+run+exit {ff['wall_ms']:.2f} ms"
+                    f" (p50 x{cell['p50_over_fork_floor_first']:.2f})"
+                )
             cells.append(cell)
             print(msg, flush=True)
         floor.close()
+        if first is not None:
+            first.close()
     pids = pool.hello["pids"]
     heavy, light, numpy = pids["servers"], pids["light"], pids["numpy"]
     mem = {

@@ -54,6 +54,15 @@ def main() -> None:
                     + ("≤ 1.25×" if name == "sympy" else "")
                     + " |"
                 )
+                ff = c.get("fork_floor_first")
+                if ff:
+                    rows.append(
+                        f"| sandbox `{name}` c=1 p50 / the snippet's first run in a bare forked child (parent never ran it) | "
+                        f"{c['zerotir']['p50_ms']:.1f} ms / {ff['wall_ms']:.1f} ms = "
+                        f"{c['p50_over_fork_floor_first']:.2f}× | run alone in the child {ff['run_ms']:.1f} ms | | "
+                        + ("≤ 1.25×" if name == "sympy" else "")
+                        + " |"
+                    )
         fl = sb.get("compute_floor_ms", {}).get("sympy")
         if fl:
             rows.append(

@@ -384,13 +384,110 @@ def test_dispatcher_holds_no_descriptor_of_finished_executions():
                     kids = [int(c) for c in open(f"/proc/{q}/task/{t}/children").read().split()]
                     stack += kids
                     found += [k for k in kids if "zerotir-exec" not in open(f"/proc/{k}/comm").read()]
-            # bwrap's processes, the zygote, the dispatcher: the dispatcher is the deepest one
-            return len(os.listdir(f"/proc/{found[-1]}/fd"))
+            # bwrap's processes, the dispatcher, the zygote: the zygote is the deepest one, a child
+            # of the dispatcher
+            ppid = next(ln for ln in open(f"/proc/{found[-1]}/status") if ln.startswith("PPid:"))
+            return len(os.listdir(f"/proc/{int(ppid.split()[1])}/fd"))
 
         assert p.run("print(0)").status == "ok"
+        time.sleep(0.5)  # the dispatcher's closer thread closes the socket just after the result
         before = dispatcher_fds()
         for i in range(20):
             assert p.run(f"print({i})").stdout == f"{i}\n"
+        # Not a timed assertion: wait (up to 10 s) for the closer thread to catch up, then compare.
+        deadline = time.monotonic() + 10
+        while dispatcher_fds() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert dispatcher_fds() <= before
     finally:
         p.close()
+
+
+@pytest.mark.parametrize("sibling", [True, False])
+def test_fork_server_both_ways_of_forking(sibling):
+    """The zygote forks executions as the dispatcher's own children (clone with CLONE_PARENT: the
+    dispatcher waits on them itself) or, where that clone fails, as its own children whose exits it
+    reports. Both ways give results, exit codes and timeouts, and kill an execution's orphans before
+    its result is out. Driven through the fork server's own protocol (no sandbox around it)."""
+    import json
+    import subprocess
+    import sys
+
+    from zerotir.sandbox.isolation import FORKSERVER
+
+    cfg = {"slots": 2, "uid_base": 0, "isolation": "none", "sibling_fork": sibling, "huge_pages": False}
+    proc = subprocess.Popen(
+        [sys.executable, "-I", str(FORKSERVER), json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["ready"], info
+
+        def run(rid, code, timeout=5.0):
+            proc.stdin.write((json.dumps({"id": rid, "code": code, "timeout": timeout}) + "\n").encode())
+            proc.stdin.flush()
+            out = json.loads(proc.stdout.readline())
+            assert out["id"] == rid
+            return out
+
+        r = run(1, "import os\nprint(os.getppid())")
+        assert r["status"] == "ok"
+        assert (int(r["stdout"]) == info["pid"]) == sibling  # the dispatcher is the parent, or the zygote
+        assert run(2, "import sys\nsys.exit(3)")["exit_code"] == 3
+        assert run(3, "while True: pass", 0.5)["status"] == "timeout"
+        daemon = (
+            "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    pid = os.fork()\n"
+            "    if pid == 0:\n        os.close(1)\n        os.close(2)\n        time.sleep(60)\n"
+            "    os.write(w, str(pid).encode())\n    os._exit(0)\nprint(os.read(r, 32).decode())"
+        )
+        r = run(4, daemon)
+        assert r["status"] == "ok"
+        assert not os.path.exists(f"/proc/{int(r['stdout'])}")  # killed and reaped before the result
+        assert run(5, "print(6*7)")["stdout"] == "42\n"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_executions_die_with_the_dispatcher_without_a_pid_namespace(tmp_path):
+    """Executions are the dispatcher's children (sibling forks): without bwrap's pid namespace,
+    whose end would take them along, their parent-death signal ends them when the dispatcher is
+    killed, running or standing by."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from zerotir.sandbox.isolation import FORKSERVER
+
+    cfg = {"slots": 2, "uid_base": 0, "isolation": "none", "huge_pages": False}
+    proc = subprocess.Popen(
+        [sys.executable, "-I", str(FORKSERVER), json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        mark = tmp_path / "pid"
+        code = f"import os, time\nopen({str(mark)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
+        proc.stdin.write((json.dumps({"id": 1, "code": code, "timeout": 60}) + "\n").encode())
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not (mark.exists() and mark.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = int(mark.read_text())
+        assert int(open(f"/proc/{running}/stat").read().rsplit(")", 1)[1].split()[1]) == info["pid"]
+        os.kill(info["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30  # not a timed assertion: the kill is asynchronous
+        while not _dead(running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _dead(running)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -346,8 +346,8 @@ def test_standby_child_is_confined_before_any_request():
         if info["setuid"]:
             assert int(st["Uid"].split()[0]) >= p.cfg.uid_base
         if info["exec_namespaces"] and os.geteuid() == 0:  # reading another uid's namespaces needs root
-            zygote = int(st["PPid"])
-            assert os.readlink(f"/proc/{ready[0]}/ns/user") != os.readlink(f"/proc/{zygote}/ns/user")
+            parent = int(st["PPid"])  # the dispatcher (the zygote forks executions as its siblings)
+            assert os.readlink(f"/proc/{ready[0]}/ns/user") != os.readlink(f"/proc/{parent}/ns/user")
     finally:
         p.close()
 
