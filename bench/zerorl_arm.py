@@ -5,13 +5,14 @@ whose easy accuracy rises above its base beyond noise, so this runs only that ar
 own `run_arm` (same base/final evaluation as `zerotir demo`), and prints per-seed numbers, the mean
 training reward, and the 3-seed interval the demo's bench check uses (final easy − half-width > base).
 
-python bench/zerorl_arm.py --name kl --seeds 0 1 2 algo.kl_coef=0.1 rollout.temperature=0.7
+python bench/zerorl_arm.py --name t07 --seeds 0 1 2 -- rollout.temperature=0.7   (`--` ends the seed list)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from zerotir.logger import read_metrics
 from zerotir.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_result  # noqa: E402
+from _common import RESULTS, write_result  # noqa: E402
 
 
 def _screen(preset: str, run_dir: Path, overrides: list[str]) -> dict:
@@ -42,6 +43,24 @@ def _screen(preset: str, run_dir: Path, overrides: list[str]) -> dict:
     return {"seed": cfg.trainer.seed, "base": nan, "final": final, "seconds": round(time.time() - t0, 1)}
 
 
+def _summarize(name: str, overrides: list[str], runs: list[dict], console: Console) -> None:
+    """Means and 95% half-widths of the final accuracies over `runs`, and the issue's test: final easy
+    minus its half-width above the base (measured by any run that evaluated the base; the base model and
+    its greedy eval do not depend on the seed)."""
+    out: dict = {"name": name, "overrides": overrides, "runs": runs}
+    for key in ("accuracy_easy", "accuracy_hard", "accuracy"):
+        out[key] = mean_ci([r["final"][key] for r in runs]).to_dict()
+    bases = [r["base"]["accuracy_easy"] for r in runs if not math.isnan(r["base"]["accuracy_easy"])]
+    out["base_easy"] = bases[0] if bases else None
+    hw = out["accuracy_easy"]["ci95"]
+    out["easy_rises_beyond_ci"] = (
+        hw is not None and bool(bases) and out["accuracy_easy"]["mean"] - hw > out["base_easy"]
+    )
+    path = write_result(f"zerorl_arm_{name}", out)
+    console.print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
+    console.print(f"results: {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True, help="label of this setting (the result file's name)")
@@ -55,8 +74,18 @@ def main() -> None:
         "greedy eval are the same for every setting, so a screen need not repeat them)",
     )
     ap.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
+    ap.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="NAME",
+        help="pool the runs of earlier results (zerorl_arm_<NAME>.json, e.g. one seed each) under --name",
+    )
     args = ap.parse_args()
     console = Console()
+    if args.combine:
+        done = [json.loads((RESULTS / f"zerorl_arm_{n}.json").read_text()) for n in args.combine]
+        _summarize(args.name, done[0]["overrides"], [r for d in done for r in d["runs"]], console)
+        return
     runs = []
     for seed in args.seeds:
         run_dir = Path(args.out) / args.name / f"seed_{seed}"
@@ -79,15 +108,7 @@ def main() -> None:
             f"all {b['accuracy']:.3f}->{f['accuracy']:.3f} train reward {r['train_reward_mean']:.3f} "
             f"(last 10 {r['train_reward_last10']:.3f}) {r['seconds']:.0f}s"
         )
-    out: dict = {"name": args.name, "overrides": args.overrides, "runs": runs}
-    for key in ("accuracy_easy", "accuracy_hard", "accuracy"):
-        out[key] = mean_ci([r["final"][key] for r in runs]).to_dict()
-    out["base_easy"] = runs[0]["base"]["accuracy_easy"]
-    hw = out["accuracy_easy"]["ci95"]
-    out["easy_rises_beyond_ci"] = hw is not None and out["accuracy_easy"]["mean"] - hw > out["base_easy"]
-    path = write_result(f"zerorl_arm_{args.name}", out)
-    console.print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
-    console.print(f"results: {path}")
+    _summarize(args.name, args.overrides, runs, console)
 
 
 if __name__ == "__main__":
