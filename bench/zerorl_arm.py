@@ -43,7 +43,9 @@ def _screen(preset: str, run_dir: Path, overrides: list[str]) -> dict:
     return {"seed": cfg.trainer.seed, "base": nan, "final": final, "seconds": round(time.time() - t0, 1)}
 
 
-def _summarize(name: str, overrides: list[str], runs: list[dict], console: Console) -> None:
+def _summarize(
+    name: str, overrides: list[str], runs: list[dict], console: Console, base_easy: float | None = None
+) -> None:
     """Means and 95% half-widths of the final accuracies over `runs`, and the issue's test: final easy
     minus its half-width above the base (measured by any run that evaluated the base; the base model and
     its greedy eval do not depend on the seed)."""
@@ -51,10 +53,12 @@ def _summarize(name: str, overrides: list[str], runs: list[dict], console: Conso
     for key in ("accuracy_easy", "accuracy_hard", "accuracy"):
         out[key] = mean_ci([r["final"][key] for r in runs]).to_dict()
     bases = [r["base"]["accuracy_easy"] for r in runs if not math.isnan(r["base"]["accuracy_easy"])]
-    out["base_easy"] = bases[0] if bases else None
+    out["base_easy"] = bases[0] if bases else base_easy
     hw = out["accuracy_easy"]["ci95"]
     out["easy_rises_beyond_ci"] = (
-        hw is not None and bool(bases) and out["accuracy_easy"]["mean"] - hw > out["base_easy"]
+        hw is not None
+        and out["base_easy"] is not None
+        and out["accuracy_easy"]["mean"] - hw > out["base_easy"]
     )
     path = write_result(f"zerorl_arm_{name}", out)
     console.print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
@@ -80,11 +84,18 @@ def main() -> None:
         metavar="NAME",
         help="pool the runs of earlier results (zerorl_arm_<NAME>.json, e.g. one seed each) under --name",
     )
+    ap.add_argument(
+        "--base-easy",
+        type=float,
+        help="the base model's easy accuracy when no pooled run measured it (--screen runs skip it)",
+    )
     args = ap.parse_args()
     console = Console()
     if args.combine:
         done = [json.loads((RESULTS / f"zerorl_arm_{n}.json").read_text()) for n in args.combine]
-        _summarize(args.name, done[0]["overrides"], [r for d in done for r in d["runs"]], console)
+        _summarize(
+            args.name, done[0]["overrides"], [r for d in done for r in d["runs"]], console, args.base_easy
+        )
         return
     runs = []
     for seed in args.seeds:
