@@ -38,9 +38,7 @@ from zerotir.toy.world import QUESTION_FORMS, chain_values, evaluate_expression,
 DEFAULT_MIX = {"qa": 0.50, "notebook": 0.38, "snippet": 0.09, "qa_code": 0.03}
 CHAIN_MIX = {"qa": 0.48, "notebook": 0.30, "chain_notebook": 0.10, "snippet": 0.09, "qa_code": 0.03}
 COPY_MIX = {"qa": 0.50, "notebook": 0.19, "notebook_print": 0.19, "snippet": 0.09, "qa_code": 0.03}
-COPY_CHAIN_MIX = {"qa": 0.46, "notebook": 0.17, "notebook_print": 0.17, "chain_notebook": 0.08,
-                  "snippet": 0.09, "qa_code": 0.03}  # fmt: skip
-MIXES = {"default": DEFAULT_MIX, "copy": COPY_MIX, "chain": CHAIN_MIX, "copy-chain": COPY_CHAIN_MIX}
+MIXES = {"default": DEFAULT_MIX, "copy": COPY_MIX, "chain": CHAIN_MIX}
 """Corpus mixes by the name `zerotir toy pretrain --mix` takes."""
 CHAIN_SHARE = 0.15
 """With CHAIN_MIX: the share of question documents that ask a chain."""
