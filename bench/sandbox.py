@@ -84,6 +84,16 @@ with contextlib.redirect_stdout(io.StringIO()):
 """
 
 
+
+def _floor_stats(rounds: list[list[tuple[float, float]]]) -> dict:
+    """Medians (ms) over every round's (fork+run+exit, run) seconds of a bare-fork floor."""
+    forked = [f for r in rounds for f in r]
+    return {
+        "wall_ms": 1000 * statistics.median(w for w, _ in forked),
+        "run_ms": 1000 * statistics.median(i for _, i in forked),
+        "n": len(forked),
+    }
+
 def measure(run_one, n: int, conc: int) -> dict:
     """n calls from `conc` threads: throughput per s, latencies and in-server seconds, all ok."""
     lat: list[float] = []
@@ -310,12 +320,7 @@ def main() -> None:
                     f" throughput x{tp and statistics.median(tp):.3f}"
                 )
             if "fork_floor" in got:
-                forked = [f for r in got["fork_floor"] for f in r]
-                fl = {
-                    "wall_ms": 1000 * statistics.median(w for w, _ in forked),
-                    "run_ms": 1000 * statistics.median(i for _, i in forked),
-                    "n": len(forked),
-                }
+                fl = _floor_stats(got["fork_floor"])
                 cell["fork_floor"] = fl
                 floors[name].update(fork_wall_ms=fl["wall_ms"], fork_first_run_ms=fl["run_ms"])
                 cell["p50_over_fork_floor"] = z["p50_ms"] / fl["wall_ms"]
@@ -325,12 +330,7 @@ def main() -> None:
                     f" run {fl['run_ms']:.2f} ms (x{cell['p50_over_fork_run']:.2f})"
                 )
             if "fork_floor_first" in got:
-                forked = [f for r in got["fork_floor_first"] for f in r]
-                ff = {
-                    "wall_ms": 1000 * statistics.median(w for w, _ in forked),
-                    "run_ms": 1000 * statistics.median(i for _, i in forked),
-                    "n": len(forked),
-                }
+                ff = _floor_stats(got["fork_floor_first"])
                 cell["fork_floor_first"] = ff
                 floors[name].update(fork_first_wall_ms=ff["wall_ms"], fork_first_snippet_run_ms=ff["run_ms"])
                 cell["p50_over_fork_floor_first"] = z["p50_ms"] / ff["wall_ms"]
