@@ -264,17 +264,28 @@ def _summary_md(summary: dict) -> str:
 _PHASES = ("setup_s", "base_eval_s", "train_s", "final_eval_s", "sweep_s")
 
 
-def _baseline_verdict(summary: dict) -> str:
-    """What the no-tool arm's easy accuracy did, judged against its interval when there are seeds:
-    the sentence must not claim a gain the numbers do not show."""
+def baseline_easy_change(summary: dict) -> str:
+    """What RL did to the no-tool arm's easy accuracy, judged against its 95% interval when there are
+    seeds (one seed: against none): "gain", "loss" or "noise". The report's sentence and the bench's
+    fair-baseline check both read this."""
     r = summary["zerorl"]
     base, final = r["base"]["accuracy_easy"], r["final"]["accuracy_easy"]
     half = (r.get("ci95") or {}).get("final", {}).get("accuracy_easy") or 0.0
     if final - half > base:
-        return "it learns what a 2M-parameter model can do in its head, and nothing of the hard problems."
-    if final + half < base:
-        return "RL made it worse at what it could do in its head, so this baseline is not yet a fair one."
-    return "its change on easy problems is within noise; it learns nothing of the hard problems."
+        return "gain"
+    return "loss" if final + half < base else "noise"
+
+
+_BASELINE_VERDICTS = {
+    "gain": "it learns what a 2M-parameter model can do in its head, and nothing of the hard problems.",
+    "loss": "RL made it worse at what it could do in its head, so this baseline is not yet a fair one.",
+    "noise": "its change on easy problems is within noise; it learns nothing of the hard problems.",
+}
+
+
+def _baseline_verdict(summary: dict) -> str:
+    """The sentence must not claim a gain the numbers do not show."""
+    return _BASELINE_VERDICTS[baseline_easy_change(summary)]
 
 
 def explain(summary: dict, fits: dict, labels: list[str]) -> list[str]:
