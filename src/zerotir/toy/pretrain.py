@@ -10,6 +10,7 @@ the demo's base is `toy-v1` plus 200 steps of the `copy` mix); the recipe then r
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -197,10 +198,11 @@ def _latest_checkpoint(ckpt_root: Path) -> dict | None:
 
 
 def _resume_cmd(out_dir: Path, recipe: dict) -> str:
-    defaults = (("steps", 900), ("seed", 0), ("easy_frac", 0.5), ("lr", 2e-3), ("warmup", 40),
-                ("init", None), ("mix", "default"))  # fmt: skip
+    params = inspect.signature(pretrain).parameters  # the CLI's defaults are pretrain's own
     extra = "".join(
-        f" --{k.replace('_', '-')} {recipe.get(k, d)}" for k, d in defaults if recipe.get(k, d) != d
+        f" --{k.replace('_', '-')} {recipe[k]}"
+        for k in ("steps", "seed", "easy_frac", "lr", "warmup", "init", "mix")
+        if recipe.get(k, params[k].default) != params[k].default
     )
     return f"zerotir toy pretrain --out {out_dir} --resume{extra}"
 
