@@ -48,6 +48,21 @@ def nontime(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(("time/", "tokens/"))} for r in rows]
 
 
+
+def _step_killing_a_busy_worker(tr, pid: int) -> dict:
+    """One train step during which worker `pid` is SIGKILLed as soon as it has work in flight."""
+
+    def kill_when_busy():
+        while not tr.engine.inflight:
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    m = tr.train_step()
+    killer.join()
+    return m
+
 def test_sync_mode_matches_the_single_process_trainer(tmp_path: Path):
     from zerotir.distributed import train as dtrain
     from zerotir.train.trainer import train
@@ -96,16 +111,7 @@ def test_a_killed_rollout_worker_is_replaced_and_its_prompts_requeued(tmp_path: 
     tr = DistributedTrainer(cfg, tmp_path)
     try:
         (pid,) = tr.engine.pids()
-
-        def kill_when_busy():
-            while not tr.engine.inflight:
-                time.sleep(0.01)
-            os.kill(pid, signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_when_busy)
-        killer.start()
-        m = tr.train_step()
-        killer.join()
+        m = _step_killing_a_busy_worker(tr, pid)
         assert m["distributed/worker_restarts"] == 1
         assert tr.engine.pids() != [pid]
         P, G = cfg.trainer.prompts_per_step, cfg.algo.group_size
@@ -162,16 +168,7 @@ def test_collective_transport_broadcasts_the_learners_weights_and_a_killed_worke
         _, after = _worker_weights(tr.engine.workers[0])
         assert all(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
         pid = tr.engine.pids()[0]
-
-        def kill_when_busy():
-            while not tr.engine.inflight:
-                time.sleep(0.01)
-            os.kill(pid, signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_when_busy)
-        killer.start()
-        m2 = tr.train_step()
-        killer.join()
+        m2 = _step_killing_a_busy_worker(tr, pid)
         assert m2["distributed/worker_restarts"] == 1 and tr.engine.pids()[0] != pid
         assert m2["distributed/policy_version"] == 2 and m2["data/position"] == 4
         # step 2 was sampled by version 1 on every worker, the replacement included (on-policy)
