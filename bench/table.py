@@ -51,7 +51,7 @@ def main() -> None:
                     f"| sandbox `{name}` c=1 p50 / bare forked child of a warm interpreter (fork+run+exit) | "
                     f"{c['zerotir']['p50_ms']:.1f} ms / {c['fork_floor']['wall_ms']:.1f} ms = "
                     f"{c['p50_over_fork_floor']:.2f}× | run alone in the child {c['fork_floor']['run_ms']:.1f} ms | | "
-                    + ("≤ 1.25×" if name == "sympy" else "")
+                    + ("(target on the first-run row)" if name == "sympy" else "")
                     + " |"
                 )
                 ff = c.get("fork_floor_first")
@@ -75,6 +75,18 @@ def main() -> None:
             f"{m['forkserver_pss_mb_per_worker']} / {m.get('numpy_forkserver_pss_mb', '-')} / "
             f"{m['light_forkserver_pss_mb']} MB | | | |"
         )
+    at = load("sandbox_attribution")
+    if at:
+        for arm, what in (
+            ("no_exec_namespaces", "the same code without per-execution namespaces"),
+            ("no_confinement", "the same code without per-execution confinement"),
+        ):
+            cells = [(k, v[arm]) for k, v in at["cells"].items() if arm in v and not k.endswith("c=1")]
+            rows.append(
+                f"| sandbox throughput vs {what} ({', '.join(k for k, _ in cells)}) | "
+                + " / ".join(f"{v['throughput_ratio']:.2f}" for _, v in cells)
+                + " | `bench/sandbox_attribution.py` | | what isolation costs |"
+            )
     wu = load("sandbox_warmup")
     if wu:
         sm = wu["summary"]

@@ -95,3 +95,31 @@ def test_weight_transport_bench_smoke(tmp_path):
         assert r["worker_versions_after"] == [2] and len(r["raw_s"]) == 1
         assert r["model"]["bytes"] > 0
     assert res["runs"][1]["backend"] == "gloo"
+
+
+@pytest.mark.unit
+def test_sandbox_attribution_variants_each_change_the_current_fork_server(tmp_path):
+    """Each variant of bench/sandbox_attribution.py replaces text that is in the current fork server
+    exactly once, so a refactor cannot turn a variant silently into the current code."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import sandbox_attribution as attr
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    current = (ROOT / attr.FORKSERVER).read_text()
+    for name, (old, new) in attr.VARIANTS.items():
+        changed = (attr.variant_tree(tmp_path, name) / attr.FORKSERVER).read_text()
+        assert changed != current and changed == current.replace(old, new), name
+        compile(changed, name, "exec")
+
+
+@pytest.mark.integration
+def test_zerorl_arm_screen_reports_greedy_and_sampled_accuracy(tmp_path):
+    run_bench(tmp_path, "zerorl_arm.py", "--name", "smoke", "--screen", "--sampled", "2", "--out",
+              str(tmp_path / "runs"), "--seeds", "0", "--", "trainer.total_steps=1", "trainer.prompts_per_step=2",
+              "data.eval_size=8", "log.progress=false")  # fmt: skip
+    res = json.loads((tmp_path / "zerorl_arm_smoke.json").read_text())
+    (run,) = res["runs"]
+    for key in ("base_sampled", "final_sampled", "final"):
+        assert 0.0 <= run[key]["accuracy"] <= 1.0 and 0.0 <= run[key]["accuracy_easy"] <= 1.0
+    assert res["sampled_final_accuracy_easy"]["mean"] == run["final_sampled"]["accuracy_easy"]
