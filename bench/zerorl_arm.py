@@ -23,24 +23,42 @@ from zerotir.analysis.intervals import mean_ci
 from zerotir.config import build_config
 from zerotir.demo import _eval_summary, run_arm
 from zerotir.logger import read_metrics
+from zerotir.train import steps
 from zerotir.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, write_result  # noqa: E402
 
 
-def _screen(preset: str, run_dir: Path, overrides: list[str]) -> dict:
-    """RL then the final greedy eval, as `run_arm` does them, without the base and mid-run evals."""
+def _sampled(trainer: Trainer, n: int) -> dict:
+    """Held-out avg@n at temperature 1 (the paper's Fig. 5/6 protocol), beside the demo's greedy eval:
+    what RL at T=1 optimises, so a policy that sharpens shows it here even where greedy answers stay."""
+    cfg = trainer.cfg.model_copy(
+        update={"eval": trainer.cfg.eval.model_copy(update={"temperature": 1.0, "n_samples": n})}
+    )
+    m = steps.held_out_metrics(cfg, trainer.engine, trainer.sandbox, trainer.eval_rows, trainer.task,
+                               trainer.tool)  # fmt: skip
+    return _eval_summary(m)
+
+
+def _screen(preset: str, run_dir: Path, overrides: list[str], sampled: int = 0) -> dict:
+    """RL then the final greedy eval, as `run_arm` does them, without the base and mid-run evals;
+    with `sampled` > 0 also avg@`sampled` at T=1 before and after RL."""
     cfg = build_config(preset, overrides=["trainer.eval_every=0", *overrides])
     t0 = time.time()
     trainer = Trainer(cfg, run_dir)
+    out: dict = {"seed": cfg.trainer.seed}
     try:
+        if sampled:
+            out["base_sampled"] = _sampled(trainer, sampled)
         trainer.fit()
         final = _eval_summary(trainer.evaluate(desc=f"{preset} final eval"))
+        if sampled:
+            out["final_sampled"] = _sampled(trainer, sampled)
     finally:
         trainer.close()
     nan = dict.fromkeys(final, float("nan"))
-    return {"seed": cfg.trainer.seed, "base": nan, "final": final, "seconds": round(time.time() - t0, 1)}
+    return {**out, "base": nan, "final": final, "seconds": round(time.time() - t0, 1)}
 
 
 def _summarize(
@@ -52,6 +70,10 @@ def _summarize(
     out: dict = {"name": name, "overrides": overrides, "runs": runs}
     for key in ("accuracy_easy", "accuracy_hard", "accuracy"):
         out[key] = mean_ci([r["final"][key] for r in runs]).to_dict()
+    if all("final_sampled" in r for r in runs):
+        for key in ("accuracy_easy", "accuracy"):
+            out[f"sampled_base_{key}"] = mean_ci([r["base_sampled"][key] for r in runs]).to_dict()
+            out[f"sampled_final_{key}"] = mean_ci([r["final_sampled"][key] for r in runs]).to_dict()
     bases = [r["base"]["accuracy_easy"] for r in runs if not math.isnan(r["base"]["accuracy_easy"])]
     out["base_easy"] = bases[0] if bases else base_easy
     hw = out["accuracy_easy"]["ci95"]
@@ -77,6 +99,13 @@ def main() -> None:
         help="train and evaluate the final policy only (no base or mid-run eval: the base model and its "
         "greedy eval are the same for every setting, so a screen need not repeat them)",
     )
+    ap.add_argument(
+        "--sampled",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --screen: also held-out avg@N at temperature 1, before and after RL",
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
     ap.add_argument(
         "--combine",
@@ -91,6 +120,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     console = Console()
+    if args.sampled and not args.screen:
+        ap.error("--sampled needs --screen")
     if args.combine:
         done = [json.loads((RESULTS / f"zerorl_arm_{n}.json").read_text()) for n in args.combine]
         _summarize(
@@ -104,7 +135,7 @@ def main() -> None:
             raise SystemExit(f"{run_dir} exists: pick another --name or remove it")
         overrides = [*args.overrides, f"trainer.seed={seed}"]
         r = (
-            _screen(args.preset, run_dir, overrides)
+            _screen(args.preset, run_dir, overrides, args.sampled)
             if args.screen
             else run_arm(args.preset, run_dir, overrides, console)
         )
@@ -119,6 +150,12 @@ def main() -> None:
             f"all {b['accuracy']:.3f}->{f['accuracy']:.3f} train reward {r['train_reward_mean']:.3f} "
             f"(last 10 {r['train_reward_last10']:.3f}) {r['seconds']:.0f}s"
         )
+        if "base_sampled" in r:
+            bs, fs = r["base_sampled"], r["final_sampled"]
+            console.print(
+                f"  avg@{args.sampled} at T=1: easy {bs['accuracy_easy']:.3f}->{fs['accuracy_easy']:.3f} "
+                f"all {bs['accuracy']:.3f}->{fs['accuracy']:.3f}"
+            )
     _summarize(args.name, args.overrides, runs, console)
 
 
