@@ -10,6 +10,8 @@ at saturation every execution pays them in CPU. This bench says how much of the 
 * `no_exec_namespaces`: the fork server's confinement probe is told that per-execution namespaces do
   not work (as on a kernel without unprivileged user namespaces): no unshare, no uid map, no tmpfs
   mount, no namespace teardown at exit; Landlock, no-new-privs, capabilities dropped stay;
+* `no_standby`: no child forked and confined ahead of a request (as `sandbox.standby=0`, which the
+  reference pool would be given too): each execution is forked and confined on arrival;
 * `no_confinement`: no `_Confinement` at all (the uid switch, rlimits, clean image stay);
 * `ref`: the reference commit (default 63a78d1, the pool before the hardening issue).
 
@@ -42,6 +44,10 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "no_exec_namespaces": (
         "for ns in (True, False) for f in",
         "for ns in (False,) for f in",
+    ),
+    "no_standby": (
+        'self.standby_target = int(cfg.get("standby", 1))',
+        "self.standby_target = 0",
     ),
     "no_confinement": (
         'conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)))\n        if not conf.ok:',

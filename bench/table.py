@@ -81,6 +81,7 @@ def main() -> None:
     if at:
         for arm, what in (
             ("no_exec_namespaces", "the same code without per-execution namespaces"),
+            ("no_standby", "the same code without children forked ahead"),
             ("no_confinement", "the same code without per-execution confinement"),
         ):
             cells = [(k, v[arm]) for k, v in at["cells"].items() if arm in v and not k.endswith("c=1")]
