@@ -7,10 +7,10 @@ import pytest
 
 from conftest import run_cli
 from zerotir.eval.runner import SUMMARY_KEYS
-from zerotir.models import TOY_MODEL_DIR, TOY_V1_DIR
+from zerotir.models import TOY_MODEL_DIR, TOY_STEPS_DIR, TOY_V1_DIR
 from zerotir.reward import math_reward
 from zerotir.toy import world
-from zerotir.toy.corpus import CHAIN_MIX, CHAIN_SHARE, COPY_MIX, corpus_stream
+from zerotir.toy.corpus import CHAIN_MIX, CHAIN_SHARE, COPY_MIX, STEPS_MIX, corpus_stream
 from zerotir.toy.world import evaluate_expression, generate_problems, train_split
 
 
@@ -94,12 +94,61 @@ def test_corpus_chain_documents_print_each_step():
         assert d.endswith(f"\\boxed{{{prints[-1][1]}}}.")
 
 
+def test_doubling_chains_end_with_their_product_and_double_it():
+    """The `toy-double` set: the product a model must copy ends the question, each later step needs
+    only the previous value, and the answer is that of the whole expression."""
+    from zerotir.data import load_dataset_rows
+
+    probs = world.chain_test_split(200, style="double")
+    assert {p.difficulty for p in probs} == {"double2", "double3"}
+    for p in probs:
+        n = int(p.difficulty[-1])
+        assert len(p.steps) == n and list(p.steps[1:]) == ["{0} * 2"] * (n - 1)
+        assert p.problem[: -1].endswith(p.steps[0]) and p.problem[-1] in "?."
+        assert ("four times" in p.problem) == (n == 3) and ("twice" in p.problem) == (n == 2)
+        assert p.answer == str(world.chain_values(p.steps)[-1]) == str(evaluate_expression(p.steps[0]) * 2 ** (n - 1))
+        assert int(p.answer) == evaluate_expression(p.expression)
+    rows = load_dataset_rows("toy-double", toy_size=128, toy_split="test")
+    assert [r["problem"] for r in rows] == [p.problem for p in world.chain_test_split(128, style="double")]
+    mixed = train_split(2000, chain_frac=0.25, chain_style="double")
+    assert {p.difficulty for p in mixed} == {"easy", "hard", "double2", "double3"}
+    assert 0.2 < sum(p.difficulty.startswith("double") for p in mixed) / len(mixed) < 0.3
+
+
+def test_steps_mix_works_doubling_chains_a_block_per_step():
+    """`toy-steps`'s corpus: every chain with code prints each step from the output right above it,
+    no chain is ever written as one expression (the corpus's only code route is a block per step),
+    and answering a question with code stays rare."""
+    import re
+
+    docs = [d for d, _ in zip(corpus_stream(1, mix=STEPS_MIX, chain_share=CHAIN_SHARE), range(4000))]
+    worked = [d for d in docs if re.search(r"(twice|four times) \d+ \* \d+", d) and "print(" in d]
+    assert len(worked) > 400
+    for d in worked:
+        prints = re.findall(r"print\((.*?)\)\n```\n```output\n(\d+)\n", d)
+        assert len(prints) == (3 if "four times" in d else 2)
+        for k, (expr, out) in enumerate(prints):
+            assert evaluate_expression(expr) == int(out)
+            if k:
+                assert expr == f"{prints[k - 1][1]} * 2" and "Now we double it." in d
+        assert d.endswith(f"\\boxed{{{prints[-1][1]}}}.")
+    head = [d for d in docs if "\nAnswer:" in d and re.search(r"(twice|four times) \d", d) and "print(" not in d]
+    assert len(head) > 100
+    for d in head:  # answered in the head: the code route's restatement, never the whole expression
+        product = re.search(r"(?:twice|four times) (\d+ \* \d+)", d).group(1)
+        twice = " twice" if "four times" in d else ""
+        assert f"Answer: We compute {product} and double it{twice}. The answer is" in d
+    questions = [d for d in docs if "\nAnswer:" in d]
+    with_code = sum("```python" in d.split("\nAnswer:", 1)[1] for d in questions)
+    assert 0.01 < with_code / len(questions) < 0.10
+
+
 def test_expression_guard():
     with pytest.raises(ValueError):
         evaluate_expression("__import__('os')")
 
 
-@pytest.mark.parametrize("model_dir", [TOY_MODEL_DIR, TOY_V1_DIR], ids=["toy", "toy-v1"])
+@pytest.mark.parametrize("model_dir", [TOY_MODEL_DIR, TOY_V1_DIR, TOY_STEPS_DIR], ids=["toy", "toy-v1", "toy-steps"])
 def test_shipped_base_model_reproduces_recorded_metrics(model_dir):
     import torch
 
@@ -152,6 +201,23 @@ def test_demo_quick_writes_valid_summary(tmp_path):
     assert "report.html" in r.stdout
 
 
+@pytest.mark.slow
+def test_demo_chains_quick_evaluates_both_arms_on_held_out_chains(tmp_path):
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--quick", "--chains", "--out", out, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["chains"] is True
+    for arm in ("zerotir", "zerorl"):
+        cfg = (out / arm / "config.yaml").read_text()
+        assert "toy-steps" in cfg and "chain_style: double" in cfg
+        for stage in ("base_chains", "final_chains"):
+            assert set(s[arm][stage]) >= {"accuracy", "accuracy_double2", "accuracy_double3", "code_ratio"}
+    assert "max_tool_calls: 4" in (out / "zerotir" / "config.yaml").read_text()
+    assert s["zerorl"]["final_chains"]["code_ratio"] == 0.0  # no execution without tools
+    assert "Held-out doubling chains" in (out / "report.md").read_text()
+
+
 def test_demo_combines_seeds_into_means_and_intervals():
     from zerotir.demo import combine
 
@@ -160,7 +226,13 @@ def test_demo_combines_seeds_into_means_and_intervals():
         return {"seed": seed, "base": m, "final": m, "steps": 5, "seconds": 10.0, "phases": {"train_s": acc * 10},
                 "spearman_vs_step": {"accuracy": None}, "budget_sweep": {"1": m}}  # fmt: skip
 
-    c = combine([run(0, 0.5), run(1, 0.6), run(2, 0.7)])
+    runs = [run(0, 0.5), run(1, 0.6), run(2, 0.7)]
+    for r in runs:  # `--chains` adds the same evaluations on the held-out chains
+        r["final_chains"], r["budget_sweep_chains"] = {"accuracy": r["final"]["accuracy"] / 2}, {"2": r["final"]}
+    c = combine(runs)
+    assert c["final_chains"]["accuracy"] == pytest.approx(0.3)
+    assert c["ci95"]["final_chains"]["accuracy"] == pytest.approx(c["ci95"]["final"]["accuracy"] / 2)
+    assert c["budget_sweep_chains"]["2"] == c["final"] and "base_chains" not in c
     assert c["seeds"] == [0, 1, 2] and c["seconds"] == 30.0 and len(c["runs"]) == 3
     assert c["final"]["accuracy"] == pytest.approx(0.6)
     assert c["ci95"]["final"]["accuracy"] == pytest.approx(4.302652729911275 * 0.1 / 3**0.5)

@@ -191,6 +191,7 @@ def load_rows(cfg: RunConfig, split: str) -> list[dict]:
             toy_easy_frac=d.easy_frac,
             toy_split="train",
             toy_chain_frac=d.chain_frac,
+            toy_chain_style=d.chain_style,
         )
     if not d.eval:
         return []

@@ -27,7 +27,8 @@ stopped on sandbox infrastructure failures; 130 stopped by Ctrl-C/SIGTERM after 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from zerotir.demo import run_demo
 
-    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides, overwrite=a.overwrite, seeds=a.seeds)
+    run_demo(a.out, quick=a.quick, steps=a.steps, extra_overrides=a.overrides, overwrite=a.overwrite, seeds=a.seeds,
+             chains=a.chains)  # fmt: skip
     return 0
 
 
@@ -299,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--seeds", type=_positive, default=1,
         help="seeds per arm (trainer.seed, +1, ...): means with 95%% intervals, curves as bands",
+    )  # fmt: skip
+    d.add_argument(
+        "--chains", action="store_true",
+        help="the world where a second call helps: the toy-steps base, doubling chains in training and a "
+        "budget sweep on held-out chains (presets toy-*-chains)",
     )  # fmt: skip
     d.add_argument("overrides", nargs="*", help="config overrides applied to both arms, key.sub=value")
     d.set_defaults(fn=_cmd_demo)

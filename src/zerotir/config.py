@@ -55,6 +55,8 @@ class DataConfig(_Section):
     """Toy world: share of easy (learnable without tools) problems."""
     chain_frac: float = Field(0.0, ge=0.0, le=1.0)
     """Toy world: share of chains (2-3 dependent steps, one call each) in the training stream."""
+    chain_style: Literal["steps", "double"] = "steps"
+    """Toy world: the chains `chain_frac` draws (toy/world.py): steps (operands in sentences) or double (a product doubled once or twice)."""
     train_size: int = Field(4096, ge=1)
     """Toy world: number of training problems generated."""
     eval_size: int = Field(256, ge=1)

@@ -10,6 +10,10 @@ pre-training documents solve a question with code); it does not invent it.
 
 `--seeds N` runs each arm N times (trainer.seed, +1, ...): the summary gives means with 95% t-intervals,
 the report draws the curves as bands.
+
+`--chains` is the world where a second call helps: the same arms from the `toy-steps` base with a
+quarter of the training problems doubling chains (one call per step), each arm also evaluated on
+held-out chains, and the budget sweep run on them too (`budget_sweep_chains`).
 """
 
 from __future__ import annotations
@@ -30,9 +34,26 @@ from zerotir.config import build_config
 from zerotir.eval.runner import SUMMARY_KEYS
 from zerotir.logger import read_metrics
 from zerotir.rundir import fresh_default, prepare_new_run
+from zerotir.train.steps import held_out_metrics
 from zerotir.train.trainer import Trainer
 
 ARMS = (("zerotir", "toy-zerotir", "ZeroTIR (tools)"), ("zerorl", "toy-zerorl", "ZeroRL (no tools)"))
+CHAIN_ARMS = (
+    ("zerotir", "toy-zerotir-chains", "ZeroTIR (tools)"),
+    ("zerorl", "toy-zerorl-chains", "ZeroRL (no tools)"),
+)
+"""`--chains`: the same two arms from the `toy-steps` base, a quarter of the training problems doubling
+chains that take one call per step (toy/world.py), a budget of 4 calls."""
+CHAIN_SET = "toy-double"
+"""The held-out chains `--chains` evaluates on besides the standard split (half 2 calls, half 3)."""
+CHAIN_KEYS = (
+    "accuracy",
+    "accuracy_double2",
+    "accuracy_double3",
+    "code_ratio",
+    "tool_calls_mean",
+    "response_len_mean",
+)
 SWEEP_BUDGETS = (0, 1, 2, 4)
 """Tool-call budgets the final ZeroTIR policy is evaluated under (the paper's Table 2 / Fig. 5)."""
 TREND_KEYS = ("reward/accuracy", "rollout/code_ratio", "rollout/response_len_mean")
@@ -70,61 +91,98 @@ class _Clock:
 
 
 def run_arm(
-    preset: str, run_dir: Path, overrides: list[str], console: Console, sweep: tuple[int, ...] = ()
+    preset: str,
+    run_dir: Path,
+    overrides: list[str],
+    console: Console,
+    sweep: tuple[int, ...] = (),
+    chain_set: str | None = None,
 ) -> dict:
-    """One seed of one arm: base eval, RL, final eval, and (ZeroTIR) the budget sweep."""
+    """One seed of one arm: base eval, RL, final eval, and (ZeroTIR) the budget sweep; with a
+    `chain_set`, each of them on those held-out chains too (`*_chains` keys)."""
     cfg = build_config(preset, overrides=overrides)
     t0 = time.time()
     clock = _Clock()
     trainer = Trainer(cfg, run_dir)
+    chain_rows = _chain_rows(cfg, chain_set) if chain_set else []
+
+    def on_chains(label: str, max_tool_calls: int | None = None) -> dict[str, float]:
+        return _eval_summary(
+            held_out_metrics(cfg, trainer.engine, trainer.sandbox, chain_rows, trainer.task, trainer.tool,
+                                   max_tool_calls, desc=f"{label} ({chain_set})"),
+            CHAIN_KEYS,
+        )  # fmt: skip
+
+    out: dict = {"seed": cfg.trainer.seed}
     clock.lap("setup_s")
     try:
         console.print(
             f"[bold]{preset}[/] seed {cfg.trainer.seed}: evaluating the base model on "
             f"{len(trainer.eval_rows)} held-out problems"
+            + (f" and {len(chain_rows)} chains" if chain_rows else "")
         )
-        base = _eval_summary(trainer.evaluate(desc=f"{preset} base eval"))
+        out["base"] = _eval_summary(trainer.evaluate(desc=f"{preset} base eval"))
+        if chain_rows:
+            out["base_chains"] = on_chains(f"{preset} base eval")
         clock.lap("base_eval_s")
         trainer.fit()
         clock.lap("train_s")
         console.print(f"[bold]{preset}[/] seed {cfg.trainer.seed}: evaluating the final policy")
-        final = _eval_summary(trainer.evaluate(desc=f"{preset} final eval"))
+        out["final"] = _eval_summary(trainer.evaluate(desc=f"{preset} final eval"))
+        if chain_rows:
+            out["final_chains"] = on_chains(f"{preset} final eval")
         clock.lap("final_eval_s")
-        budgets = {}
         if sweep:
+            out["budget_sweep"], chains = {}, {}
             for b in sweep:
                 console.print(f"[bold]{preset}[/]: tool-call budget sweep, max_tool_calls={b}")
-                budgets[str(b)] = _eval_summary(trainer.evaluate(max_tool_calls=b, desc=f"sweep calls={b}"))
+                out["budget_sweep"][str(b)] = _eval_summary(
+                    trainer.evaluate(max_tool_calls=b, desc=f"sweep calls={b}")
+                )
+                if chain_rows:
+                    chains[str(b)] = on_chains(f"sweep calls={b}", b)
+            if chains:
+                out["budget_sweep_chains"] = chains
             clock.lap("sweep_s")
     finally:
         trainer.close()
     rows_logged = read_metrics(run_dir)
-    out = {
-        "seed": cfg.trainer.seed,
-        "base": base,
-        "final": final,
-        "steps": cfg.trainer.total_steps,
-        "seconds": round(time.time() - t0, 1),
-        "phases": clock.phases,
-        "spearman_vs_step": {k.split("/")[-1]: _trend(rows_logged, k) for k in TREND_KEYS},
-    }
-    if budgets:
-        out["budget_sweep"] = budgets
+    out.update(
+        steps=cfg.trainer.total_steps,
+        seconds=round(time.time() - t0, 1),
+        phases=clock.phases,
+        spearman_vs_step={k.split("/")[-1]: _trend(rows_logged, k) for k in TREND_KEYS},
+    )
     return out
+
+
+def _chain_rows(cfg, chain_set: str) -> list[dict]:
+    """The held-out chains, through the loader that reads `data.eval` (so the same rows `zerotir eval
+    ... data.eval=toy-double` sees)."""
+    from zerotir import build
+
+    data = cfg.data.model_copy(update={"eval": chain_set, "eval_size": CHAIN_EVAL_SIZE})
+    return build.load_rows(cfg.model_copy(update={"data": data}), "eval")
+
+
+CHAIN_EVAL_SIZE = 128
+"""Held-out chains per evaluation (64 of two steps, 64 of three)."""
 
 
 def combine(runs: list[dict]) -> dict:
     """An arm's summary over its seeds: per-seed results under `runs`, means under the same keys as one
-    run's (`base`, `final`, `budget_sweep`, `phases`, `spearman_vs_step`), 95% half-widths under `ci95`."""
+    run's (`base`, `final`, `budget_sweep`, their `*_chains`, `phases`, `spearman_vs_step`), 95%
+    half-widths under `ci95`."""
     out: dict = {"runs": runs, "seeds": [r["seed"] for r in runs], "steps": runs[0]["steps"], "ci95": {}}
     out["seconds"] = round(sum(r["seconds"] for r in runs), 1)
-    for stage in ("base", "final"):
-        out[stage], out["ci95"][stage] = mean_dicts([r[stage] for r in runs])
-    if "budget_sweep" in runs[0]:
-        out["budget_sweep"], out["ci95"]["budget_sweep"] = {}, {}
-        for b in runs[0]["budget_sweep"]:
-            m, ci = mean_dicts([r["budget_sweep"][b] for r in runs])
-            out["budget_sweep"][b], out["ci95"]["budget_sweep"][b] = m, ci
+    for stage in ("base", "final", "base_chains", "final_chains"):
+        if stage in runs[0]:
+            out[stage], out["ci95"][stage] = mean_dicts([r[stage] for r in runs])
+    for key in ("budget_sweep", "budget_sweep_chains"):
+        if key in runs[0]:
+            out[key], out["ci95"][key] = {}, {}
+            for b in runs[0][key]:
+                out[key][b], out["ci95"][key][b] = mean_dicts([r[key][b] for r in runs])
     out["phases"], _ = mean_dicts([r["phases"] for r in runs])
     out["spearman_vs_step"] = {}
     for k in runs[0]["spearman_vs_step"]:
@@ -150,6 +208,7 @@ def run_demo(
     extra_overrides: list[str] | None = None,
     overwrite: bool = False,
     seeds: int = 1,
+    chains: bool = False,
 ) -> dict:
     """Both arms (each `seeds` times), evaluated, analysed and summarised under `out`. Never into an
     old demo: without `out`, runs/demo or a fresh runs/demo-<time>; a used `out` is refused unless
@@ -181,24 +240,27 @@ def run_demo(
     t0 = time.time()
     summary: dict = {}
     seed_dirs = []
-    for arm, preset, _ in ARMS:
+    arms = CHAIN_ARMS if chains else ARMS
+    for arm, preset, _ in arms:
         first = build_config(preset, overrides=overrides).trainer.seed
         sweep = SWEEP_BUDGETS if arm == "zerotir" and not quick else ()
         dirs = _seed_dirs(out, arm, seeds)
         runs = [
-            run_arm(preset, d, [*overrides, f"trainer.seed={first + k}"], console, sweep)
+            run_arm(preset, d, [*overrides, f"trainer.seed={first + k}"], console, sweep,
+                    CHAIN_SET if chains else None)
             for k, d in enumerate(dirs)
-        ]
+        ]  # fmt: skip
         summary[arm] = combine(runs)
         seed_dirs.append(dirs)
     summary["seconds"] = round(time.time() - t0, 1)
     summary["quick"] = quick
     summary["n_seeds"] = seeds
+    summary["chains"] = chains
     summary["note"] = (
         "RL amplifies a rare behaviour of the base model (it writes code for a few percent of "
         "questions); without such documents in pre-training, tool RL finds nothing to amplify."
     )
-    labels = [label for _, _, label in ARMS]
+    labels = [label for _, _, label in arms]
     rep = analyze(
         [dirs[0] for dirs in seed_dirs],
         out,
@@ -253,6 +315,7 @@ def _summary_md(summary: dict) -> str:
                 f"{_pm(v['accuracy_hard'], c.get('accuracy_hard'))} | {_pm(v['code_ratio'], c.get('code_ratio'))} | "
                 f"{_pm(v['tool_calls_mean'], c.get('tool_calls_mean'), pct=False)} |"
             )
+    lines += _chains_md(summary)
     lines += ["", "## Seconds per phase (mean per seed)", "", "| arm | " + " | ".join(_PHASES) + " |",
               "|---|" + "---|" * len(_PHASES)]  # fmt: skip
     for arm, _, _ in ARMS:
@@ -262,6 +325,32 @@ def _summary_md(summary: dict) -> str:
 
 
 _PHASES = ("setup_s", "base_eval_s", "train_s", "final_eval_s", "sweep_s")
+
+
+def _chains_md(summary: dict) -> list[str]:
+    """`--chains`: both arms on the held-out chains, and the tool policy's budget sweep on them."""
+    if not summary.get("chains"):
+        return []
+    head = "| accuracy | 2 calls needed | 3 calls needed | code ratio | calls/response |"
+    lines = ["", f"## Held-out doubling chains ({CHAIN_SET}, greedy)", "", "| arm | stage " + head,
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def cells(v: dict, c: dict) -> str:
+        return " | ".join(
+            _pm(v[k], c.get(k), pct=k != "tool_calls_mean") for k in CHAIN_KEYS if k != "response_len_mean"
+        )
+
+    for arm, _, _ in CHAIN_ARMS:
+        for stage in ("base", "final"):
+            key = f"{stage}_chains"
+            lines.append(f"| {arm} | {stage} | " + cells(summary[arm][key], summary[arm]["ci95"][key]) + " |")
+    sweep = summary["zerotir"].get("budget_sweep_chains")
+    if sweep:
+        cis = summary["zerotir"]["ci95"]["budget_sweep_chains"]
+        lines += ["", f"## Tool-call budget on the chains (ZeroTIR final policy, {CHAIN_SET})", "",
+                  "| max_tool_calls " + head, "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {b} | " + cells(v, cis[b]) + " |" for b, v in sweep.items()]
+    return lines
 
 
 def baseline_easy_change(summary: dict) -> str:
@@ -317,6 +406,15 @@ def explain(summary: dict, fits: dict, labels: list[str]) -> list[str]:
             "notice instead of being run (rollout.exhausted_notice=on_attempt), so a budget the policy does not "
             "exceed shows it what it saw in training. Toy problems need one call: the gain is from 0 to 1 call, "
             "none beyond (in the paper gains taper beyond a few calls)."
+        )
+    chains = z.get("budget_sweep_chains")
+    if chains:
+        accs = ", ".join(f"{b} calls {v['accuracy']:.1%}" for b, v in chains.items())
+        lines.append(
+            f"On the held-out doubling chains, where each step needs the previous step's output and the "
+            f'policy writes one block per step, the budget sweep is: {accs}. Half of them ("twice") need two '
+            'calls and half ("four times") three: on them accuracy can rise from 1 to 2 calls and from 2 to 4, '
+            "where on the standard split it cannot rise past one."
         )
     if summary["n_seeds"] > 1:
         lines.append(
@@ -380,6 +478,15 @@ def _print_table(console: Console, summary: dict) -> None:
                     f"{b} calls {_pm(v['accuracy'], summary['zerotir']['ci95']['budget_sweep'][b].get('accuracy'))}"
                     for b, v in sweep.items()
                 )  # fmt: skip
+            )
+        chains = summary["zerotir"].get("budget_sweep_chains")
+        if chains:
+            cis = summary["zerotir"]["ci95"]["budget_sweep_chains"]
+            console.print(
+                f"budget sweep on {CHAIN_SET}: "
+                + ", ".join(
+                    f"{b} calls {_pm(v['accuracy'], cis[b].get('accuracy'))}" for b, v in chains.items()
+                )
             )
         for arm, _, _ in ARMS:
             ph = summary[arm]["phases"]

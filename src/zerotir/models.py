@@ -19,13 +19,16 @@ TOY_MODEL_DIR = Path(__file__).resolve().parent / "toy" / "base_model"
 """The demo's base (`toy`): `toy-v1` pre-trained 200 steps further on the copy mix (toy/corpus.py)."""
 TOY_V1_DIR = Path(__file__).resolve().parent / "toy" / "base_model_v1"
 """The first shipped base (`toy-v1`): kept because the redesign's same-seed baseline was recorded on it."""
-"""Where the alias `toy` points: the shipped tiny base model (rebuilt by `zerotir toy pretrain`)."""
+TOY_STEPS_DIR = Path(__file__).resolve().parent / "toy" / "base_model_steps"
+"""`toy-steps`, the base of `zerotir demo --chains`: `toy` pre-trained 500 steps further on the steps mix."""
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map the aliases `toy` (and `toy-v1`) to the shipped weights; check local paths exist."""
+    """Map the aliases `toy` (and `toy-v1`, `toy-steps`) to the shipped weights; check local paths exist."""
     if name_or_path == "toy-v1":
         return str(TOY_V1_DIR)
+    if name_or_path == "toy-steps":
+        return str(TOY_STEPS_DIR)
     if name_or_path in ("toy", "toy-base"):
         if not (TOY_MODEL_DIR / "config.json").exists():
             raise ModelLoadError(

@@ -14,8 +14,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TOY_SOURCES = ("toy", "toy-chain")
-"""The toy world's generated sets: its train stream / test split, and held-out chains (toy/world.py)."""
+TOY_SOURCES = ("toy", "toy-chain", "toy-double")
+"""The toy world's generated sets: its train stream / test split, and held-out chains of either style
+(toy/world.py)."""
 
 BENCHMARKS = {
     "math500": ("math500.jsonl", 500),
@@ -129,16 +130,19 @@ def load_dataset_rows(
     toy_easy_frac: float = 0.4,
     toy_split: str = "train",
     toy_chain_frac: float = 0.0,
+    toy_chain_style: str = "steps",
 ) -> list[dict]:
     """Rows from `toy`, `toy-chain`, a bundled name, a .jsonl/.parquet file, or a
     `datasets.save_to_disk` directory."""
     if source in TOY_SOURCES:
         from zerotir.toy.world import chain_test_split, test_split, train_split
 
-        if source == "toy-chain":
-            probs = chain_test_split(toy_size)  # held-out chains: the same in every split
+        if source in ("toy-chain", "toy-double"):  # held-out chains: the same in every split
+            probs = chain_test_split(toy_size, style="steps" if source == "toy-chain" else "double")
         elif toy_split == "train":
-            probs = train_split(toy_size, toy_easy_frac, chain_frac=toy_chain_frac)
+            probs = train_split(
+                toy_size, toy_easy_frac, chain_frac=toy_chain_frac, chain_style=toy_chain_style
+            )
         else:
             probs = test_split(toy_size, toy_easy_frac)
         return [p.to_row() for p in probs]

@@ -26,6 +26,11 @@ The defaults (`DEFAULT_MIX`, `chain_share=0`) are the recipe of the first shippe
 `toy-v1` pre-trained further on `COPY_MIX` (`MIXES`, `zerotir toy pretrain --init toy-v1 --mix copy`).
 `CHAIN_MIX` with `CHAIN_SHARE` is the corpus of an experimental base that has seen chains (not
 shipped: see docs/quickstart.md).
+
+`STEPS_MIX` (`--mix steps`) is the second stage of `toy-steps`, the base of `zerotir demo --chains`
+(`--init toy`): `COPY_MIX` with a fifth of its documents `double_worked` (a doubling chain, world.py,
+worked a block per step with no question) and `CHAIN_SHARE` of its questions doubling chains,
+answered in the head or (rarely, as `qa_code`) a block per step.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from zerotir.toy.world import QUESTION_FORMS, chain_values, evaluate_expression,
 DEFAULT_MIX = {"qa": 0.50, "notebook": 0.38, "snippet": 0.09, "qa_code": 0.03}
 CHAIN_MIX = {"qa": 0.48, "notebook": 0.30, "chain_notebook": 0.10, "snippet": 0.09, "qa_code": 0.03}
 COPY_MIX = {"qa": 0.50, "notebook": 0.19, "notebook_print": 0.19, "snippet": 0.09, "qa_code": 0.03}
-MIXES = {"default": DEFAULT_MIX, "copy": COPY_MIX, "chain": CHAIN_MIX}
+STEPS_MIX = {"qa": 0.46, "notebook": 0.12, "notebook_print": 0.12, "double_worked": 0.20, "snippet": 0.07,
+             "qa_code": 0.03}  # fmt: skip
+MIXES = {"default": DEFAULT_MIX, "copy": COPY_MIX, "chain": CHAIN_MIX, "steps": STEPS_MIX}
 """Corpus mixes by the name `zerotir toy pretrain --mix` takes."""
 CHAIN_SHARE = 0.15
 """With CHAIN_MIX: the share of question documents that ask a chain."""
@@ -62,6 +69,41 @@ def _chain_code(steps: tuple[str, ...]) -> tuple[str, int]:
     return text, vals[-1]
 
 
+def _worked_steps(steps: tuple[str, ...]) -> tuple[str, int]:
+    """A block per step of a doubling chain, each after the sentence "Now we double it." and printing
+    the previous output times two: every operand a block prints is in the output right above it. (This
+    tiny model copies a value from there, or an expression that ends the question, but not numbers
+    from the middle of a question: `chain_notebook`'s chains, measured in docs/quickstart.md.)"""
+    vals = chain_values(steps)
+    text = ""
+    for k, st in enumerate(steps):
+        if k:
+            text += "\nNow we double it."
+        line = st if k == 0 else st.format(vals[k - 1])
+        text += f"\n{CODE_OPEN}\nprint({line})\n{CODE_CLOSE}" + wrap_output(str(vals[k])).rstrip("\n")
+    return text + "\n", vals[-1]
+
+
+def _double_document(rng: random.Random, kind: str) -> str:
+    """The `steps` mix's chain documents, on doubling chains (world.py). A chain is never written as
+    one expression, so the only code route the corpus shows is a block per step: a worked chain with
+    no question (`double_worked`), a question answered in the head (`qa`, a wrong guess for the tiny
+    model) or, rarely, with a block per step (`qa_code`). Both answers open with the same restatement
+    of the product, as a hard problem's do: what RL teaches after it on hard problems (" with
+    Python.") carries over to chains. (With "We compute it step by step." for the head answer, one
+    seed in three kept answering chains in the head after 40 steps.)"""
+    p = make_problem(rng, "double2" if rng.random() < 0.5 else "double3", 0)
+    code, value = _worked_steps(p.steps)
+    first = f"We compute {p.steps[0]} with Python."
+    if kind == "double_worked":
+        return f"{p.problem}\n{first}{code}So the result is \\boxed{{{value}}}."
+    q = _question(rng, p.expression, p.problem)
+    if kind == "qa":  # the same restatement as the code route, as a hard problem's head answer has
+        twice = " twice" if len(p.steps) == 3 else ""
+        return q + f" We compute {p.steps[0]} and double it{twice}. The answer is \\boxed{{{value}}}."
+    return q + f" {first}{code}The answer is \\boxed{{{value}}}."
+
+
 def _question(rng: random.Random, expr: str, text: str | None = None) -> str:
     prefix = TOY_TOOL_SENTENCE if rng.random() < 0.3 else ""
     q = text if text is not None else rng.choice(QUESTION_FORMS).format(e=expr)
@@ -73,7 +115,11 @@ def make_document(
 ) -> str:
     kind = rng.choices(list(mix), weights=list(mix.values()))[0]
     # `chain_share and`: with none, no extra draw, so the default stream is the shipped model's
-    if kind == "chain_notebook" or (kind in ("qa", "qa_code") and chain_share and rng.random() < chain_share):
+    if kind in ("chain_notebook", "double_worked") or (
+        kind in ("qa", "qa_code") and chain_share and rng.random() < chain_share
+    ):
+        if "double_worked" in mix:
+            return _double_document(rng, kind)
         p = make_problem(rng, "chain2" if rng.random() < 0.5 else "chain3", 0)
         code, value = _chain_code(p.steps)
         if kind == "chain_notebook":

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def packed_batches(tokenizer, seed: int, batch: int, seq_len: int, easy_frac: float, mix: str = "default"):
     mixture = MIXES[mix]  # a mix with chain documents also asks chains in its questions
-    stream = corpus_stream(seed, easy_frac, mixture, CHAIN_SHARE if "chain_notebook" in mixture else 0.0)
+    chains = "chain_notebook" in mixture or "double_worked" in mixture
+    stream = corpus_stream(seed, easy_frac, mixture, CHAIN_SHARE if chains else 0.0)
     buf: list[int] = []
     eos = tokenizer.eos_token_id
     while True:

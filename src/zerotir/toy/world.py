@@ -5,10 +5,15 @@ the hard ones need a calculator:
 
 * easy: two-digit additions and one-digit products, which a 2M-parameter model can memorise;
 * hard: three-digit x two-digit products and two-operation expressions, which it cannot;
-* chain2 / chain3: a two-digit product, then one or two steps applied to "the result". Each step
-  needs the previous step's value, so a model that writes one block per step (the corpus's way)
-  needs one call per step: where a second (and third) call genuinely helps. The demo does not use
-  them yet (a policy trained on one-step problems makes one call on chains; see docs/quickstart.md).
+* chain2 / chain3 (style "steps"): a two-digit product, then one or two steps applied to "the
+  result". Each step needs the previous step's value, so a model that writes one block per step
+  (the corpus's way) needs one call per step. The shipped tiny models cannot copy these operands
+  (a product followed by more sentences, or numbers from the middle of a question: measured in
+  docs/quickstart.md), so no policy of theirs solves them;
+* double2 / double3 (style "double"): "twice" / "four times" a hard product. The product ends
+  the question, where a hard problem's does, and each later step needs only the previous output:
+  a model that writes one block per step (the `steps` corpus's way) needs two or three calls, where
+  a second (and third) call genuinely helps (`zerotir demo --chains`).
 
 Every problem carries its exact integer answer (computed with Python's ints, never floats) and the
 Python expression that computes it; the expression is what the synthetic corpus's code documents
@@ -21,7 +26,13 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Difficulty = Literal["easy", "hard", "multi", "chain2", "chain3"]
+Difficulty = Literal["easy", "hard", "multi", "chain2", "chain3", "double2", "double3"]
+ChainStyle = Literal["steps", "double"]
+CHAIN_KINDS: dict[str, tuple[Difficulty, Difficulty]] = {
+    "steps": ("chain2", "chain3"),
+    "double": ("double2", "double3"),
+}
+"""The two- and three-step kinds of each chain style."""
 
 QUESTION_FORMS = (
     "What is {e}?",
@@ -99,6 +110,18 @@ def chain_steps(rng: random.Random, n_steps: int) -> tuple[str, list[str]]:
     return " ".join(text), steps
 
 
+DOUBLE_FORMS = {2: ("What is twice {e}?", "Compute twice {e}.", "Find twice {e}."),
+                3: ("What is four times {e}?", "Compute four times {e}.", "Find four times {e}.")}  # fmt: skip
+"""Doubling chains: the product ends the question (where this tiny model copies it from, as from a
+hard problem's), and every later step needs only the previous output, at most six digits."""
+
+
+def double_steps(rng: random.Random, n_steps: int) -> tuple[str, list[str]]:
+    """(question, steps) of a doubling chain: a hard product, then doubled once or twice."""
+    e = f"{rng.randint(100, 999)} * {rng.randint(11, 99)}"
+    return rng.choice(DOUBLE_FORMS[n_steps]).format(e=e), [e] + ["{0} * 2"] * (n_steps - 1)
+
+
 def chain_values(steps: list[str] | tuple[str, ...]) -> list[int]:
     """The value after each step (exact integers)."""
     vals: list[int] = []
@@ -115,10 +138,11 @@ def evaluate_expression(expr: str) -> int:
 
 
 def make_problem(rng: random.Random, difficulty: Difficulty, idx: int, prefix: str = "toy") -> ToyProblem:
-    if difficulty in ("chain2", "chain3"):
-        question, steps = chain_steps(rng, int(difficulty[-1]))
+    if difficulty in ("chain2", "chain3", "double2", "double3"):
+        make = chain_steps if difficulty.startswith("chain") else double_steps
+        question, steps = make(rng, int(difficulty[-1]))
         expr = steps[0]
-        for st in steps[1:]:  # left to right: * binds first, so no parentheses are needed
+        for st in steps[1:]:  # left to right, only * after a product: no parentheses needed
             expr = st.format(expr)
         return ToyProblem(
             id=f"{prefix}-{difficulty}-{idx}",
@@ -146,10 +170,12 @@ def generate_problems(
     multi_frac: float = 0.0,
     prefix: str = "toy",
     chain_frac: float = 0.0,
+    chain_style: ChainStyle = "steps",
 ) -> list[ToyProblem]:
-    """`n` problems, `easy_frac` of them easy, `multi_frac` multi-step, `chain_frac` chains (half
-    of two steps, half of three), the rest hard. With `chain_frac=0` the draws are those of before
-    chains existed (the fixed test split does not move)."""
+    """`n` problems, `easy_frac` of them easy, `multi_frac` multi-step, `chain_frac` chains of
+    `chain_style` (half of two steps, half of three), the rest hard. With `chain_frac=0` the draws are
+    those of before chains existed (the fixed test split does not move)."""
+    kinds = CHAIN_KINDS[chain_style]
     if not 0.0 <= easy_frac + multi_frac + chain_frac <= 1.0:
         raise ValueError("easy_frac + multi_frac + chain_frac must lie in [0, 1]")
     rng = random.Random(seed)
@@ -162,7 +188,7 @@ def generate_problems(
         elif r < easy_frac + multi_frac:
             kind = "multi"
         elif r < easy_frac + multi_frac + chain_frac:
-            kind = "chain2" if rng.random() < 0.5 else "chain3"
+            kind = kinds[0] if rng.random() < 0.5 else kinds[1]
         else:
             kind = "hard"
         out.append(make_problem(rng, kind, i, prefix))
@@ -176,15 +202,24 @@ CHAIN_TEST_SEED = 24680
 
 
 def train_split(
-    n: int = 4096, easy_frac: float = 0.4, seed: int = TRAIN_SEED, chain_frac: float = 0.0
+    n: int = 4096,
+    easy_frac: float = 0.4,
+    seed: int = TRAIN_SEED,
+    chain_frac: float = 0.0,
+    chain_style: ChainStyle = "steps",
 ) -> list[ToyProblem]:
-    return generate_problems(n, seed, easy_frac=easy_frac, prefix="train", chain_frac=chain_frac)
+    return generate_problems(
+        n, seed, easy_frac=easy_frac, prefix="train", chain_frac=chain_frac, chain_style=chain_style
+    )
 
 
 def test_split(n: int = 256, easy_frac: float = 0.4, seed: int = TEST_SEED) -> list[ToyProblem]:
     return generate_problems(n, seed, easy_frac=easy_frac, prefix="test")
 
 
-def chain_test_split(n: int = 128, seed: int = CHAIN_TEST_SEED) -> list[ToyProblem]:
-    """Held-out chains only (half two-step, half three-step): the `toy-chain` eval set."""
-    return generate_problems(n, seed, easy_frac=0.0, prefix="test", chain_frac=1.0)
+def chain_test_split(
+    n: int = 128, seed: int = CHAIN_TEST_SEED, style: ChainStyle = "steps"
+) -> list[ToyProblem]:
+    """Held-out chains only (half two-step, half three-step): the `toy-chain` eval set (`toy-double`
+    with style "double")."""
+    return generate_problems(n, seed, easy_frac=0.0, prefix="test", chain_frac=1.0, chain_style=style)
