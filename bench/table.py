@@ -130,9 +130,14 @@ def main() -> None:
             f"{z['reward_last4']:.3f} | TRL GRPOTrainer {t['sec_per_step']:.2f} s; {t['reward_last4']:.3f} | "
             f"{tr['speedup']:.2f}× | ≥ 1.25× |"
         )
-    dm = load("demo")
-    if dm:
-        rows.append(f"| `zerotir demo` wall clock, both arms | {dm['seconds']:.0f} s | | | ≤ 600 s |")
+    for name, flag in (("demo", ""), ("demo_chains", " --chains")):
+        dm = load(name)
+        if dm:
+            n = dm.get("seeds", 1)
+            rows.append(
+                f"| `zerotir demo{flag}` wall clock, both arms (one seed; `bench/demo.py{flag} --seeds {n}` / {n}) "
+                f"| {dm['seconds'] / n:.0f} s | | | ≤ 600 s |"
+            )
     print("\n".join(rows))
 
 
