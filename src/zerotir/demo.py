@@ -46,6 +46,8 @@ CHAIN_ARMS = (
 chains that take one call per step (toy/world.py), a budget of 4 calls."""
 CHAIN_SET = "toy-double"
 """The held-out chains `--chains` evaluates on besides the standard split (half 2 calls, half 3)."""
+CHAIN_EVAL_SIZE = 128
+"""Held-out chains per evaluation (64 of two steps, 64 of three)."""
 CHAIN_KEYS = (
     "accuracy",
     "accuracy_double2",
@@ -163,10 +165,6 @@ def _chain_rows(cfg, chain_set: str) -> list[dict]:
 
     data = cfg.data.model_copy(update={"eval": chain_set, "eval_size": CHAIN_EVAL_SIZE})
     return build.load_rows(cfg.model_copy(update={"data": data}), "eval")
-
-
-CHAIN_EVAL_SIZE = 128
-"""Held-out chains per evaluation (64 of two steps, 64 of three)."""
 
 
 def combine(runs: list[dict]) -> dict:
@@ -470,24 +468,15 @@ def _print_table(console: Console, summary: dict) -> None:
     console.width = max(narrow, need)  # wider lines wrap in a narrow terminal; cut cells would lie
     try:
         console.print(table, crop=False)
-        sweep = summary["zerotir"].get("budget_sweep")
-        if sweep:
-            console.print(
-                "budget sweep: "
-                + ", ".join(
-                    f"{b} calls {_pm(v['accuracy'], summary['zerotir']['ci95']['budget_sweep'][b].get('accuracy'))}"
-                    for b, v in sweep.items()
-                )  # fmt: skip
-            )
-        chains = summary["zerotir"].get("budget_sweep_chains")
-        if chains:
-            cis = summary["zerotir"]["ci95"]["budget_sweep_chains"]
-            console.print(
-                f"budget sweep on {CHAIN_SET}: "
-                + ", ".join(
-                    f"{b} calls {_pm(v['accuracy'], cis[b].get('accuracy'))}" for b, v in chains.items()
-                )
-            )
+        z = summary["zerotir"]
+        for key, label in (
+            ("budget_sweep", "budget sweep"),
+            ("budget_sweep_chains", f"budget sweep on {CHAIN_SET}"),
+        ):
+            if z.get(key):
+                console.print(f"{label}: " + ", ".join(
+                    f"{b} calls {_pm(v['accuracy'], z['ci95'][key][b].get('accuracy'))}" for b, v in z[key].items()
+                ))  # fmt: skip
         for arm, _, _ in ARMS:
             ph = summary[arm]["phases"]
             console.print(

@@ -14,9 +14,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TOY_SOURCES = ("toy", "toy-chain", "toy-double")
-"""The toy world's generated sets: its train stream / test split, and held-out chains of either style
-(toy/world.py)."""
+TOY_CHAIN_SETS = {"toy-chain": "steps", "toy-double": "double"}
+"""Held-out chain sets by name, and the chain style each holds (toy/world.py)."""
+TOY_SOURCES = ("toy", *TOY_CHAIN_SETS)
+"""The toy world's generated sets: its train stream / test split, and the held-out chain sets."""
 
 BENCHMARKS = {
     "math500": ("math500.jsonl", 500),
@@ -137,8 +138,8 @@ def load_dataset_rows(
     if source in TOY_SOURCES:
         from zerotir.toy.world import chain_test_split, test_split, train_split
 
-        if source in ("toy-chain", "toy-double"):  # held-out chains: the same in every split
-            probs = chain_test_split(toy_size, style="steps" if source == "toy-chain" else "double")
+        if source in TOY_CHAIN_SETS:  # held-out chains: the same in every split
+            probs = chain_test_split(toy_size, style=TOY_CHAIN_SETS[source])
         elif toy_split == "train":
             probs = train_split(
                 toy_size, toy_easy_frac, chain_frac=toy_chain_frac, chain_style=toy_chain_style

@@ -122,6 +122,14 @@ def double_steps(rng: random.Random, n_steps: int) -> tuple[str, list[str]]:
     return rng.choice(DOUBLE_FORMS[n_steps]).format(e=e), [e] + ["{0} * 2"] * (n_steps - 1)
 
 
+_STEP_MAKERS = {
+    kind: make
+    for style, make in (("steps", chain_steps), ("double", double_steps))
+    for kind in CHAIN_KINDS[style]
+}
+"""(question, steps) maker of each chain kind."""
+
+
 def chain_values(steps: list[str] | tuple[str, ...]) -> list[int]:
     """The value after each step (exact integers)."""
     vals: list[int] = []
@@ -138,9 +146,8 @@ def evaluate_expression(expr: str) -> int:
 
 
 def make_problem(rng: random.Random, difficulty: Difficulty, idx: int, prefix: str = "toy") -> ToyProblem:
-    if difficulty in ("chain2", "chain3", "double2", "double3"):
-        make = chain_steps if difficulty.startswith("chain") else double_steps
-        question, steps = make(rng, int(difficulty[-1]))
+    if difficulty in _STEP_MAKERS:
+        question, steps = _STEP_MAKERS[difficulty](rng, int(difficulty[-1]))
         expr = steps[0]
         for st in steps[1:]:  # left to right, only * after a product: no parentheses needed
             expr = st.format(expr)
