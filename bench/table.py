@@ -90,6 +90,17 @@ def main() -> None:
                 + " / ".join(f"{v['throughput_ratio']:.2f}" for _, v in cells)
                 + " | `bench/sandbox_attribution.py` | | what isolation costs |"
             )
+    ns = load("namespace_cost")
+    if ns:
+        extra = ns["extra_ms_per_child"]
+        rows.append(
+            "| kernel cost per execution at saturation, no sandbox (user ns; + IPC ns; + mount ns; + tmpfs; all) | "
+            + " / ".join(
+                f"+{extra[k]:.2f}" for k in ("user", "user+ipc", "user+mnt", "user+mnt+tmpfs", "all")
+            )
+            + f" ms | a bare fork ({ns['throughput_ratio_to_fork']['all']:.2f} of its throughput with all) | "
+            "`bench/namespace_cost.py` | | what isolation costs |"
+        )
     wu = load("sandbox_warmup")
     if wu:
         sm = wu["summary"]

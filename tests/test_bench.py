@@ -97,6 +97,15 @@ def test_weight_transport_bench_smoke(tmp_path):
     assert res["runs"][1]["backend"] == "gloo"
 
 
+@pytest.mark.integration
+def test_namespace_cost_bench_smoke_measures_every_step(tmp_path):
+    run_bench(tmp_path, "namespace_cost.py", "--smoke")
+    res = json.loads((tmp_path / "namespace_cost.json").read_text())
+    steps = ["fork", "user", "user+ipc", "user+mnt", "user+mnt+tmpfs", "all"]
+    assert list(res["throughput_ratio_to_fork"]) == steps and res["throughput_ratio_to_fork"]["fork"] == 1.0
+    assert all(rd[k] > 0 for rd in res["rounds"] for k in steps) and len(res["rounds"]) == 1
+
+
 @pytest.mark.unit
 def test_sandbox_attribution_variants_each_change_the_current_fork_server(tmp_path):
     """Each variant of bench/sandbox_attribution.py replaces text that is in the current fork server
