@@ -14,8 +14,9 @@ each fork `n` children in a row, and each child does one variant before it exits
 
 The workers are fresh interpreters that import nothing else, so the floor is the cheapest fork, and
 the ratios show each step at its largest share; the added milliseconds per child are kernel work and
-do not depend on that. Rounds interleave the variants, and each round's throughputs are divided by that round's `fork`, so
-that the machine's load, which moves by a third between rounds here, cancels out of the ratios.
+do not depend on that. Rounds interleave the variants, and each round's throughputs are divided by
+that round's `fork`, so that the machine's load, which moves by a third between rounds here, cancels
+out of the ratios.
 `--extra-mounts K` measures how the mount namespace's cost grows with the table it copies. As root
 the children switch to an unused uid first, as the fork server's do; otherwise they map their
 own uid.
@@ -134,13 +135,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--children", type=int, default=150, help="children forked by each worker per round")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument(
-        "--extra-mounts",
-        type=int,
-        default=0,
-        metavar="K",
-        help="as root: K more mounts in the table each mount namespace copies (namespace_cost_mounts<K>.json)",
-    )
+    more = "as root: K more mounts in the table each mount namespace copies (namespace_cost_mounts<K>.json)"
+    ap.add_argument("--extra-mounts", type=int, default=0, metavar="K", help=more)
     ap.add_argument("--smoke", action="store_true", help="2 workers, 5 children, 1 round: that it runs")
     args = ap.parse_args()
     if args.smoke:
