@@ -51,7 +51,7 @@ UID = 61999  # as root: an unprivileged uid no pool uses (pools allocate from 61
 
 
 def _child(libc, flags: int, tmpdir: str, as_root: bool) -> None:
-    """One variant, then exit; exit status 3 + the failed step's number on failure."""
+    """One variant, then exit: status 0, or 3 (unshare refused), 4 (mount refused), 5 (anything else)."""
     try:
         uid = UID if as_root else os.getuid()
         if as_root:

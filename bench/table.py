@@ -95,9 +95,7 @@ def main() -> None:
         extra = ns["extra_ms_per_child"]
         rows.append(
             "| kernel cost per execution at saturation, no sandbox (user ns; + IPC ns; + mount ns; + tmpfs; all) | "
-            + " / ".join(
-                f"+{extra[k]:.2f}" for k in ("user", "user+ipc", "user+mnt", "user+mnt+tmpfs", "all")
-            )
+            + " / ".join(f"+{v:.2f}" for k, v in extra.items() if k != "fork")
             + f" ms | a bare fork ({ns['throughput_ratio_to_fork']['all']:.2f} of its throughput with all) | "
             "`bench/namespace_cost.py` | | what isolation costs |"
         )

@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--warmup", type=int, default=40, help="linear warm-up steps")
     pt.add_argument("--init", default=None, help="continue from this saved model (e.g. toy-v1) instead of random")
     pt.add_argument(
-        "--mix", default="default", help="corpus mix: default, copy or chain (toy/corpus.py MIXES)"
+        "--mix", default="default", help="corpus mix: default, copy, chain or steps (toy/corpus.py MIXES)"
     )
     pt.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (trainer.threads; 0: at most 4)"

@@ -49,6 +49,8 @@ MIXES = {"default": DEFAULT_MIX, "copy": COPY_MIX, "chain": CHAIN_MIX, "steps": 
 """Corpus mixes by the name `zerotir toy pretrain --mix` takes."""
 CHAIN_SHARE = 0.15
 """With CHAIN_MIX: the share of question documents that ask a chain."""
+CHAIN_DOCUMENTS = ("chain_notebook", "double_worked")
+"""Document kinds that work a chain: a mix holding one also asks chains in `CHAIN_SHARE` of its questions."""
 
 
 def _code_answer(expr: str, value: int) -> str:
@@ -115,9 +117,7 @@ def make_document(
 ) -> str:
     kind = rng.choices(list(mix), weights=list(mix.values()))[0]
     # `chain_share and`: with none, no extra draw, so the default stream is the shipped model's
-    if kind in ("chain_notebook", "double_worked") or (
-        kind in ("qa", "qa_code") and chain_share and rng.random() < chain_share
-    ):
+    if kind in CHAIN_DOCUMENTS or (kind in ("qa", "qa_code") and chain_share and rng.random() < chain_share):
         if "double_worked" in mix:
             return _double_document(rng, kind)
         p = make_problem(rng, "chain2" if rng.random() < 0.5 else "chain3", 0)

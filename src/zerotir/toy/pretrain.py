@@ -23,7 +23,7 @@ import torch
 
 from zerotir import console
 from zerotir.errors import TrainingInterrupted, UsageError
-from zerotir.toy.corpus import CHAIN_SHARE, MIXES, corpus_stream
+from zerotir.toy.corpus import CHAIN_DOCUMENTS, CHAIN_SHARE, MIXES, corpus_stream
 from zerotir.toy.model import build_tiny_model
 from zerotir.toy.tokenizer import build_byte_tokenizer
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def packed_batches(tokenizer, seed: int, batch: int, seq_len: int, easy_frac: float, mix: str = "default"):
     mixture = MIXES[mix]  # a mix with chain documents also asks chains in its questions
-    chains = "chain_notebook" in mixture or "double_worked" in mixture
+    chains = any(kind in mixture for kind in CHAIN_DOCUMENTS)
     stream = corpus_stream(seed, easy_frac, mixture, CHAIN_SHARE if chains else 0.0)
     buf: list[int] = []
     eos = tokenizer.eos_token_id
