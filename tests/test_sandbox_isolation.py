@@ -193,6 +193,51 @@ def test_abstract_unix_sockets_do_not_connect_executions(any_pool):
     assert "connected" not in r.stdout
 
 
+WRITES = r"""
+import os
+hits = []
+attempts = [
+    ("/tmp/zt-left", lambda: open("/tmp/zt-left", "w").write("x")),
+    ("/tmp/zt-dir", lambda: os.mkdir("/tmp/zt-dir")),
+    ("chmod /tmp", lambda: os.chmod("/tmp", 0o500)),
+    ("/dev/shm/zt-left", lambda: open("/dev/shm/zt-left", "w").write("x")),
+    ("/dev/zt-left", lambda: open("/dev/zt-left", "w").write("x")),
+    ("/proc/1/oom_score_adj", lambda: open("/proc/1/oom_score_adj", "w").write("1000")),
+    ("/proc/1/coredump_filter", lambda: open("/proc/1/coredump_filter", "w").write("0x7f")),
+]
+for name, attempt in attempts:
+    try:
+        attempt()
+        hits.append(name)
+    except OSError:
+        pass
+mine = os.getcwd()
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    point, fstype = f[4], f[f.index("-") + 1]
+    if "rw" in f[5].split(",") and point != mine and fstype != "devpts" and os.path.isdir(point):
+        hits.append("rw mount " + point)
+open("/dev/null", "w").write("devices stay writable")
+print(hits)
+"""
+
+
+def test_an_execution_can_write_nowhere_but_its_own_temp_dir(any_pool):
+    """Without root every execution shares one uid, which owns bwrap's /tmp and /dev tmpfs and its
+    pid 1. Before each execution's other mounts were read-only (red-team review of issue 15): a file
+    left in /tmp or /dev/shm was read by later and concurrent executions, /dev's tmpfs (no size
+    limit) kept 1 GiB past the execution, `chmod /tmp` crashed the fork server at its next mkdir,
+    and /proc/1/oom_score_adj made bwrap's pid 1 the OOM killer's first victim."""
+    r = any_pool.run(WRITES, timeout_s=30)
+    assert r.status == "ok", r.stderr
+    assert r.stdout == "[]\n"
+    after = any_pool.run(
+        "import os\nprint(sorted(n for n in os.listdir('/tmp') + os.listdir('/dev/shm') if 'zt' in n),"
+        " os.stat('/tmp').st_mode & 0o777, open('/proc/1/oom_score_adj').read().strip())"
+    )
+    assert after.stdout == "[] 493 0\n", after.stderr  # 493 = 0o755
+
+
 def test_one_execution_filling_tmp_leaves_room_for_another():
     p = ExecutorPool(PoolConfig(slots_per_worker=2, tmp_size_mb=16, numpy_worker=False, light_worker=False))
     try:

@@ -20,10 +20,12 @@ import importlib
 import json
 import os
 import queue
+import re
 import resource
 import select
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -100,13 +102,22 @@ class _Confinement:
       environment, descriptors under /proc) to processes outside the domain;
     * no new privileges, not dumpable, and no capabilities left;
     * a seccomp filter (_seccomp.py) answering EPERM to new namespaces, mounts, ptrace and process
-      inspection, keyrings, bpf, perf, userfaultfd, io_uring, modules and other ABIs.
+      inspection, keyrings, bpf, perf, userfaultfd, io_uring, modules and other ABIs;
+    * inside bubblewrap, every other writable mount of the sandbox (its /tmp, /dev, /proc, the
+      cgroup bind) read-only in the execution's own mount namespace (`readonly`), so that its temp
+      dir is the only place it can write. Without root all executions share one uid, which owns
+      bwrap's /tmp and /dev tmpfs and its pid 1: a file left in /tmp or /dev/shm was read by later
+      and concurrent executions, /dev (no size limit) kept memory past the execution, `chmod /tmp`
+      made the server's next mkdir fail, and /proc/1/oom_score_adj made bwrap's pid 1 (and with it
+      every execution) the OOM killer's first victim. Device nodes stay writable on a read-only
+      mount; devpts is left alone. A nested user namespace cannot undo it: the kernel locks the
+      read-only flag of mounts it copies into a less privileged namespace.
     Each part that the kernel refuses is reported by `probe` in the server's ready line."""
 
     CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
-    MS_NOSUID, MS_NODEV = 2, 4
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 
-    def __init__(self, tmp_bytes, seccomp=True):
+    def __init__(self, tmp_bytes, seccomp=True, readonly=()):
         import ctypes
 
         self.ok = False
@@ -114,6 +125,8 @@ class _Confinement:
         self.landlock = 0
         self.namespaces = False
         self.tmp_bytes = tmp_bytes
+        # (mount point, its flags to keep): a bind remount must repeat the flags the kernel locked.
+        self.readonly = [(path.encode(), flags) for path, flags in readonly]
         libc = _libc()
         if libc is None:
             return
@@ -160,6 +173,10 @@ class _Confinement:
             opts = f"size={self.tmp_bytes},mode=0700,uid={uid},gid={uid}".encode()
             if libc.mount(b"tmpfs", tmpdir.encode(), b"tmpfs", self.MS_NOSUID | self.MS_NODEV, opts) != 0:
                 raise OSError(self.ctypes.get_errno(), "mount tmpfs")
+            ro = self.MS_REMOUNT | self.MS_BIND | self.MS_RDONLY
+            for path, flags in self.readonly:
+                if libc.mount(None, path, None, ro | flags, None) != 0:
+                    raise OSError(self.ctypes.get_errno(), f"remount {path.decode()} read-only")
             os.chdir(tmpdir)
             mnt_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
         libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
@@ -173,6 +190,34 @@ class _Confinement:
         if self.seccomp is not None:
             self.seccomp.install()  # last: the steps above use what it denies
         return mnt_ns
+
+
+def _writable_mounts(mountinfo="/proc/self/mountinfo"):
+    """The writable mounts of this mount namespace that an execution must not write to, as (mount
+    point, flags a bind remount must keep): all but devpts and bind-mounted device nodes (a device
+    node is writable on a read-only mount anyway). Inside bubblewrap: /proc, /dev, /tmp and the
+    cgroup bind; everything else is bound read-only already. Mount points are octal-escaped."""
+    keep = {
+        "nosuid": _Confinement.MS_NOSUID,
+        "nodev": _Confinement.MS_NODEV,
+        "noexec": _Confinement.MS_NOEXEC,
+    }
+    out = []
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            opts = fields[5].split(",")
+            fstype = fields[fields.index("-") + 1]
+            if "rw" not in opts or fstype == "devpts":
+                continue
+            try:
+                if not stat.S_ISDIR(os.stat(point).st_mode):
+                    continue
+            except OSError:
+                continue
+            out.append((point, sum(v for k, v in keep.items() if k in opts)))
+    return out
 
 
 def _load_seccomp(libc):
@@ -921,7 +966,8 @@ class ForkServer:
     def probe_confinement(self):
         """Which parts of `_Confinement` this kernel and sandbox allow, tried once in a throw-away
         child with the first slot's uid; the children then do only what works."""
-        conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)))
+        readonly = _writable_mounts() if self.cfg.get("isolation") == "bwrap" else ()
+        conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)), readonly)
         if not conf.ok:
             return
         self.confinement = conf
