@@ -172,13 +172,37 @@ def test_deadline_covers_extraction(monkeypatch):
         ("\\ ", ""),
         ("5", ""),
         ("5", "$$"),
+        # red-team review: digits set apart by LaTeX spacing were merged, as "1 2" was before
+        ("3\\,2", "32"),
+        ("3\\;2", "32"),
+        ("3\\!2", "32"),
+        ("3\\text{ }2", "32"),
+        # and math-verify reads these as their last operand
+        ("17 \\bmod 23", "23"),
+        ("17 \\mid 23", "23"),
+        ("17 \\cap 23", "23"),
+        ("17 \\cup 23", "23"),
+        ("17 = 23", "23"),
+        ("17 \\\\ 23", "23"),
     ],
 )
 def test_false_positives(pred, gold):
     assert math_reward(B % pred, gold) == 0.0
 
 
-@pytest.mark.parametrize("pred,gold", [("1 000", "1000"), ("1,000,000", "1000000"), ("12 345", "12345")])
+@pytest.mark.parametrize(
+    "pred,gold",
+    [
+        ("1 000", "1000"),
+        ("1,000,000", "1000000"),
+        ("12 345", "12345"),
+        ("1\\,000", "1000"),  # LaTeX thin space between thousands groups
+        ("10,\\!000", "10000"),  # MATH's own thousands separator
+        ("x = 23", "23"),
+        ("23 = 23", "23"),
+        ("(-\\infty, 1) \\cup (2, \\infty)", "(-\\infty,1)\\cup(2,\\infty)"),
+    ],
+)
 def test_thousands_separators_still_equivalent(pred, gold):
     assert math_reward(B % pred, gold) == 1.0
 

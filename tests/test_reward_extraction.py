@@ -2,7 +2,7 @@
 
 import pytest
 
-from zerotir.reward import extract_boxed, strip_output_blocks
+from zerotir.reward import extract_boxed, math_reward, strip_output_blocks
 
 
 @pytest.mark.timeout(30)
@@ -39,3 +39,15 @@ def test_strip_keeps_model_text_between_blocks():
     text = "a ```python\nx=1\n``` b\n```output\n1\n```\nc \\boxed{2}"
     assert strip_output_blocks(text) == "a  b\n\nc \\boxed{2}"
     assert strip_output_blocks(text, outputs=False) == "a  b\n```output\n1\n```\nc \\boxed{2}"
+
+
+@pytest.mark.timeout(30)
+def test_stripping_is_linear_with_many_blocks_of_one_kind():
+    """The next opening of the absent kind was searched for again on every block: 224 KB of python
+    blocks with no output block took 26 s, and `math_reward(require_outside_output=True)` scored the
+    right answer 0 at its deadline (red-team review of issue 15). This text is twice as long."""
+    code = "```python\n```\n" * 32_000 + "\\boxed{5}"
+    assert strip_output_blocks(code) == "\n" * 32_000 + "\\boxed{5}"
+    assert math_reward(code, "5", require_outside_output=True, timeout_s=None) == 1.0
+    outputs = "```output\n1\n```\n" * 32_000 + "\\boxed{6}"
+    assert strip_output_blocks(outputs) == "\n" * 32_000 + "\\boxed{6}"

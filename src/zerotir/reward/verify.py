@@ -30,6 +30,18 @@ _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+")
 _SPACED_THOUSANDS = re.compile(r"-?\d{1,3}(?: \d{3})+")
 _DIGITS_APART = re.compile(r"\d\s+\d")
 _LOGIC = re.compile(r"\\(?:lor|land|vee|wedge|lnot|neg)(?![A-Za-z])")
+# LaTeX spacing: thin, medium, thick and negative spaces, `\ `, `~`, quads, an empty `\text{ }`.
+_LATEX_SPACE = re.compile(r"\\[,:;! ]|\\q?quad(?![A-Za-z])|~|\\(?:text|mbox|mathrm)\{\s*\}")
+_NUMBER = r"\s*-?\d+(?:\.\d+)?\s*"
+# Two different numbers joined by an operator math-verify reads as its last operand (`17 \bmod 23`,
+# `17 \mid 23`, `17 \cup 23`, `17 = 23`, `17 \\ 23` all equal 23 to it).
+_LAST_OPERAND = re.compile(rf"({_NUMBER})(?:\\bmod|\\mid|\\cap|\\cup|\\\\|=)({_NUMBER})")
+
+
+def _latex_spaces_as_spaces(s: str) -> str:
+    r"""Spacing commands as plain spaces, so that digits they set apart stay apart (`3\,2` is not 32)
+    while thousands groups still read as one number (`1\,000` is 1000, and MATH's `10,\!000` too)."""
+    return _LATEX_SPACE.sub(" ", s.replace(",\\!", ","))
 
 
 class GradingTimeout(Exception):
@@ -49,7 +61,7 @@ def normalize_answer(s: str) -> str:
         .replace("\\left", "")
         .replace("\\right", "")
     )
-    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", " ")
+    s = _latex_spaces_as_spaces(s)
     s = _TEXT_WRAPPERS.sub(r"\1", s)
     s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\%", "").replace("%", "")
     s = s.strip().rstrip(".").strip()
@@ -65,11 +77,16 @@ def normalize_answer(s: str) -> str:
 
 def _not_an_answer(pred: str) -> bool:
     """Answers that sympy reads too kindly: logic connectives (math-verify reads `5 \\lor 7` as 7
-    and `x=1 \\lor x=2` as 2) and digits separated by spaces that are not thousands groups (it reads
-    `1 2` as 3)."""
+    and `x=1 \\lor x=2` as 2), digits separated by spaces or LaTeX spacing that are not thousands
+    groups (it reads `1 2` as 3 and `3\\,2` as 32), and two different numbers joined by an
+    operator it reads as the last one (`17 \\bmod 23` as 23)."""
     if _LOGIC.search(pred):
         return True
-    return any(not _SPACED_THOUSANDS.fullmatch(m.group()) for m in re.finditer(r"-?\d+(?:\s+\d+)+", pred))
+    two = _LAST_OPERAND.fullmatch(pred)
+    if two and float(two.group(1)) != float(two.group(2)):
+        return True
+    spaced = _latex_spaces_as_spaces(pred)
+    return any(not _SPACED_THOUSANDS.fullmatch(m.group()) for m in re.finditer(r"-?\d+(?:\s+\d+)+", spaced))
 
 
 def _in_main_thread() -> bool:
