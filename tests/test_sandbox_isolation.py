@@ -204,6 +204,8 @@ attempts = [
     ("/dev/zt-left", lambda: open("/dev/zt-left", "w").write("x")),
     ("/proc/1/oom_score_adj", lambda: open("/proc/1/oom_score_adj", "w").write("1000")),
     ("/proc/1/coredump_filter", lambda: open("/proc/1/coredump_filter", "w").write("0x7f")),
+    # the host's own node, bound by bwrap: its mode re-applied (uid 0 owns it when uid_base=0)
+    ("chmod /dev/null", lambda: os.chmod("/dev/null", os.stat("/dev/null").st_mode & 0o7777)),
 ]
 for name, attempt in attempts:
     try:
@@ -236,6 +238,21 @@ def test_an_execution_can_write_nowhere_but_its_own_temp_dir(any_pool):
         " os.stat('/tmp').st_mode & 0o777, open('/proc/1/oom_score_adj').read().strip())"
     )
     assert after.stdout == "[] 493 0\n", after.stderr  # 493 = 0o755
+
+
+def test_executions_do_not_share_ptys(any_pool):
+    """bwrap's devpts is one per sandbox (and /dev/ptmx points into it): executions sharing a uid
+    wrote into each other's ptys, `chmod` of ptmx took ptys from all later ones, and any two could
+    talk through ptys; one could take every pty of the host (red-team review of issue 15). Each
+    execution now mounts a devpts instance of its own, of at most 16 ptys."""
+    holder = any_pool.submit("import os, time\nm, s = os.openpty()\nprint(os.ttyname(s))\ntime.sleep(3)", 10)
+    time.sleep(1)
+    r = any_pool.run(
+        "import os\nprint(sorted(os.listdir('/dev/pts')))\nm, s = os.openpty()\nprint(os.ttyname(s))\n"
+        "n = 1\ntry:\n    while n < 40:\n        os.openpty()\n        n += 1\nexcept OSError:\n    pass\nprint(n)"
+    )
+    assert holder.result(timeout=30).stdout == "/dev/pts/0\n"
+    assert r.stdout == "['ptmx']\n/dev/pts/0\n16\n", r.stderr
 
 
 def test_one_execution_filling_tmp_leaves_room_for_another():

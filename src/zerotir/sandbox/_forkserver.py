@@ -117,7 +117,7 @@ class _Confinement:
     CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 
-    def __init__(self, tmp_bytes, seccomp=True, readonly=()):
+    def __init__(self, tmp_bytes, seccomp=True, readonly=(), devpts=False):
         import ctypes
 
         self.ok = False
@@ -127,6 +127,11 @@ class _Confinement:
         self.tmp_bytes = tmp_bytes
         # (mount point, its flags to keep): a bind remount must repeat the flags the kernel locked.
         self.readonly = [(path.encode(), flags) for path, flags in readonly]
+        # A devpts instance of its own on /dev/pts (bwrap's is one per sandbox, and /dev/ptmx points
+        # into it): without it, executions sharing a uid wrote into each other's ptys, one `chmod`
+        # of ptmx took ptys from all later ones, and any two could talk through ptys; `max` bounds
+        # the ptys one execution can take from the host's shared pool (kernel.pty.max).
+        self.devpts = devpts
         libc = _libc()
         if libc is None:
             return
@@ -173,6 +178,11 @@ class _Confinement:
             opts = f"size={self.tmp_bytes},mode=0700,uid={uid},gid={uid}".encode()
             if libc.mount(b"tmpfs", tmpdir.encode(), b"tmpfs", self.MS_NOSUID | self.MS_NODEV, opts) != 0:
                 raise OSError(self.ctypes.get_errno(), "mount tmpfs")
+            pts_opts = b"newinstance,ptmxmode=0666,mode=0620,max=16"
+            if self.devpts and libc.mount(
+                b"devpts", b"/dev/pts", b"devpts", self.MS_NOSUID | self.MS_NOEXEC, pts_opts
+            ):
+                raise OSError(self.ctypes.get_errno(), "mount devpts")
             ro = self.MS_REMOUNT | self.MS_BIND | self.MS_RDONLY
             for path, flags in self.readonly:
                 if libc.mount(None, path, None, ro | flags, None) != 0:
@@ -194,9 +204,11 @@ class _Confinement:
 
 def _writable_mounts(mountinfo="/proc/self/mountinfo"):
     """The writable mounts of this mount namespace that an execution must not write to, as (mount
-    point, flags a bind remount must keep): all but devpts and bind-mounted device nodes (a device
-    node is writable on a read-only mount anyway). Inside bubblewrap: /proc, /dev, /tmp and the
-    cgroup bind; everything else is bound read-only already. Mount points are octal-escaped."""
+    point, flags a bind remount must keep): all but devpts (each execution mounts its own). Inside
+    bubblewrap: /proc, /dev, /tmp, the cgroup bind and the host's device nodes that bwrap binds
+    into /dev (opening one for writing still works on a read-only mount, but an execution running
+    as uid 0 owns the host's /dev/null and could chmod it for the whole host); everything else is
+    bound read-only already. Mount points are octal-escaped."""
     keep = {
         "nosuid": _Confinement.MS_NOSUID,
         "nodev": _Confinement.MS_NODEV,
@@ -212,11 +224,11 @@ def _writable_mounts(mountinfo="/proc/self/mountinfo"):
             if "rw" not in opts or fstype == "devpts":
                 continue
             try:
-                if not stat.S_ISDIR(os.stat(point).st_mode):
-                    continue
+                mode = os.stat(point).st_mode
             except OSError:
                 continue
-            out.append((point, sum(v for k, v in keep.items() if k in opts)))
+            if stat.S_ISDIR(mode) or stat.S_ISCHR(mode):
+                out.append((point, sum(v for k, v in keep.items() if k in opts)))
     return out
 
 
@@ -966,8 +978,10 @@ class ForkServer:
     def probe_confinement(self):
         """Which parts of `_Confinement` this kernel and sandbox allow, tried once in a throw-away
         child with the first slot's uid; the children then do only what works."""
-        readonly = _writable_mounts() if self.cfg.get("isolation") == "bwrap" else ()
-        conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)), readonly)
+        bwrap = self.cfg.get("isolation") == "bwrap"
+        readonly = _writable_mounts() if bwrap else ()
+        devpts = bwrap and os.path.ismount("/dev/pts")
+        conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)), readonly, devpts)
         if not conf.ok:
             return
         self.confinement = conf
@@ -1363,7 +1377,11 @@ def main():
     server = ForkServer(cfg)
     loaded = server.preimport()
     server.probe_confinement()
-    isolated = server.can_setuid or (server.confinement is not None and server.confinement.landlock >= 6)
+    # Without root, executions share a uid: what keeps them apart is Landlock's scopes and each one's
+    # own namespaces (private tmpfs, the sandbox's other mounts read-only, its own devpts). Where a
+    # step of those fails the probe falls back to no namespaces, which must not pass silently.
+    conf = server.confinement
+    isolated = server.can_setuid or (conf is not None and conf.landlock >= 6 and server.namespaces)
     info = {
         "ready": True,
         "pid": os.getpid(),
@@ -1382,8 +1400,10 @@ def main():
         info["ready"] = False
         info["error"] = (
             "executions would not be isolated from each other: no per-slot uids (not root) and no "
-            "Landlock signal/abstract-socket scoping (Linux 6.12+). Run as root (the pool drops each "
-            "execution to its own uid), use a kernel with Landlock ABI 6, or set sandbox.isolation=none"
+            "Landlock signal/abstract-socket scoping (Linux 6.12+) or no user and mount namespace of "
+            "their own (unshare, the private tmpfs, devpts or a read-only remount failed). Run as root "
+            "(the pool drops each execution to its own uid), use a kernel with Landlock ABI 6 and user "
+            "namespaces, or set sandbox.isolation=none"
         )
         server.emit(info)
         sys.exit(2)
