@@ -135,6 +135,30 @@ def test_writer_respects_per_step_and_run_caps_across_resume(tmp_path):
     assert all(r["trained"] is False and r["tokens"]["advantages"] is None for r in recs)
 
 
+def test_resume_drops_the_samples_and_metrics_of_steps_it_redoes(tmp_path):
+    """A run killed after its checkpoint at step 1 had written samples of steps 1 and 2 (and a torn
+    line); resumed, it samples them again. metrics.jsonl was cut back already, samples.jsonl was
+    not: the inspector showed step 2 twice (new-user review)."""
+    from zerotir.logger import MetricsLogger, read_metrics
+
+    trajs = [traj(PLAIN_WRONG) for _ in range(4)]
+    w = SampleWriter(tmp_path, char_decode, per_step=2, max_per_run=100, total_steps=3)
+    m = MetricsLogger(tmp_path, tensorboard=False)
+    for step in range(3):
+        w.record_step(step, trajs)
+        m.log(step, {"x": float(step)})
+    m.close()
+    with (tmp_path / "samples.jsonl").open("a") as f:
+        f.write('{"step": 2, "tok')  # cut mid-write by the kill
+    resumed = SampleWriter(tmp_path, char_decode, per_step=2, max_per_run=100, total_steps=3, resume_from_step=1)
+    assert resumed.written == 2
+    MetricsLogger(tmp_path, tensorboard=False, resume_from_step=1).close()
+    assert [r["step"] for r in read_samples(tmp_path)] == [0, 0]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0]
+    assert resumed.record_step(1, trajs) == 2
+    assert [r["step"] for r in read_samples(tmp_path)] == [0, 0, 1, 1]
+
+
 def test_writer_samples_every_kth_step_and_the_last(tmp_path):
     w = SampleWriter(tmp_path, char_decode, per_step=2, max_per_run=10, total_steps=13)
     assert w.stride == 3

@@ -29,14 +29,8 @@ class MetricsLogger:
     ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_from_step is not None and self.path.exists():
-            # Rows past the checkpoint were produced by a run that died: the resumed run redoes them.
-            keep = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", -1) < resume_from_step
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+        if resume_from_step is not None:
+            drop_steps_from(self.path, resume_from_step)
         self._f = open(self.path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
@@ -77,6 +71,22 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def drop_steps_from(path: Path, step: int) -> None:
+    """Keep only the records of a JSONL file (metrics, samples) before `step`: the rest were
+    written by a run that died after its last checkpoint, and the resumed run writes them again.
+    A line cut by the crash goes too."""
+    if not path.exists():
+        return
+    keep = []
+    for ln in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(ln).get("step", -1) < step:
+                keep.append(ln)
+        except (json.JSONDecodeError, AttributeError):
+            continue
+    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

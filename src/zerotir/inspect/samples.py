@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from zerotir.inspect.records import build_record
+from zerotir.logger import drop_steps_from
 from zerotir.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class SampleWriter:
         max_per_run: records in the file at most, counting those already there (resume).
         total_steps: planned steps, to spread the run cap over the whole run.
         allow_printed_answers: the grader's rule, so the shown extracted answer is the graded one.
+        resume_from_step: on resume, the checkpoint's step: records from it on are dropped (the
+            resumed run samples those steps again; kept, the inspector showed them twice).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class SampleWriter:
         max_per_run: int,
         total_steps: int,
         allow_printed_answers: bool = False,
+        resume_from_step: int | None = None,
     ):
         if per_step < 0 or max_per_run < 0:
             raise ValueError(f"sample caps must be >= 0 (got per_step={per_step}, max_per_run={max_per_run})")
@@ -104,6 +108,8 @@ class SampleWriter:
         self.stride = sampling_stride(total_steps, per_step, max_per_run)
         self.last_step = total_steps - 1
         self.allow_printed_answers = allow_printed_answers
+        if resume_from_step is not None:
+            drop_steps_from(self.path, resume_from_step)
         self.written = _count_lines(self.path)
 
     @property

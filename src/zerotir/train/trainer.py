@@ -73,7 +73,8 @@ class Trainer:
             cfg.model_dump(mode="json"), resume_from_step=self.step if resume else None,
         )  # fmt: skip
         self.samples = SampleWriter(self.run_dir, self.tokenizer.decode, cfg.log.samples_per_step,
-                                    cfg.log.samples_max_per_run, t.total_steps, cfg.rollout.allow_printed_answers)  # fmt: skip
+                                    cfg.log.samples_max_per_run, t.total_steps, cfg.rollout.allow_printed_answers,
+                                    resume_from_step=self.step if resume else None)  # fmt: skip
         self._update_tokens: dict[str, torch.Tensor] = {}  # the last update's per-token values, for samples
         (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self._stop_requested = False
