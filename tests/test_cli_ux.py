@@ -152,6 +152,44 @@ def test_rundir_helpers(tmp_path):
     assert first != second and first.exists() and second.exists() and not used.exists()
 
 
+def test_a_run_directory_another_process_writes_is_refused(tmp_path, monkeypatch, capsys):
+    """`zerotir train --resume runs/e` while runs/e trained: both ran to the end, their metrics and
+    samples interleaved and one overwrote the other's checkpoint (new-user review). The lock is
+    the kernel's: a holder killed with -9 leaves nothing locked."""
+    import zerotir.build
+    from zerotir.rundir import lock_run_dir
+
+    run = _used_run(tmp_path / "e")
+    (run / "config.yaml").write_text("name: toy-zerotir\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time\nfrom zerotir.rundir import lock_run_dir\n"
+         f"lock_run_dir({str(run)!r}); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(zerotir.build, "build_learner", lambda *a, **k: pytest.fail("model loaded"))
+        assert cli.main(["train", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by pid {holder.pid}" in err and _one_line(err), err
+        with pytest.raises(UsageError, match="in use by"):
+            prepare_new_run(run, overwrite=True)  # not moved aside under a live run either
+        assert run.exists() and not any(p.name.startswith("e.old-") for p in tmp_path.iterdir())
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_run_dir(run)  # free again once the holder is dead
+    lock_run_dir(run)  # and re-entrant within this process
+
+
+def test_resume_refuses_a_preset_it_would_ignore(tmp_path, capsys):
+    run = _used_run(tmp_path / "b")
+    (run / "config.yaml").write_text("name: toy-zerotir\n")
+    assert cli.main(["train", "--resume", str(run), "--preset", "toy-zerorl"]) == 2
+    err = capsys.readouterr().err
+    assert "would be ignored" in err and _one_line(err), err
+
+
 def test_demo_into_used_out_is_refused(tmp_path, capsys):
     out = _used_run(tmp_path / "demo")
     assert cli.main(["demo", "--quick", "--out", str(out)]) == 2

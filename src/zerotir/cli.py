@@ -43,6 +43,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
             raise UsageError(
                 "zerotir train: --resume continues a run, --overwrite replaces one; give one of them"
             )
+        if a.preset or a.config:
+            raise UsageError(
+                "zerotir train: --resume continues a run with its own config (RUN_DIR/config.yaml); "
+                "--preset/--config would be ignored: give key=value overrides, or start a new run"
+            )
         run_dir = Path(a.resume)
         saved = run_dir / "config.yaml"
         if not saved.exists():

@@ -8,10 +8,17 @@ there; `--overwrite` moves the old run aside to `<dir>.old-<timestamp>` (nothing
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from pathlib import Path
+from typing import IO
 
 from zerotir.errors import UsageError
+
+LOCK_FILE = ".lock"
+"""In a run directory: the advisory lock of the process writing the run (its pid inside)."""
+_held: dict[Path, IO[str]] = {}
 
 
 def is_used(run_dir: Path) -> bool:
@@ -37,6 +44,47 @@ def move_aside(run_dir: Path) -> Path:
     return dest
 
 
+def lock_run_dir(run_dir: str | Path) -> None:
+    """Hold `run_dir` for this process until it exits: an advisory `flock` on RUN_DIR/.lock, which
+    the kernel releases on any exit, `kill -9` included, so a dead run never leaves it locked. A
+    second `zerotir train --resume` (or a new run) into a directory another process is writing
+    interleaved both runs' metrics and samples and overwrote each other's checkpoints; now it is
+    refused (UsageError). Re-entrant within one process (a resumed Trainer in the same process)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_dir.resolve()
+    if key in _held:
+        return
+    f = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UsageError(
+            f"{run_dir} is in use by {holder}: two runs writing one directory corrupt each other; "
+            "wait for it to end, or choose another directory"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    _held[key] = f
+
+
+def _in_use_elsewhere(run_dir: Path) -> bool:
+    if run_dir.resolve() in _held or not (run_dir / LOCK_FILE).exists():
+        return False
+    with open(run_dir / LOCK_FILE, encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def prepare_new_run(
     run_dir: str | Path, overwrite: bool = False, command: str = "zerotir train"
 ) -> Path | None:
@@ -47,6 +95,8 @@ def prepare_new_run(
         raise UsageError(f"run directory {run_dir} is a file")
     if not is_used(run_dir):
         return None
+    if _in_use_elsewhere(run_dir):
+        lock_run_dir(run_dir)  # raises, naming the process that writes it
     if not overwrite:
         hint = f"continue it with `zerotir train --resume {run_dir}`, " if command == "zerotir train" else ""
         raise UsageError(

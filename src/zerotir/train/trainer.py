@@ -23,6 +23,7 @@ from zerotir.inspect import SampleWriter
 from zerotir.logger import MetricsLogger
 from zerotir.rollout import rollout_metrics
 from zerotir.rollout.engine import capabilities_of
+from zerotir.rundir import lock_run_dir
 from zerotir.task import RewardFn, sample_rows
 from zerotir.train import checkpoint as ckpt
 from zerotir.train import steps
@@ -44,7 +45,7 @@ class Trainer:
         seam; `rollout.reward: module:function` names one in config)."""
         self.cfg, t = cfg, cfg.trainer
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(self.run_dir)  # before anything is written: one process per run directory
         self.ckpt_root = self.run_dir / "checkpoints"
         build.apply_runtime(cfg, check_device=self.models_in_process)
         self.step, self.counts = 0, steps.StepCounts()
