@@ -50,8 +50,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "self.standby_target = 0",
     ),
     "no_confinement": (
-        'conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)))\n        if not conf.ok:',
-        'conf = _Confinement(self.tmp_bytes, bool(self.cfg.get("seccomp", True)))\n        if True:',
+        'readonly, devpts)\n        if not conf.ok:',
+        'readonly, devpts)\n        if True:',
     ),
 }
 
