@@ -319,6 +319,31 @@ def test_train_unknown_dataset_fails_before_the_model_loads(monkeypatch, capsys,
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    "override,says",
+    [
+        ("rollout.template=nope", "rollout.template: unknown template 'nope'; choose one of"),
+        ("rollout.reward=exact_reward", "expected `module:function`"),
+        ("rollout.reward=nomod:f", "cannot import it"),
+    ],
+)
+def test_unknown_template_or_reward_fails_before_the_model_loads(monkeypatch, capsys, tmp_path, override, says):
+    """Both were tracebacks after the model had loaded, and --print-config printed the bad template
+    (new-user review)."""
+    import zerotir.build
+
+    monkeypatch.setattr(zerotir.build, "build_learner", lambda *a, **k: pytest.fail("model loaded"))
+    for argv in (
+        ["train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "r"), override],
+        ["train", "--preset", "toy-zerotir", "--print-config", override],
+        ["eval", "--preset", "toy-zerotir", "--model", "toy", "--benchmarks", "toy", "--out", str(tmp_path / "e"), override],
+    ):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert says in err and _one_line(err), err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
+
+
 def test_malformed_yaml_names_file_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  total_steps: 3\n  lr: [1e-4\nalgo: {name: ppo}\n")

@@ -37,6 +37,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from zerotir.data import check_source
     from zerotir.errors import UsageError
     from zerotir.rundir import prepare_new_run
+    from zerotir.task import check_task_names
 
     if a.resume:
         if a.overwrite:
@@ -59,6 +60,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         cfg = build_config(a.preset, a.config, a.overrides)
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / cfg.name
     assert isinstance(cfg, RunConfig)
+    check_task_names(cfg.rollout.template, cfg.rollout.reward)
     if a.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
@@ -138,6 +140,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from zerotir.errors import UsageError
     from zerotir.eval.benchmark import run_benchmarks
     from zerotir.reward.audit import audit_grader
+    from zerotir.task import check_task_names
 
     benches = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
     if not benches:
@@ -158,6 +161,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if not a.model:
         raise UsageError("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
     cfg = eval_config(a)
+    check_task_names(cfg.rollout.template, cfg.rollout.reward)
     budgets = None
     if a.max_tool_calls is not None:
         try:

@@ -100,6 +100,23 @@ def _import_from_cwd_too(mod_name: str) -> ModuleType:
         return importlib.import_module(mod_name)
 
 
+def check_task_names(template: str, reward: str | None) -> None:
+    """The prompt template and the reward function a config names exist: checked by the CLI
+    before any model loads (a typo used to surface as a traceback after the model had loaded)."""
+    from zerotir.errors import UsageError
+    from zerotir.rollout.protocol import get_template
+
+    try:
+        get_template(template)
+    except KeyError as e:
+        raise UsageError(f"rollout.template: {e.args[0]}") from None
+    if reward:
+        try:
+            load_reward(reward)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+
 def load_reward(path: str) -> RewardFn:
     """`package.module:function` -> the function, with a clear error when it is not there."""
     mod_name, sep, fn_name = path.partition(":")
