@@ -469,12 +469,18 @@ def test_toy_pretrain_stops_on_signal_and_resumes_exactly(tmp_path, monkeypatch)
     )
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     monkeypatch.setattr(pt, "packed_batches", real)
+    with pytest.raises(UsageError, match=r"other settings: steps 6 \(now 7\); resume with the command"):
+        pt.pretrain(tmp_path / "cut", resume=True, save_every=0, **{**TINY, "steps": 7})
     resumed = pt.pretrain(tmp_path / "cut", resume=True, save_every=0, **TINY)
     assert resumed["final_loss"] == pytest.approx(full["final_loss"], rel=1e-6)
     a = safetensors.torch.load_file(tmp_path / "full" / "model.safetensors")
     b = safetensors.torch.load_file(tmp_path / "cut" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-6 for k in a)
     assert not (tmp_path / "cut" / "checkpoints").exists()  # done: the weights are the result
+    # --resume of a finished directory started a fresh default recipe over its model (new-user review)
+    with pytest.raises(UsageError, match="holds a finished model and no checkpoint"):
+        pt.pretrain(tmp_path / "cut", resume=True, save_every=0, **TINY)
+    assert safetensors.torch.load_file(tmp_path / "cut" / "model.safetensors").keys() == b.keys()
 
 
 def test_toy_pretrain_second_stage_continues_from_a_saved_model(tmp_path):

@@ -85,11 +85,20 @@ def pretrain(
     restore = _latest_checkpoint(ckpt_root) if resume else None
     if restore is not None:
         if restore["recipe"] != recipe:
-            raise UsageError(f"{out_dir}: its checkpoint was made with {restore['recipe']}, not {recipe}")
+            was = restore["recipe"]
+            diff = ", ".join(f"{k} {was.get(k)!r} (now {recipe.get(k)!r})" for k in sorted(set(was) | set(recipe))
+                             if was.get(k) != recipe.get(k))  # fmt: skip
+            raise UsageError(f"{out_dir}: its checkpoint was made with other settings: {diff}; "
+                             f"resume with the command it printed")  # fmt: skip
         model.load_state_dict(restore["model"])
         opt.load_state_dict(restore["optimizer"])
         start, losses, seconds = restore["step"], restore["losses"], restore["seconds"]
         torch.set_rng_state(restore["torch_rng"])
+    elif resume and (out_dir / "pretrain.json").exists():
+        # A finished run keeps no checkpoint: "resuming" it started a fresh default recipe over the
+        # finished model (new-user review).
+        raise UsageError(f"{out_dir} holds a finished model and no checkpoint: nothing to resume "
+                         "(pass --overwrite to train a new one there, or choose another --out)")  # fmt: skip
     elif resume:
         log.warning("no valid checkpoint in %s: starting from step 0", ckpt_root)
 
