@@ -90,8 +90,11 @@ def wrap_marker(sandbox):
     return sandbox
 
 
-def test_workers_spread_over_sandbox_urls_round_robin_and_apply_the_wrapper():
+def test_workers_spread_over_sandbox_urls_round_robin_and_apply_the_wrapper(monkeypatch):
     from zerotir.distributed.actors import worker_sandbox
+    from zerotir.sandbox.client import HttpSandbox
+
+    monkeypatch.setattr(HttpSandbox, "check_reachable", lambda self, timeout_s=None: None)  # no servers here
 
     urls = "[http://127.0.0.1:9001,http://127.0.0.1:9002]"
     cfg = build_config("toy-zerotir", overrides=[f"distributed.sandbox_urls={urls}",

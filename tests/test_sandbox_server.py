@@ -197,3 +197,20 @@ def test_one_loop_rollout_through_http_sandbox(server):
     for a, b in zip(via_http, in_proc):
         assert a.response_ids == b.response_ids and a.action_mask == b.action_mask
         assert [c.stdout for c in a.tool_calls] == [c.stdout for c in b.tool_calls]
+
+
+def test_a_run_with_no_server_behind_its_url_fails_at_once(server, monkeypatch):
+    """With nothing at `sandbox.url`, training ran to the end: every call failed after its retries
+    (85 s a step), no code use, lower accuracy and nothing on the console (new-user review)."""
+    import zerotir.sandbox.client as client
+    from zerotir import build
+    from zerotir.config import build_config
+    from zerotir.errors import UsageError
+
+    monkeypatch.setattr(client, "REACH_TIMEOUT_S", 0.5)
+    nobody = build_config("toy-zerotir", overrides=["sandbox.mode=http", f"sandbox.url=http://127.0.0.1:{free_port()}"])
+    with pytest.raises(UsageError, match="sandbox.url: no sandbox server answers at http://127.0.0.1:"):
+        build.make_sandbox(nobody)
+    there = build.make_sandbox(build_config("toy-zerotir", overrides=["sandbox.mode=http", f"sandbox.url={server[0]}"]))
+    assert there.run_batch_sync(["print(3)"], 5)[0].stdout == "3\n"
+    there.close()

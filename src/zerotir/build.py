@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from zerotir.config import ConfigError, RunConfig
+from zerotir.errors import UsageError
 from zerotir.rollout.engine import SamplingParams
 from zerotir.rollout.protocol import get_template
 from zerotir.rollout.tool_loop import ToolLoopConfig
@@ -128,13 +129,21 @@ def make_sandbox(cfg: RunConfig, max_tool_calls: int | None = None) -> Sandbox |
     if s.mode == "http":
         from zerotir.sandbox.client import HttpSandbox
 
-        return HttpSandbox(
+        sb = HttpSandbox(
             s.url,
             retries=s.client_retries,
             backoff_s=s.client_backoff_s,
             max_connections=s.client_max_connections,
             batch_size=s.client_batch_size,
         )
+        try:
+            sb.check_reachable()
+        except ConnectionError as e:
+            raise UsageError(
+                f"sandbox.url: {e}; start one first (`zerotir sandbox serve --port PORT`) or use "
+                "sandbox.mode=local"
+            ) from None
+        return sb
     from zerotir.sandbox.base import LocalSandbox
 
     return LocalSandbox(pool_config(cfg))

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import random
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -23,6 +24,9 @@ import httpx
 from zerotir.sandbox.pool import SandboxInfraError
 from zerotir.sandbox.types import ExecResult, check_timeout
 from zerotir.types import ToolCall
+
+REACH_TIMEOUT_S = 10.0
+"""How long `check_reachable` waits for a server that is still starting."""
 
 
 class HttpSandbox:
@@ -44,6 +48,21 @@ class HttpSandbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.client_id = secrets.token_hex(8)
+
+    def check_reachable(self, timeout_s: float | None = None) -> None:
+        """Raise ConnectionError unless a server answers at `url` within `timeout_s` (any HTTP answer
+        counts: a pool still starting says 503). A run with no server behind `sandbox.url` used to
+        train to the end with every code call failing after its retries: no code use, lower
+        accuracy and nothing on the console (new-user review)."""
+        deadline = time.monotonic() + (REACH_TIMEOUT_S if timeout_s is None else timeout_s)
+        while True:
+            try:
+                httpx.get(self.url + "/health", timeout=2.0)
+                return
+            except httpx.HTTPError as e:
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"no sandbox server answers at {self.url} ({e})") from None
+            time.sleep(0.25)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -83,7 +102,9 @@ class HttpSandbox:
             chunk = codes[i : i + self.batch_size]
             reqs = []
             for c, s in zip(chunk, sessions[i : i + self.batch_size]):
-                reqs.append({"code": c, "timeout": timeout_s, **({"replay": list(s)} if s is not None else {})})
+                reqs.append(
+                    {"code": c, "timeout": timeout_s, **({"replay": list(s)} if s is not None else {})}
+                )
             data = await self._post("/run_batch", {"requests": reqs}, deadline_s=timeout_s * 2 + 60)
             out.extend(ExecResult.from_wire(r).tool_call(c) for c, r in zip(chunk, data["results"]))
         return out
@@ -116,4 +137,3 @@ class HttpSandbox:
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._client = None
         self._loop = None
-
