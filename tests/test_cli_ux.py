@@ -367,6 +367,19 @@ def test_bad_port_is_one_clear_error():
     assert r.returncode == 2 and "80801 is not a port" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_port_in_use_is_one_clear_error_and_no_ready_line():
+    """uvicorn printed our "ready" line, then failed to bind and exited 3 (new-user review)."""
+    import socket
+
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        r = run_cli("sandbox", "serve", "--port", str(busy.getsockname()[1]))
+    finally:
+        busy.close()
+    assert r.returncode == 2 and "cannot listen on 127.0.0.1:" in r.stderr, r.stderr
+    assert "ready" not in r.stdout and "Traceback" not in r.stderr and _one_line(r.stderr)
+
+
 # ------------------------------------------------------------------ 6. progress and startup lines
 @pytest.mark.slow
 def test_train_progress_draws_once_per_step(tmp_path):

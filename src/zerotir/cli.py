@@ -179,14 +179,24 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(a: argparse.Namespace) -> int:
+    import socket
+
     import uvicorn
 
     from zerotir.build import make_sandbox_app
+    from zerotir.errors import UsageError
 
     cfg = _config_with_flags(a, _SERVE_FLAGS)
+    # The address first, before any pool starts: on a port in use, uvicorn printed our "ready" line
+    # and then exited 3 (new-user review). Port 0 gets a free one, and the lines name it.
+    family = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    try:
+        sock = socket.create_server((a.host, a.port), family=family)
+    except OSError as e:
+        raise UsageError(f"zerotir sandbox serve: cannot listen on {a.host}:{a.port}: {e.strerror or e}") from None
     app = make_sandbox_app(cfg)
     s = cfg.sandbox
-    where = f"http://{a.host}:{a.port}"
+    where = f"http://{a.host}:{sock.getsockname()[1]}"
     print(
         f"zerotir sandbox: starting on {where} ({s.workers} workers x {s.slots} slots, isolation {s.isolation})",
         flush=True,
@@ -198,7 +208,7 @@ def _cmd_sandbox(a: argparse.Namespace) -> int:
         mode = pool.isolation if pool is not None else s.isolation
         print(f"zerotir sandbox: ready on {where} (isolation: {mode}); Ctrl-C stops", flush=True)
 
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
