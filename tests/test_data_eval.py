@@ -31,6 +31,29 @@ def test_missing_answers_skip_or_error(tmp_path):
         read_jsonl(f)
 
 
+def test_a_wrong_answer_key_names_the_fields_and_a_cut_line_its_real_column(tmp_path):
+    """A question/solution file with only problem_key set said "skipped 40 rows without an answer",
+    then "no training rows"; an unclosed object was reported at column 1 (new-user review)."""
+    f = tmp_path / "qs.jsonl"
+    f.write_text(
+        json.dumps({"question": "a", "solution": "1"})
+        + "\n"
+        + json.dumps({"question": "b", "solution": "2"})
+        + "\n"
+    )
+    with pytest.raises(
+        DataError, match=r"no 'answer' field in any row \(fields: \['question', 'solution'\]\)"
+    ):
+        read_jsonl(f, "question")
+    assert [r["answer"] for r in read_jsonl(f, "question", "solution")] == ["1", "2"]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text('{"problem": "x", "answer": "1"\n')
+    with pytest.raises(
+        DataError, match=r"cut\.jsonl:1: malformed JSON \(Expecting ',' delimiter at column 31\)"
+    ):
+        read_jsonl(cut)
+
+
 def test_unknown_source():
     with pytest.raises(DataError, match="not a bundled name"):
         load_dataset_rows("nope.jsonl")

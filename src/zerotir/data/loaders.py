@@ -56,7 +56,7 @@ def _jsonl_records(path: Path):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip())  # with the newline, an unclosed object errs at "column 1"
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
@@ -66,8 +66,10 @@ def _jsonl_records(path: Path):
 
 def _collect(records, where: str, problem_key: str, answer_key: str, missing_answer: str) -> list[dict]:
     """Normalise (location, record) pairs; rows without an answer are skipped (counted) or rejected."""
-    rows, skipped = [], 0
+    rows, skipped, keyed, first = [], 0, False, None
     for i, (loc, row) in enumerate(records):
+        first = row if first is None else first
+        keyed = keyed or answer_key in row
         r = _normalise(dict(row), i, loc, problem_key, answer_key)
         if r is None:
             if missing_answer == "error":
@@ -75,6 +77,10 @@ def _collect(records, where: str, problem_key: str, answer_key: str, missing_ans
             skipped += 1
             continue
         rows.append(r)
+    if first is not None and not keyed:  # a wrong answer_key, not rows that lack an answer
+        raise DataError(
+            f"{where}: no {answer_key!r} field in any row (fields: {sorted(first)}); set data.answer_key (eval: --answer-key)"
+        )
     if skipped:
         log.warning("%s: skipped %d rows without an answer", where, skipped)
     return rows
