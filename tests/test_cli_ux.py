@@ -182,6 +182,16 @@ def test_a_run_directory_another_process_writes_is_refused(tmp_path, monkeypatch
     lock_run_dir(run)  # and re-entrant within this process
 
 
+def test_an_output_place_that_cannot_be_written_is_one_line(monkeypatch, capsys):
+    """A read-only or forbidden --run-dir / --out was an OSError traceback (new-user review)."""
+    import zerotir.build
+
+    monkeypatch.setattr(zerotir.build, "build_learner", lambda *a, **k: pytest.fail("model loaded"))
+    assert cli.main(["train", "--preset", "toy-zerotir", "--run-dir", "/sys/zerotir-test/run"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write /sys/zerotir-test" in err and _one_line(err), err
+
+
 def test_resume_refuses_a_preset_it_would_ignore(tmp_path, capsys):
     run = _used_run(tmp_path / "b")
     (run / "config.yaml").write_text("name: toy-zerotir\n")

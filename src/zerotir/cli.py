@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -491,6 +492,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nzerotir: interrupted", file=sys.stderr)
         return console.EXIT_SIGNAL
+    except OSError as e:
+        # An output place the user named that cannot be written (read-only, no permission, full):
+        # bad input, said in one line. Other OSErrors are bugs and keep their traceback.
+        if e.filename is None or e.errno not in _UNWRITABLE:
+            raise
+        console.error_line(f"cannot write {e.filename}: {e.strerror}")
+        return console.EXIT_USER_ERROR
+
+
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 if __name__ == "__main__":
