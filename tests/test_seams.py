@@ -100,11 +100,15 @@ def test_sandbox_serve_reaches_the_pool_and_service_knobs(tmp_path, monkeypatch)
     conf = tmp_path / "serve.yaml"
     conf.write_text("sandbox: {watchdog_grace_s: 4.5, max_timeout_s: 60, server_max_body_bytes: 2048}\n")
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: served.update(app=self.config.app, sockets=sockets)
+    )
     over = ["sandbox.replay_timeout_s=2", "sandbox.watchdog_interval_s=0.25", "sandbox.server_dispatch_limit=3",
             "sandbox.server_queue_deadline_s=7", "sandbox.server_session_max_blocks=5",
             "sandbox.server_session_max_bytes=999", "sandbox.server_session_ttl_s=60"]  # fmt: skip
-    assert main(["sandbox", "serve", "--preset", "toy-zerotir", "--config", str(conf), "--slots", "3", *over]) == 0
+    assert main(["sandbox", "serve", "--preset", "toy-zerotir", "--config", str(conf), "--slots", "3", "--port", "0", *over]) == 0
+    for sock in served["sockets"]:  # bound before the app was built (a port in use is one clear error)
+        sock.close()
     pool, svc = served["app"].state.pool_config, served["app"].state.service_config
     assert (pool.watchdog_grace_s, pool.max_timeout_s, pool.replay_timeout_s, pool.watchdog_interval_s) == (
         4.5, 60.0, 2.0, 0.25)  # fmt: skip
