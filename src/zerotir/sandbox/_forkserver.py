@@ -109,9 +109,10 @@ class _Confinement:
       bwrap's /tmp and /dev tmpfs and its pid 1: a file left in /tmp or /dev/shm was read by later
       and concurrent executions, /dev (no size limit) kept memory past the execution, `chmod /tmp`
       made the server's next mkdir fail, and /proc/1/oom_score_adj made bwrap's pid 1 (and with it
-      every execution) the OOM killer's first victim. Device nodes stay writable on a read-only
-      mount; devpts is left alone. A nested user namespace cannot undo it: the kernel locks the
-      read-only flag of mounts it copies into a less privileged namespace.
+      every execution) the OOM killer's first victim. The host's device nodes bwrap binds are
+      read-only mounts too (opening one for writing still works); /dev/pts gets a devpts instance
+      of the execution's own (`devpts`). A nested user namespace cannot undo it: the kernel locks
+      the read-only flag of mounts it copies into a less privileged namespace.
     Each part that the kernel refuses is reported by `probe` in the server's ready line."""
 
     CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
