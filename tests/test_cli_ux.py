@@ -17,7 +17,7 @@ import pytest
 from conftest import free_port, run_cli
 from zerotir import cli, console
 from zerotir.errors import TrainingInterrupted, UsageError
-from zerotir.rundir import fresh_default, prepare_new_run
+from zerotir.rundir import discard_if_unused, fresh_default, prepare_new_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_TRAIN = [
@@ -114,6 +114,36 @@ def test_train_into_used_dir_is_refused_before_loading(tmp_path, monkeypatch, ca
     assert rc == 2 and _one_line(err), err
     assert "already holds a run" in err and f"--resume {run}" in err and "--overwrite" in err
     assert (run / "metrics.jsonl").read_text() == '{"step": 0}\n{"step": 1}\n'
+
+
+def test_a_start_that_fails_before_writing_leaves_no_run_directory(tmp_path, capsys):
+    """A missing model is found after the trainer took the run directory's lock: the directory held
+    only `.lock`, and the corrected command was refused with "already holds a run"."""
+    run = tmp_path / "a"
+    args = ["train", "--preset", "toy-zerotir", "--run-dir", str(run)]
+    for _ in range(2):
+        assert cli.main([*args, f"model.path={tmp_path / 'no-model'}"]) == 2
+        err = capsys.readouterr().err
+        assert _one_line(err) and "no-model" in err and "already holds" not in err, err
+        assert not run.exists()
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    discard_if_unused(run)  # a directory with anything else in it stays as it is
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("override,setting", [("rollout.engine=vllm", "rollout.engine=vllm"),
+                                              ("distributed.enabled=true", "distributed.enabled=true")])  # fmt: skip
+def test_a_setting_whose_package_is_missing_is_one_line(tmp_path, monkeypatch, capsys, override, setting):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in ("vllm", "ray") else real(n, *a))
+    run = tmp_path / "a"
+    assert cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(run), override]) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err) and f"{setting} needs" in err and "pip install" in err, err
+    assert not run.exists()
 
 
 def test_overwrite_moves_the_old_run_aside(tmp_path, monkeypatch, capsys):

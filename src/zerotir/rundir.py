@@ -22,8 +22,28 @@ _held: dict[Path, IO[str]] = {}
 
 
 def is_used(run_dir: Path) -> bool:
-    """True if `run_dir` exists and has anything in it."""
-    return run_dir.is_dir() and any(run_dir.iterdir())
+    """True if `run_dir` exists and has anything in it but the lock file (a start that failed before
+    writing anything, a missing model say, leaves only that: the fixed command must not be refused)."""
+    return run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
+
+
+def discard_if_unused(run_dir: str | Path) -> None:
+    """Remove `run_dir` if it holds nothing but this process's lock file: a command that failed
+    before writing anything leaves no empty run directory behind. Anything else in it is kept, and so
+    is a lock another process holds (the failure may have been finding it)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or is_used(run_dir):
+        return
+    f = _held.pop(run_dir.resolve(), None)
+    if f is not None:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        f.close()
+    elif (run_dir / LOCK_FILE).exists():
+        return
+    try:
+        run_dir.rmdir()
+    except OSError:  # something appeared meanwhile: it stays
+        pass
 
 
 def _stamped(base: Path, sep: str) -> Path:
