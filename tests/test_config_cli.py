@@ -90,6 +90,25 @@ def test_cli_help_and_print_config(capsys):
         assert f"name: {preset}" in capsys.readouterr().out
 
 
+def test_eval_print_config_shows_what_eval_resolves(capsys):
+    """`zerotir eval` lays its own defaults (eval.seed 42, eval.batch_size 32) under the preset, so the
+    preset's `train --print-config` does not show what an eval runs with; `eval --print-config` does,
+    with flags on top, and needs no --model to say it."""
+    import yaml
+
+    assert cli.main(["train", "--preset", "toy-zerotir", "--print-config"]) == 0
+    train = yaml.safe_load(capsys.readouterr().out)
+    assert cli.main(["eval", "--preset", "toy-zerotir", "--print-config"]) == 0
+    ev = yaml.safe_load(capsys.readouterr().out)
+    assert (train["eval"]["seed"], ev["eval"]["seed"]) == (None, 42)
+    assert ev["eval"]["batch_size"] == 32 and ev["model"]["path"] == "toy"
+    assert ev["rollout"]["max_tool_calls"] == train["rollout"]["max_tool_calls"]  # the preset's, not eval's 4
+    argv = ["eval", "--preset", "toy-zerotir", "--seed", "7", "--batch-size", "5", "--print-config"]
+    assert cli.main(argv) == 0
+    ev = yaml.safe_load(capsys.readouterr().out)
+    assert (ev["eval"]["seed"], ev["eval"]["batch_size"]) == (7, 5)
+
+
 def test_cli_typo_exit_code_and_message():
     r = run_cli("train", "--preset", "toy-zerotir", "--run-dir", "/tmp/never", "trainer.totl_steps=3")
     assert r.returncode == 2

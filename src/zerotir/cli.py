@@ -182,6 +182,13 @@ def _cmd_eval(a: argparse.Namespace) -> int:
             Path(a.out).mkdir(parents=True, exist_ok=True)
             (Path(a.out) / "grader_audit.json").write_text(json.dumps(rep, indent=2))
         return 0
+    if a.print_config:  # what this eval would resolve to: EVAL_DEFAULTS under the preset, then flags
+        from zerotir.config import config_to_yaml
+
+        cfg = eval_config(a)
+        check_task_names(cfg.rollout.template, cfg.rollout.reward)
+        print(config_to_yaml(cfg), end="")
+        return 0
     if not a.model:
         raise UsageError("zerotir eval: --model is required (a local directory, hub name, or `toy`)")
     cfg = eval_config(a)
@@ -416,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--audit-grader", action="store_true", help="grade reference answers against themselves")
+    e.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the config this eval resolves to and exit: its own defaults (eval.seed 42, "
+        "eval.batch_size 32, ...) under the preset, then the flags; a --max-tool-calls list is not in it",
+    )
     e.add_argument(
         "overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)"
     )
