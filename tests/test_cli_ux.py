@@ -202,7 +202,7 @@ def test_a_run_directory_another_process_writes_is_refused(tmp_path, monkeypatch
         assert cli.main(["train", "--resume", str(run)]) == 2
         err = capsys.readouterr().err
         assert f"in use by pid {holder.pid}" in err and _one_line(err), err
-        with pytest.raises(UsageError, match="in use by"):
+        with pytest.raises(UsageError, match=f"in use by pid {holder.pid}"):
             prepare_new_run(run, overwrite=True)  # not moved aside under a live run either
         assert run.exists() and not any(p.name.startswith("e.old-") for p in tmp_path.iterdir())
     finally:

@@ -64,6 +64,13 @@ def move_aside(run_dir: Path) -> Path:
     return dest
 
 
+def _in_use_message(run_dir: Path, holder: str) -> str:
+    return (
+        f"{run_dir} is in use by {holder}: two runs writing one directory corrupt each other; "
+        "wait for it to end, or choose another directory"
+    )
+
+
 def lock_run_dir(run_dir: str | Path) -> None:
     """Hold `run_dir` for this process until it exits: an advisory `flock` on RUN_DIR/.lock, which
     the kernel releases on any exit, `kill -9` included, so a dead run never leaves it locked. A
@@ -82,10 +89,7 @@ def lock_run_dir(run_dir: str | Path) -> None:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise UsageError(
-            f"{run_dir} is in use by {holder}: two runs writing one directory corrupt each other; "
-            "wait for it to end, or choose another directory"
-        ) from None
+        raise UsageError(_in_use_message(run_dir, holder)) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()}")
@@ -93,16 +97,18 @@ def lock_run_dir(run_dir: str | Path) -> None:
     _held[key] = f
 
 
-def _in_use_elsewhere(run_dir: Path) -> bool:
+def _holder_elsewhere(run_dir: Path) -> str | None:
+    """Who holds `run_dir`'s lock, if another process does (one `flock` attempt, released at once):
+    its `pid N` line, or None where the lock is free, absent or this process's own."""
     if run_dir.resolve() in _held or not (run_dir / LOCK_FILE).exists():
-        return False
+        return None
     with open(run_dir / LOCK_FILE, encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
+            return f.read().strip() or "another process"
         fcntl.flock(f, fcntl.LOCK_UN)
-    return False
+    return None
 
 
 def prepare_new_run(
@@ -115,8 +121,9 @@ def prepare_new_run(
         raise UsageError(f"run directory {run_dir} is a file")
     if not is_used(run_dir):
         return None
-    if _in_use_elsewhere(run_dir):
-        lock_run_dir(run_dir)  # raises, naming the process that writes it
+    holder = _holder_elsewhere(run_dir)
+    if holder is not None:  # a live run is neither overwritten nor moved aside
+        raise UsageError(_in_use_message(run_dir, holder))
     if not overwrite:
         hint = f"continue it with `zerotir train --resume {run_dir}`, " if command == "zerotir train" else ""
         raise UsageError(
