@@ -34,6 +34,11 @@ def test_redesign_reproduces_recorded_metrics():
         for old, new in zip(recorded[name], now[name]):
             extra = {k for k in set(new) - set(old) if not k.startswith(ADDED)}
             assert not extra, (name, extra)
-            # tokens, rewards, counts exact; float statistics to 1e-5 relative (the decode loop's stop
-            # matching moved into engine.StopScan and the last digits of ratio_max/grad_norm moved, 7e-7)
-            assert {k: new[k] for k in old} == pytest.approx(old, rel=1e-5, abs=1e-7), name
+            # What was sampled and scored (tokens, lengths, rewards, counts, filters) identical. The
+            # learner's float statistics (train/*) to 1e-4 relative: sums over thousands of float32
+            # terms whose order follows the CPU's kernels and threads. grad_norm moved 3e-6 to 1e-5
+            # between runs on one 2-core AMD EPYC and train/kl 7e-6, against the record made on an Intel Xeon.
+            sampled = {k for k in old if not k.startswith("train/")}
+            assert {k: new[k] for k in sampled} == {k: old[k] for k in sampled}, name
+            trained = {k: old[k] for k in old if k not in sampled}
+            assert {k: new[k] for k in trained} == pytest.approx(trained, rel=1e-4, abs=1e-7), name
