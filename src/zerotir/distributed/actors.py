@@ -204,10 +204,18 @@ class RolloutWorker:
     def evaluate(self, max_tool_calls: int | None = None) -> dict[str, float]:
         """The orchestrator's evaluation on this worker's engine and sandbox (it reads only the
         cfg, engine, sandbox, task, tool and eval_rows that a worker has)."""
+        from zerotir.distributed.grading import DriverGrader
         from zerotir.train.trainer import Trainer
 
         self._refresh()
-        return Trainer.evaluate(self, max_tool_calls)  # type: ignore[arg-type]
+        # This runs in one of the actor's threads (max_concurrency > 1), where math-verify's signal-based
+        # timeouts do nothing: one pathological answer held the whole evaluation. A grading pool of
+        # the call's own (started and closed by this thread, see reward/pool.py) bounds every answer.
+        grader = DriverGrader(self.cfg, self.task)
+        try:
+            return Trainer.evaluate(self, max_tool_calls, score=grader.score)  # type: ignore[arg-type]
+        finally:
+            grader.close()
 
     def close(self) -> None:
         if self.sandbox is not None:

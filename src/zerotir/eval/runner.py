@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from zerotir import console
@@ -12,6 +13,7 @@ from zerotir.rollout.protocol import Template
 from zerotir.rollout.tool_loop import ToolLoopConfig
 from zerotir.rollout.tools import Tool
 from zerotir.task import MathTask, Task, sample_rows
+from zerotir.types import Trajectory
 
 SUMMARY_KEYS = (
     "accuracy",
@@ -22,6 +24,9 @@ SUMMARY_KEYS = (
     "response_len_mean",
 )
 """The headline metrics of an evaluation (the demo's summary and the toy base model's record)."""
+
+BatchScore = Callable[[list[Trajectory]], list[float]]
+"""Grades a batch of trajectories, rewards in order (e.g. `DriverGrader.score`, a grading pool)."""
 
 
 def evaluate_rows(
@@ -36,12 +41,15 @@ def evaluate_rows(
     task: Task | None = None,
     tool: Tool | None = None,
     desc: str | None = None,
+    score: BatchScore | None = None,
 ) -> dict:
     """Returns {"metrics": {...}, "samples": [...]} with accuracy (avg@n), pass@k, maj@n, max@n,
     code-use statistics, and per-difficulty accuracy when rows carry a `difficulty` field.
 
     `task` renders and scores (default: the math task of `template`, the same one training uses);
-    `desc` shows a progress bar (responses done) with that label."""
+    `desc` shows a progress bar (responses done) with that label. `score` grades a batch of
+    trajectories in order instead of `task.score` one by one: a grading pool's (`DriverGrader.score`)
+    where this runs off the main thread, whose signal-based grading timeouts do nothing."""
     task = task if task is not None else MathTask(template, engine.tokenizer)
     items = [(i, j) for i in range(len(rows)) for j in range(n)]
     trajs = []
@@ -50,9 +58,10 @@ def evaluate_rows(
         chunk = items[b : b + batch_size]
         sp = params if params.seed is None else replace(params, seed=params.seed + b)
         out = sample_rows(task, engine, sandbox, [rows[i] for i, _ in chunk], tool_cfg, sp, tool=tool)
-        for (i, _), tr in zip(chunk, out):
+        rewards = score(out) if score is not None else [task.score(tr) for tr in out]
+        for (i, _), tr, reward in zip(chunk, out, rewards, strict=True):
             tr.prompt_index = i
-            tr.reward = task.score(tr)
+            tr.reward = reward
             tr.correct = tr.reward >= 1.0
         trajs.extend(out)
         if bar is not None:

@@ -23,7 +23,7 @@ from zerotir.algos.estimators import ESTIMATORS, AdvantageInputs
 from zerotir.algos.filters import GROUP_FILTERS, OVERLONG
 from zerotir.config import AlgoConfig, RunConfig
 from zerotir.errors import SandboxFailureAbort
-from zerotir.eval.runner import evaluate_rows
+from zerotir.eval.runner import BatchScore, evaluate_rows
 from zerotir.rollout.engine import Engine, SamplingParams, capabilities_of
 from zerotir.rollout.tools import Tool
 from zerotir.sandbox.base import Sandbox
@@ -169,10 +169,11 @@ def time_metrics(
 def held_out_metrics(
     cfg: RunConfig, engine: Engine, sandbox: Sandbox | None, rows: list[dict], task: Task, tool: Tool,
     max_tool_calls: int | None = None, desc: str | None = None,
+    score: BatchScore | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """`eval/<set>/<metric>` on the held-out rows with the training protocol (template, exec timeout,
     output cap) and `eval.*` sampling; `max_tool_calls` overrides `eval.max_tool_calls` (budget sweeps);
-    `eval.max_response_len` caps responses (else the rollout's)."""
+    `eval.max_response_len` caps responses (else the rollout's); `score` as in `evaluate_rows`."""
     if not rows:
         return {}
     e = cfg.eval
@@ -184,7 +185,7 @@ def held_out_metrics(
     params = SamplingParams(e.temperature, e.top_p, length, seed=seed)
     res = evaluate_rows(engine, sandbox, rows, task.template, tool_cfg, params, n=e.n_samples,
                         batch_size=e.batch_size, task=task, tool=tool,
-                        desc=desc if cfg.log.progress else None)  # fmt: skip
+                        desc=desc if cfg.log.progress else None, score=score)  # fmt: skip
     name = Path(cfg.data.eval).stem if cfg.data.eval else "eval"
     return {f"eval/{name}/{k}": v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
 

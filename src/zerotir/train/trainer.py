@@ -19,6 +19,7 @@ from zerotir import build, console
 from zerotir.algos.filters import GROUP_FILTERS
 from zerotir.config import RunConfig, config_to_yaml
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
+from zerotir.eval.runner import BatchScore
 from zerotir.inspect import SampleWriter
 from zerotir.logger import MetricsLogger
 from zerotir.rollout import rollout_metrics
@@ -192,10 +193,13 @@ class Trainer:
         self.samples.record_step(self.step, sampled, kept, policy_version=version, **self._update_tokens)
         return metrics
 
-    def evaluate(self, max_tool_calls: int | None = None, desc: str | None = None) -> dict[str, float]:
-        """Held-out metrics under the training protocol; `desc` shows a progress bar with that label."""
+    def evaluate(
+        self, max_tool_calls: int | None = None, desc: str | None = None, score: BatchScore | None = None
+    ) -> dict[str, float]:
+        """Held-out metrics under the training protocol; `desc` shows a progress bar with that label;
+        `score` grades batches instead of the task (see `evaluate_rows`)."""
         return steps.held_out_metrics(self.cfg, self.engine, self.sandbox, self.eval_rows, self.task, self.tool,
-                                max_tool_calls, desc)  # fmt: skip
+                                max_tool_calls, desc, score)  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, _frame) -> None:
