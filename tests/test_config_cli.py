@@ -120,3 +120,56 @@ def test_cli_missing_model_path(tmp_path):
         "train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "r"), f"model.path={tmp_path}/nope"
     )
     assert r.returncode == 2 and "no config.json" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["algo.kl_coef=0.1", "algo.kl_in_reward=true"], "algo.name=grpo has no token rewards"),
+        (["algo.kl_coef=0.1", "algo.kl_in_reward=true", "algo.name=dr_grpo"], "algo.name=dr_grpo"),
+        (["algo.kl_coef=0.1", "algo.kl_in_reward=true", "algo.name=rloo"], "algo.name=rloo"),
+        (["rollout.vllm_async=true"], "rollout.vllm_async: only the vLLM engine"),
+        (["rollout.vllm_sleep=true"], "rollout.vllm_sleep: only the vLLM engine"),
+    ],
+)
+def test_settings_an_algorithm_or_engine_ignores_are_refused(overrides, needle):
+    """No silent no-op knobs (peer lessons §6). With a group estimator, `kl_in_reward` loaded the
+    reference model, took the KL out of the loss, and the estimator dropped it: no KL at all. The
+    transformers engine ignored the vLLM engine's async and sleep modes."""
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        build_config("toy-zerotir", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["algo.kl_coef=0.1", "algo.kl_in_reward=true", "algo.name=reinforce_pp"],
+        ["algo.kl_coef=0.1", "algo.kl_in_reward=true", "algo.name=reinforce_pp_baseline"],
+        ["algo.kl_in_reward=true"],  # no KL to fold
+        ["rollout.vllm_async=true", "rollout.engine=vllm"],
+    ],
+)
+def test_the_same_settings_where_they_act_are_accepted(overrides):
+    build_config("toy-zerotir", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("distributed.off_policy=tis", "distributed.off_policy=tis: only the Ray pipeline"),
+        ("distributed.max_staleness=1 distributed.off_policy=behaviour", "distributed.max_staleness=1, "),
+    ],
+)
+def test_ray_only_settings_without_ray_are_one_line_before_anything_is_written(tmp_path, capsys, override, says):
+    """The single-process trainer samples with the current policy every step: a staleness bound and an
+    off-policy correction parsed and did nothing there. Refused, exit 2, and no run directory left."""
+    run = tmp_path / "r"
+    rc = cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(run), *override.split()])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "distributed.enabled=true" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not run.exists()
+    with_ray = build_config("toy-zerotir", overrides=[*override.split(), "distributed.enabled=true"])
+    from zerotir.train.trainer import check_single_process
+
+    check_single_process(with_ray)  # the same settings with the Ray pipeline pass

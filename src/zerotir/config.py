@@ -115,6 +115,16 @@ class RolloutConfig(_Section):
     vllm_sleep: bool = False
     """vLLM's sleep mode: offload its weights and free its KV cache during each update (GPU only)."""
 
+    @model_validator(mode="after")
+    def _check(self) -> RolloutConfig:
+        vllm_only = [k for k in ("vllm_async", "vllm_sleep") if getattr(self, k)]
+        if vllm_only and self.engine != "vllm":  # the transformers engine ignored them
+            raise ValueError(
+                f"{', '.join('rollout.' + k for k in vllm_only)}: only the vLLM engine acts on this; set "
+                f"rollout.engine=vllm (got rollout.engine={self.engine})"
+            )
+        return self
+
 
 AlgoName = Literal["grpo", "dr_grpo", "ppo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
 
@@ -171,6 +181,7 @@ class AlgoConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> AlgoConfig:
+        from zerotir.algos.estimators import KL_IN_REWARD
         from zerotir.algos.loss import POLICY_LOSSES
 
         if self.policy_loss not in POLICY_LOSSES:
@@ -189,6 +200,12 @@ class AlgoConfig(_Section):
             raise ValueError("algo.critic_lr must be > 0")
         if self.filter_low > self.filter_high:
             raise ValueError("algo.filter_low must be <= algo.filter_high")
+        if self.kl_in_reward and self.kl_coef > 0 and self.name not in KL_IN_REWARD:
+            # it loaded the reference model, took the KL out of the loss, and the estimator dropped it
+            raise ValueError(
+                f"algo.kl_in_reward: algo.name={self.name} has no token rewards to fold the KL into "
+                f"(only {', '.join(sorted(KL_IN_REWARD))}); set algo.kl_in_reward=false to keep it in the loss"
+            )
         return self
 
 

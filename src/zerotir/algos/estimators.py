@@ -69,6 +69,10 @@ def _ppo(x: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
     return masked_whiten(adv, x.mask), returns
 
 
+KL_IN_REWARD = frozenset({"reinforce_pp", "reinforce_pp_baseline", "ppo"})
+"""The estimators that fold a per-token KL into their token rewards (`algo.kl_in_reward`); the group
+estimators broadcast one advantage per sequence and have no token rewards to fold it into."""
+
 ESTIMATORS: dict[str, Estimator] = {
     "grpo": _grpo,
     "dr_grpo": _dr_grpo,

@@ -17,7 +17,7 @@ import torch
 
 from zerotir import build, console
 from zerotir.algos.filters import GROUP_FILTERS
-from zerotir.config import RunConfig, config_to_yaml
+from zerotir.config import ConfigError, RunConfig, config_to_yaml
 from zerotir.errors import SandboxFailureAbort, TrainingInterrupted
 from zerotir.eval.runner import BatchScore
 from zerotir.inspect import SampleWriter
@@ -35,6 +35,27 @@ from zerotir.types import Trajectory
 log = logging.getLogger(__name__)
 
 
+RAY_ONLY: dict[str, tuple] = {
+    "max_staleness": (0,),
+    "off_policy": (None, "on_policy"),
+    "partial_rollouts": (False,),
+}
+"""`distributed.*` settings that only the Ray pipeline acts on, with their values that mean "off"."""
+
+
+def check_single_process(cfg: RunConfig) -> None:
+    """Refuse the Ray pipeline's settings without `distributed.enabled`: the single-process trainer
+    trains each step on samples of the current policy, so they parsed and did nothing (a silent no-op
+    knob: a user who set a staleness bound and a correction believed both were in force)."""
+    d = cfg.distributed
+    on = [f"distributed.{k}={getattr(d, k)}" for k, off in RAY_ONLY.items() if getattr(d, k) not in off]
+    if on and not d.enabled:
+        raise ConfigError(
+            f"{', '.join(on)}: only the Ray pipeline acts on this; set distributed.enabled=true, or drop it "
+            "(one process trains synchronously, on fresh samples)"
+        )
+
+
 class Trainer:
     models_in_process = True
     """False for the Ray driver: its learner and engines are actors, so its own CUDA does not matter."""
@@ -44,6 +65,7 @@ class Trainer:
     ):
         """`reward_fn(response_text, answer) -> float` replaces the verified math reward (an extension
         seam; `rollout.reward: module:function` names one in config)."""
+        check_single_process(cfg)  # before anything is written
         self.cfg, t = cfg, cfg.trainer
         self.run_dir = Path(run_dir)
         lock_run_dir(self.run_dir)  # before anything is written: one process per run directory
