@@ -138,3 +138,23 @@ def test_estimate_memory_cli_and_gguf_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(gguf.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match=r"pip install 'zerotir\[realmodel\]'"):
         gguf.convert_gguf(f, tmp_path / "out")
+
+
+def test_partial_rollouts_keep_the_engines_context_window(tiny_model_dir, local_sandbox):
+    """Under `distributed.partial_rollouts` the tool loop talks to a ChunkedEngine, which stated no
+    window: only `max_response_len` bound, and prompt + response could outgrow the model's context
+    (vLLM refuses such a request). It passes the inner engine's window on."""
+    from zerotir.distributed.chunked import ChunkedEngine
+    from zerotir.models import load_causal_lm, load_tokenizer
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.rollout.tool_loop import ToolLoopConfig, run_tool_rollout
+
+    tok = load_tokenizer(tiny_model_dir)
+    inner = HFEngine(load_causal_lm(tiny_model_dir), tok)
+    t = get_template("toy-zerotir")
+    prompt = tok.encode(t.render("1+1" * 20), add_special_tokens=False)
+    inner.max_model_len = len(prompt) + 4  # as a vLLM engine states its window
+    engine = ChunkedEngine(inner, chunk=3, refresh=lambda: 0)
+    params = SamplingParams(1.0, 1.0, 30, seed=0, ignore_eos=True)
+    (tr,) = run_tool_rollout(engine, local_sandbox, [prompt], t, ToolLoopConfig(max_response_len=30), params)
+    assert len(tr.prompt_ids) + len(tr.response_ids) == len(prompt) + 4 and tr.meta["context_limited"]

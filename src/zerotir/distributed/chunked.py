@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from zerotir.rollout.engine import Completion, Engine, EngineCapabilities, SamplingParams, capabilities_of
+from zerotir.rollout.tool_loop import engine_window
 from zerotir.types import CompletionReason, Trajectory
 
 
@@ -64,6 +65,9 @@ class ChunkedEngine:
         self.inner, self.chunk, self.refresh = inner, chunk, refresh
         self.tokenizer: Any = inner.tokenizer
         self.capabilities = EngineCapabilities(exact_logprobs=capabilities_of(inner).exact_logprobs)
+        # The inner engine's window, for the tool loop's per-turn budget: without it, partial rollouts
+        # capped only the response, and prompt + response could outgrow the model's context.
+        self.max_model_len = engine_window(inner)
         self.log = VersionedSegments(0)
 
     def load_weights(self, state_dict: dict, version: int) -> None:

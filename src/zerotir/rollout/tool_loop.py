@@ -228,15 +228,20 @@ def run_tool_rollout(
     return [_finish(st, tok, cfg) for st in states]
 
 
-def context_window(engine: object, cfg: ToolLoopConfig) -> int | None:
-    """The most prompt + response tokens a trajectory may hold: the config's cap, else the engine's
-    context window (vLLM's `max_model_len`, a transformers model's `max_position_embeddings`)."""
-    if cfg.max_context_len is not None:
-        return cfg.max_context_len
+def engine_window(engine: object) -> int | None:
+    """An engine's context window: vLLM's `max_model_len`, a transformers model's
+    `max_position_embeddings` (None if it states neither). Wrappers (ChunkedEngine) pass it on."""
     n = getattr(engine, "max_model_len", None)
     if n is None:
         n = getattr(getattr(getattr(engine, "model", None), "config", None), "max_position_embeddings", None)
     return n if isinstance(n, int) and n > 0 else None
+
+
+def context_window(engine: object, cfg: ToolLoopConfig) -> int | None:
+    """The most prompt + response tokens a trajectory may hold: the config's cap, else the engine's."""
+    if cfg.max_context_len is not None:
+        return cfg.max_context_len
+    return engine_window(engine)
 
 
 def response_limit(prompt_len: int, cfg: ToolLoopConfig, window: int | None) -> int:
