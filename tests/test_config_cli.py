@@ -160,16 +160,34 @@ def test_the_same_settings_where_they_act_are_accepted(overrides):
         ("distributed.max_staleness=1 distributed.off_policy=behaviour", "distributed.max_staleness=1, "),
     ],
 )
-def test_ray_only_settings_without_ray_are_one_line_before_anything_is_written(tmp_path, capsys, override, says):
+def test_ray_only_settings_without_ray_are_one_line_before_anything_is_written(
+    tmp_path, capsys, monkeypatch, override, says
+):
     """The single-process trainer samples with the current policy every step: a staleness bound and an
-    off-policy correction parsed and did nothing there. Refused, exit 2, and no run directory left."""
+    off-policy correction parsed and did nothing there. Refused, exit 2, and no run directory left;
+    with --overwrite the old run is not moved aside either. With distributed.enabled=true they reach
+    the Ray pipeline."""
+    import zerotir.distributed
+
     run = tmp_path / "r"
     rc = cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(run), *override.split()])
     err = capsys.readouterr().err
     assert rc == 2 and says in err and "distributed.enabled=true" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not run.exists()
-    with_ray = build_config("toy-zerotir", overrides=[*override.split(), "distributed.enabled=true"])
-    from zerotir.train.trainer import check_single_process
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}\n")  # a used run directory
+    argv = ["train", "--preset", "toy-zerotir", "--run-dir", str(run), "--overwrite", *override.split()]
+    assert cli.main(argv) == 2 and says in capsys.readouterr().err
+    assert (run / "metrics.jsonl").exists() and [p.name for p in tmp_path.iterdir()] == ["r"]
 
-    check_single_process(with_ray)  # the same settings with the Ray pipeline pass
+    class Dispatched(Exception):
+        pass
+
+    def ray_train(cfg, run_dir, resume=False):
+        raise Dispatched(cfg.distributed)
+
+    monkeypatch.setattr(zerotir.distributed, "train", ray_train)
+    with pytest.raises(Dispatched):
+        cli.main(["train", "--preset", "toy-zerotir", "--run-dir", str(tmp_path / "ray"), *override.split(),
+                  "distributed.enabled=true"])  # fmt: skip

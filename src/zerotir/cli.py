@@ -92,6 +92,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
     for src in (cfg.data.train, cfg.data.eval):  # names and paths, before any model loads
         if src:
             check_source(src)
+    if not cfg.distributed.enabled:  # before --overwrite moves an old run aside
+        from zerotir.train.trainer import check_single_process
+
+        check_single_process(cfg)
     if not a.resume:
         moved = prepare_new_run(run_dir, a.overwrite)
         if moved is not None:
@@ -427,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-config",
         action="store_true",
         help="print the config this eval resolves to and exit: its own defaults (eval.seed 42, "
-        "eval.batch_size 32, ...) under the preset, then the flags; a --max-tool-calls list is not in it",
+        "eval.batch_size 32, ...) under the preset, then the flags; --max-tool-calls and --limit are not in it",
     )
     e.add_argument(
         "overrides", nargs="*", help="config overrides, key.sub=value (e.g. rollout.exec_timeout_s=10)"

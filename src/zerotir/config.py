@@ -121,7 +121,8 @@ class RolloutConfig(_Section):
         if vllm_only and self.engine != "vllm":  # the transformers engine ignored them
             raise ValueError(
                 f"{', '.join('rollout.' + k for k in vllm_only)}: only the vLLM engine acts on this; set "
-                f"rollout.engine=vllm (got rollout.engine={self.engine})"
+                f"rollout.engine=vllm, or {' '.join('rollout.' + k + '=false' for k in vllm_only)} "
+                f"(got rollout.engine={self.engine})"
             )
         return self
 
@@ -309,7 +310,7 @@ class DistributedConfig(_Section):
     placement_timeout_s: float = Field(120.0, gt=0)
     """How long to wait for the cluster to fit the placement group before failing with what it asked for."""
     grader_processes: int = Field(2, ge=0)
-    """Driver-side grading processes (reward/pool.GradingPool: stuck graders killed); 0 grades in the driver."""
+    """Grading processes (reward/pool.GradingPool: stuck graders killed) of the driver, and of rollout worker 0 for each held-out evaluation; 0 grades in the driver and the worker's thread, with no timeout that stops C code."""
     rollout_cpus: float = Field(1.0, ge=0.0)
     """CPUs Ray reserves per rollout worker (placement; 0 lets actors share a small machine)."""
     rollout_gpus: float = Field(0.0, ge=0.0)

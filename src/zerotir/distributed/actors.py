@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -213,7 +214,8 @@ class RolloutWorker:
         # the call's own (started and closed by this thread, see reward/pool.py) bounds every answer.
         grader = DriverGrader(self.cfg, self.task)
         try:
-            return Trainer.evaluate(self, max_tool_calls, score=grader.score)  # type: ignore[arg-type]
+            score = partial(grader.score, grade_excluded=True)  # as the single-process evaluation grades
+            return Trainer.evaluate(self, max_tool_calls, score=score)  # type: ignore[arg-type]
         finally:
             grader.close()
 

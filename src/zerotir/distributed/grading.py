@@ -52,9 +52,11 @@ class DriverGrader:
                 cfg.distributed.grader_processes, timeout_s=r.grader_timeout_s, grade_fn=fn
             )
 
-    def score(self, trajs: list[Trajectory]) -> list[float]:
-        """Rewards in order: 0 for excluded trajectories (not graded) and for timed-out or crashed graders."""
-        live = [k for k, tr in enumerate(trajs) if not tr.excluded]
+    def score(self, trajs: list[Trajectory], grade_excluded: bool = False) -> list[float]:
+        """Rewards in order: 0 for timed-out or crashed graders, and for excluded trajectories (a
+        sandbox failure: not graded, they do not train) unless `grade_excluded`, as an evaluation
+        grades them (the single-process `task.score` does)."""
+        live = [k for k, tr in enumerate(trajs) if grade_excluded or not tr.excluded]
         out = [0.0] * len(trajs)
         if not live:
             return out

@@ -44,12 +44,12 @@ RAY_ONLY: dict[str, tuple] = {
 
 
 def check_single_process(cfg: RunConfig) -> None:
-    """Refuse the Ray pipeline's settings without `distributed.enabled`: the single-process trainer
-    trains each step on samples of the current policy, so they parsed and did nothing (a silent no-op
-    knob: a user who set a staleness bound and a correction believed both were in force)."""
+    """Refuse the Ray pipeline's settings for the single-process trainer: it trains each step on
+    samples of the current policy, so they parsed and did nothing (a silent no-op knob: a user who set
+    a staleness bound and a correction believed both were in force)."""
     d = cfg.distributed
     on = [f"distributed.{k}={getattr(d, k)}" for k, off in RAY_ONLY.items() if getattr(d, k) not in off]
-    if on and not d.enabled:
+    if on:
         raise ConfigError(
             f"{', '.join(on)}: only the Ray pipeline acts on this; set distributed.enabled=true, or drop it "
             "(one process trains synchronously, on fresh samples)"
@@ -65,7 +65,8 @@ class Trainer:
     ):
         """`reward_fn(response_text, answer) -> float` replaces the verified math reward (an extension
         seam; `rollout.reward: module:function` names one in config)."""
-        check_single_process(cfg)  # before anything is written
+        if self.models_in_process:  # the plain trainer (the Ray driver acts on these settings)
+            check_single_process(cfg)  # before anything is written
         self.cfg, t = cfg, cfg.trainer
         self.run_dir = Path(run_dir)
         lock_run_dir(self.run_dir)  # before anything is written: one process per run directory
