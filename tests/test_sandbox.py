@@ -1,6 +1,7 @@
 """Reliability and security of the executor pool: each hostile snippet is contained, and the pool
 keeps serving the next request."""
 
+import contextlib
 import os
 import time
 
@@ -403,9 +404,10 @@ def _settled(server: int, before: tuple[list[int], int]) -> tuple[int, int]:
         time.sleep(0.05)
 
 
-def test_dispatcher_holds_no_descriptor_of_finished_executions():
-    """Each execution's control socket (which keeps its mount namespace alive until the result is
-    out) is closed with the result: the dispatcher's descriptors do not grow with executions."""
+@contextlib.contextmanager
+def _one_server_pool():
+    """A pool of one fork server with two slots, warmed by one execution: (pool, server pid, the
+    server's processes and descriptors now). Root only: the server is not dumpable."""
     from zerotir.sandbox.pool import ExecutorPool, PoolConfig
 
     if os.geteuid() != 0:
@@ -415,12 +417,18 @@ def test_dispatcher_holds_no_descriptor_of_finished_executions():
         (server,) = p.worker_pids()
         assert p.run("print(0)").status == "ok"
         time.sleep(0.5)  # the dispatcher's closer thread closes the socket just after the result
-        before = _server_tree(server)
+        yield p, server, _server_tree(server)
+    finally:
+        p.close()
+
+
+def test_dispatcher_holds_no_descriptor_of_finished_executions():
+    """Each execution's control socket (which keeps its mount namespace alive until the result is
+    out) is closed with the result: the dispatcher's descriptors do not grow with executions."""
+    with _one_server_pool() as (p, server, before):
         for i in range(20):
             assert p.run(f"print({i})").stdout == f"{i}\n"
         assert _settled(server, before)[1] <= before[1]
-    finally:
-        p.close()
 
 
 SOAK = [
@@ -438,24 +446,13 @@ def test_a_soak_of_hanging_and_orphaning_code_leaves_no_process_or_descriptor():
     """Reap what you kill (peer lessons §6: timed-out graders never joined, leaked servers ran out of
     descriptors). Thirty executions that hang past their timeout, fork or spawn orphans, or are killed:
     afterwards the fork server holds no more processes and no more descriptors than before."""
-    from zerotir.sandbox.pool import ExecutorPool, PoolConfig
-
-    if os.geteuid() != 0:
-        pytest.skip("another process's descriptors are visible to root only (the server is not dumpable)")
-    p = ExecutorPool(PoolConfig(slots_per_worker=2, light_worker=False, numpy_worker=False))
-    try:
-        (server,) = p.worker_pids()
-        assert p.run("print(0)").status == "ok"
-        time.sleep(0.5)
-        before = _server_tree(server)
+    with _one_server_pool() as (p, server, before):
         for k in range(30):
             code, status, timeout_s = SOAK[k % len(SOAK)]
             r = p.run(code, timeout_s=timeout_s)
             assert r.status == status, (code, r)
         procs, fds = _settled(server, before)
         assert procs <= len(before[0]) and fds <= before[1], (procs, fds, len(before[0]), before[1])
-    finally:
-        p.close()
 
 
 @pytest.mark.parametrize("sibling", [True, False])
