@@ -366,9 +366,10 @@ def test_every_execution_draws_fresh_random_numbers(pool, lib):
         assert len(outs) == 4, (draw, outs)
 
 
-def _server_tree(server: int) -> tuple[list[int], int]:
-    """(pids below the fork server, descriptors of its dispatcher). Root only: the server is not dumpable."""
-    stack, below, found = [server], [], []
+def _server_tree(server: int) -> tuple[int, int]:
+    """(processes below the fork server, descriptors of its dispatcher). Root only: the server is not
+    dumpable."""
+    stack, below, found = [server], 0, []
     while stack:
         q = stack.pop()
         try:
@@ -381,7 +382,7 @@ def _server_tree(server: int) -> tuple[list[int], int]:
             except FileNotFoundError:  # a process that exited meanwhile
                 continue
             stack += kids
-            below += kids
+            below += len(kids)
             for k in kids:
                 try:
                     if "zerotir-exec" not in open(f"/proc/{k}/comm").read():
@@ -393,14 +394,14 @@ def _server_tree(server: int) -> tuple[list[int], int]:
     return below, len(os.listdir(f"/proc/{int(ppid.split()[1])}/fd"))
 
 
-def _settled(server: int, before: tuple[list[int], int]) -> tuple[int, int]:
+def _settled(server: int, before: tuple[int, int]) -> tuple[int, int]:
     """Not a timed assertion: wait (up to 10 s) for the dispatcher's closer thread and reaping to catch
     up with the executions, then return (processes, descriptors) to compare with `before`."""
     deadline = time.monotonic() + 10
     while True:
-        pids, fds = _server_tree(server)
-        if (len(pids) <= len(before[0]) and fds <= before[1]) or time.monotonic() > deadline:
-            return len(pids), fds
+        procs, fds = _server_tree(server)
+        if (procs <= before[0] and fds <= before[1]) or time.monotonic() > deadline:
+            return procs, fds
         time.sleep(0.05)
 
 
@@ -452,7 +453,7 @@ def test_a_soak_of_hanging_and_orphaning_code_leaves_no_process_or_descriptor():
             r = p.run(code, timeout_s=timeout_s)
             assert r.status == status, (code, r)
         procs, fds = _settled(server, before)
-        assert procs <= len(before[0]) and fds <= before[1], (procs, fds, len(before[0]), before[1])
+        assert procs <= before[0] and fds <= before[1], (procs, fds, before)
 
 
 @pytest.mark.parametrize("sibling", [True, False])

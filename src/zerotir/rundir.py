@@ -64,6 +64,12 @@ def move_aside(run_dir: Path) -> Path:
     return dest
 
 
+def _holder(lock: IO[str]) -> str:
+    """The `pid N` line the holder of `lock` wrote."""
+    lock.seek(0)
+    return lock.read().strip() or "another process"
+
+
 def _in_use_message(run_dir: Path, holder: str) -> str:
     return (
         f"{run_dir} is in use by {holder}: two runs writing one directory corrupt each other; "
@@ -86,8 +92,7 @@ def lock_run_dir(run_dir: str | Path) -> None:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
+        holder = _holder(f)
         f.close()
         raise UsageError(_in_use_message(run_dir, holder)) from None
     f.seek(0)
@@ -106,7 +111,7 @@ def _holder_elsewhere(run_dir: Path) -> str | None:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return f.read().strip() or "another process"
+            return _holder(f)
         fcntl.flock(f, fcntl.LOCK_UN)
     return None
 
